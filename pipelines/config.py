@@ -1,0 +1,186 @@
+"""Run configs: YAML in, typed objects out, every mistake reported before any work.
+
+A config error is one line: ``FILE: key.path: what is wrong (what is allowed)``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")
+STAGE_NAMES = ("train", "export", "eval")
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; ``str()`` is the one line to show the user."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    # msra: embedded MSRA corpus; hub: a Hugging Face dataset id; conll: local `char tag` files
+    source: Literal["msra", "hub", "conll"] = "msra"
+    hub_id: Optional[str] = None
+    revision: Optional[str] = None
+    train: Optional[str] = None
+    dev: Optional[str] = None
+    test: Optional[str] = None
+    # Label order saved with the model; default: the source's own order.
+    labels: Optional[list[str]] = None
+    # Where a source has no dev split: this fraction of train, drawn with `seed`.
+    dev_fraction: float = Field(0.05, gt=0, lt=1)
+    # Cap sentences per split (quick experiments and tests); null = all.
+    max_sentences: Optional[int] = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _source_needs(self) -> "DataConfig":
+        if self.source == "hub" and not self.hub_id:
+            raise ValueError("hub_id is required when source is 'hub' (e.g. peoples_daily_ner)")
+        if self.source == "conll" and not self.train and not self.test:
+            raise ValueError("train and/or test file paths are required when source is 'conll'")
+        return self
+
+
+class ModelConfig(_Section):
+    preset: Literal["tiny", "mini", "small", "medium", "base"] = "tiny"
+    # A hub id or local directory with BERT weights; overrides `preset`.
+    pretrained: Optional[str] = None
+    # A hub id or local directory for the tokenizer; default: the embedded bert-base-chinese vocab.
+    tokenizer: Optional[str] = None
+    max_length: int = Field(128, ge=8, le=512)
+    # Overlap between windows when a sentence is longer than max_length - 2 characters.
+    window_stride: Optional[int] = Field(None, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class TrainConfig(_Section):
+    epochs: float = Field(3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    learning_rate: float = Field(5e-5, gt=0, le=1)
+    warmup_steps: int = Field(0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    # Evaluate on dev and keep the best checkpoint every N steps (0 = once per epoch).
+    eval_every: int = Field(0, ge=0)
+    # Stop training after this many minutes (the best dev checkpoint so far is kept).
+    max_minutes: Optional[float] = Field(None, gt=0)
+    # Torch intra-op threads; null = all cores.
+    threads: Optional[int] = Field(None, ge=1)
+
+
+class ExportConfig(_Section):
+    # Fixed input shape [batch, sequence], like the reference recipe's 1x256 trace.
+    shape: list[int] = Field(default_factory=lambda: [1, 256])
+    torchscript: bool = True
+    torch_export: bool = True
+    parity_sentences: int = Field(32, ge=1)
+
+    @field_validator("shape")
+    @classmethod
+    def _shape(cls, v: list[int]) -> list[int]:
+        if len(v) != 2 or min(v) < 1:
+            raise ValueError("must be [batch, sequence] with both >= 1")
+        return v
+
+
+class EvalConfig(_Section):
+    split: Literal["train", "dev", "test"] = "test"
+    # seqeval strict IOB2 mode instead of the default (conlleval-style) mode.
+    strict: bool = False
+    batch_size: int = Field(64, ge=1)
+
+
+class RunConfig(_Section):
+    name: str = "run"
+    description: str = ""
+    seed: int = 42
+    stages: list[Literal["train", "export", "eval"]] = Field(default_factory=lambda: list(STAGE_NAMES))
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    export: ExportConfig = Field(default_factory=ExportConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    def digest(self) -> str:
+        """Short hash of the resolved config (artifacts record which config made them)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def parse_config(raw: Any, source: str = "<config>") -> RunConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(f"{source}: {_describe(err.errors()[0], RunConfig)}") from None
+
+
+def load_config(path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read, validate and return a run config. ``overrides`` maps dotted keys to values."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    for key, value in (overrides or {}).items():
+        raw = _set_dotted(raw or {}, key, value)
+    return parse_config(raw, path)
+
+
+def _set_dotted(raw: dict, key: str, value: Any) -> dict:
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return raw
+
+
+def _describe(error: dict, root: type[BaseModel]) -> str:
+    loc = [str(p) for p in error["loc"]]
+    path = ".".join(loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        allowed = _fields_at(root, loc[:-1])
+        return f"{path}: unknown key (allowed: {', '.join(allowed)})"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, ") :]
+    got = error.get("input")
+    if kind != "missing" and not isinstance(got, (dict, list)):
+        message += f" (got {got!r})"
+    return f"{path}: {message}"
+
+
+def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)

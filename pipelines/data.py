@@ -1,0 +1,225 @@
+"""Corpora in, Hugging Face ``datasets`` out: ``tokens`` (characters) and ``ner_tags`` (BIO ids).
+
+Sources: the embedded MSRA corpus (default), a hub dataset id, or local files in the
+``char tag`` format. The label order is explicit and travels with the model.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from .config import DataConfig
+from . import resources
+
+# The order of the hub's `peoples_daily_ner` and `msra_ner` datasets.
+HUB_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
+# The order of the reference recipe's People's Daily scripts.
+RECIPE_LABELS = ["O", "B-LOC", "I-LOC", "B-PER", "I-PER", "B-ORG", "I-ORG"]
+
+MSRA_TRAIN_CHUNKS = 50658  # standard split: chunks [:50658] train, [50658:] test
+SPLITS = ("train", "dev", "test")
+_TAG = re.compile(r"^(O|[BIMES]-\S+)$")
+
+Sentence = tuple[list[str], list[str]]  # characters, BIO tags
+
+
+class DataError(ValueError):
+    """A corpus that cannot be used; ``str()`` is the one line to show the user."""
+
+
+@dataclass
+class NerData:
+    splits: "datasets.DatasetDict"  # noqa: F821 - train/dev/test with tokens + ner_tags
+    labels: list[str]
+
+    def entity_types(self) -> list[str]:
+        return entity_types(self.labels)
+
+
+def entity_types(labels: Sequence[str]) -> list[str]:
+    return sorted({label[2:] for label in labels if label != "O"})
+
+
+def to_bio(tags: Sequence[str]) -> list[str]:
+    """BIOES / BMES / BIO -> BIO. Lossless for well-formed input; a continuation tag
+    (I/M/E) that does not continue an entity of its type opens a new one (B)."""
+    out: list[str] = []
+    prev_type = None  # type of the entity the previous tag belongs to, if it may continue
+    for tag in tags:
+        if tag == "O":
+            out.append("O")
+            prev_type = None
+            continue
+        prefix, etype = tag[0], tag[2:]
+        if prefix in "IME" and prev_type == etype:
+            out.append("I-" + etype)
+        else:
+            out.append("B-" + etype)
+        # E and S close the entity: what follows cannot continue it.
+        prev_type = etype if prefix in "BIM" else None
+    return out
+
+
+def parse_char_tag_lines(lines: Iterable[str], source: str) -> list[Sentence]:
+    """Sentences from ``char tag`` lines (space or tab separated, blank line between
+    sentences). Tags may be BIO, BIOES or BMES; they come back as BIO."""
+    sentences: list[Sentence] = []
+    chars: list[str] = []
+    tags: list[str] = []
+    for lineno, raw in enumerate(lines, 1):
+        line = raw.rstrip("\r\n")
+        if not line.strip():
+            if chars:
+                sentences.append((chars, to_bio(tags)))
+                chars, tags = [], []
+            continue
+        parts = line.split()
+        # A full-width space is a real character; `split()` would swallow it.
+        if line[0] in " \t" or len(parts) != 2 or not _TAG.match(parts[1]):
+            raise DataError(f"{source}:{lineno}: malformed line {line!r} (expected 'CHAR TAG', tag O or B-/I-/M-/E-/S-TYPE)")
+        chars.append(parts[0])
+        tags.append(parts[1])
+    if chars:
+        sentences.append((chars, to_bio(tags)))
+    return sentences
+
+
+def read_char_tag_file(path: str) -> list[Sentence]:
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return parse_char_tag_lines(f, path)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such data file") from None
+    except IsADirectoryError:
+        raise DataError(f"{path}: is a directory, expected a char-tag file") from None
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+
+
+def load_data(cfg: DataConfig, seed: int = 42) -> NerData:
+    """The configured corpus as train/dev/test ``datasets`` plus its label list."""
+    if cfg.source == "msra":
+        splits = _msra_splits()
+        source_labels = HUB_LABELS
+    elif cfg.source == "conll":
+        splits = {name: read_char_tag_file(path) for name in SPLITS if (path := getattr(cfg, name))}
+        source_labels = HUB_LABELS
+    else:
+        splits, source_labels = _hub_splits(cfg)
+    if "dev" not in splits and "train" in splits:
+        splits["train"], splits["dev"] = _split_off(splits["train"], cfg.dev_fraction, seed)
+    labels = list(cfg.labels) if cfg.labels else _labels_for(splits, source_labels)
+    return NerData(_to_datasets(splits, labels, cfg.max_sentences), labels)
+
+
+def load_split(spec: str, labels: Sequence[str], seed: int = 42) -> "datasets.Dataset":  # noqa: F821
+    """One split from a CLI spec: ``conll:PATH``, ``msra[:SPLIT]`` or ``hub:ID[:SPLIT]``."""
+    kind, _, rest = spec.partition(":")
+    if kind == "conll":
+        if not rest:
+            raise DataError("conll: needs a path, e.g. conll:data/example.test")
+        cfg = DataConfig(source="conll", test=rest)
+        split = "test"
+    elif kind == "msra":
+        cfg, split = DataConfig(source="msra"), rest or "test"
+    elif kind == "hub":
+        hub_id, _, split = rest.partition(":")
+        cfg, split = DataConfig(source="hub", hub_id=hub_id), split or "test"
+    else:
+        raise DataError(f"unknown data spec {spec!r} (use conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT])")
+    if split not in SPLITS:
+        raise DataError(f"unknown split {split!r} in {spec!r} (use one of {', '.join(SPLITS)})")
+    cfg.labels = list(labels)
+    return load_data(cfg, seed).splits[split]
+
+
+def _msra_splits() -> dict[str, list[Sentence]]:
+    path = resources.msra_corpus()
+    with open(path, encoding="utf-8", newline="") as f:
+        sentences = parse_char_tag_lines(f, path)
+    return {"train": sentences[:MSRA_TRAIN_CHUNKS], "test": sentences[MSRA_TRAIN_CHUNKS:]}
+
+
+def _split_off(sentences: list[Sentence], fraction: float, seed: int) -> tuple[list[Sentence], list[Sentence]]:
+    order = list(range(len(sentences)))
+    random.Random(seed).shuffle(order)
+    cut = max(1, round(len(sentences) * fraction))
+    dev_ids = set(order[:cut])
+    train = [s for i, s in enumerate(sentences) if i not in dev_ids]
+    dev = [s for i, s in enumerate(sentences) if i in dev_ids]
+    return train, dev
+
+
+def _labels_for(splits: dict[str, list[Sentence]], preferred: Sequence[str]) -> list[str]:
+    """The preferred order, extended with any further entity types the data has."""
+    seen = {tag[2:] for sents in splits.values() for _, tags in sents for tag in tags if tag != "O"}
+    labels = list(preferred)
+    for etype in sorted(seen - set(entity_types(preferred))):
+        labels += [f"B-{etype}", f"I-{etype}"]
+    return labels
+
+
+def _to_datasets(splits: dict[str, list[Sentence]], labels: list[str], cap: int | None):
+    import datasets
+
+    index = {label: i for i, label in enumerate(labels)}
+    features = datasets.Features(
+        {
+            "tokens": datasets.Sequence(datasets.Value("string")),
+            "ner_tags": datasets.Sequence(datasets.ClassLabel(names=labels)),
+        }
+    )
+    out = {}
+    for name, sentences in splits.items():
+        if cap is not None:
+            sentences = sentences[:cap]
+        if not sentences:
+            raise DataError(f"the {name} split is empty")
+        ids = []
+        for n, (_, tags) in enumerate(sentences):
+            try:
+                ids.append([index[t] for t in tags])
+            except KeyError as err:
+                raise DataError(
+                    f"{name} sentence {n + 1}: tag {err.args[0]!r} is outside the label scheme ({', '.join(labels)})"
+                ) from None
+        out[name] = datasets.Dataset.from_dict(
+            {"tokens": [chars for chars, _ in sentences], "ner_tags": ids}, features=features
+        )
+    return datasets.DatasetDict(out)
+
+
+def _hub_splits(cfg: DataConfig) -> tuple[dict[str, list[Sentence]], list[str]]:
+    import datasets
+
+    try:
+        loaded = datasets.load_dataset(cfg.hub_id, revision=cfg.revision)
+    except Exception as first:  # noqa: BLE001 - datasets raises many kinds
+        # datasets >= 4 refuses script datasets; the hub keeps a parquet conversion of them.
+        if cfg.revision is None and "script" in str(first).lower():
+            try:
+                loaded = datasets.load_dataset(cfg.hub_id, revision="refs/convert/parquet")
+            except Exception as second:  # noqa: BLE001
+                raise DataError(f"hub dataset {cfg.hub_id!r}: {_first_line(second)}") from None
+        else:
+            raise DataError(f"hub dataset {cfg.hub_id!r}: {_first_line(first)} (offline? use data.source: msra)") from None
+    names = {"train": "train", "validation": "dev", "dev": "dev", "test": "test"}
+    splits: dict[str, list[Sentence]] = {}
+    label_names: list[str] = []
+    for hub_split, ds in loaded.items():
+        if hub_split not in names:
+            continue
+        feature = ds.features["ner_tags"].feature
+        label_names = list(feature.names)
+        splits[names[hub_split]] = [
+            (list(tokens), to_bio([label_names[t] for t in tags])) for tokens, tags in zip(ds["tokens"], ds["ner_tags"])
+        ]
+    return splits, label_names or HUB_LABELS
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0]

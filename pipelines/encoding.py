@@ -1,0 +1,99 @@
+"""Characters to BERT inputs, one position per character, and windows for long text.
+
+Every character maps to exactly one token id (its own vocabulary entry after BERT's
+normalisation, else ``[UNK]``), so labels never need realigning and an unknown
+character keeps its place. Text longer than the model's window is cut into
+overlapping windows whose predictions are stitched back; nothing is truncated.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+
+from . import resources
+
+
+def load_tokenizer(name_or_dir: str | None = None):
+    """The tokenizer for a model: a hub id / directory, else the embedded bert-base-chinese vocab."""
+    from transformers import AutoTokenizer, BertTokenizerFast
+
+    if name_or_dir:
+        return AutoTokenizer.from_pretrained(name_or_dir)
+    # `do_lower_case` as bert-base-chinese was trained; real weights drop in unchanged.
+    return BertTokenizerFast(vocab=resources.bert_chinese_vocab(), do_lower_case=True)
+
+
+def save_tokenizer(tokenizer, directory: str) -> None:
+    tokenizer.save_pretrained(directory)
+    vocab = getattr(tokenizer, "vocab", None) or tokenizer.get_vocab()
+    # vocab.txt too, so older readers (and other toolchains) can rebuild the tokenizer.
+    with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
+        for token, _ in sorted(vocab.items(), key=lambda kv: kv[1]):
+            f.write(token + "\n")
+
+
+class CharEncoder:
+    """Maps characters to token ids with the tokenizer's own normalisation, cached."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.cls_id = tokenizer.cls_token_id
+        self.sep_id = tokenizer.sep_token_id
+        self.pad_id = tokenizer.pad_token_id
+        self.unk_id = tokenizer.unk_token_id
+        self._cache: dict[str, int] = {}
+
+    def char_id(self, char: str) -> int:
+        cached = self._cache.get(char)
+        if cached is None:
+            pieces = self.tokenizer.tokenize(char) if char.strip() else []
+            # One piece: its id. Several (rare symbols) or none (spaces, controls): [UNK].
+            cached = self.tokenizer.convert_tokens_to_ids(pieces[0]) if len(pieces) == 1 else self.unk_id
+            self._cache[char] = cached
+        return cached
+
+    def ids(self, chars: Sequence[str]) -> list[int]:
+        return [self.char_id(c) for c in chars]
+
+
+def window_spans(length: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:
+    """[start, end) spans of at most ``window`` positions covering ``range(length)``.
+
+    Consecutive windows start ``stride`` apart (default: half a window, so every
+    position away from the text's ends has context on both sides in some window).
+    """
+    if window < 1:
+        raise ValueError("window must be >= 1")
+    if length <= window:
+        return [(0, length)]
+    stride = stride or max(1, window // 2)
+    stride = min(stride, window)
+    spans = []
+    start = 0
+    while True:
+        end = min(start + window, length)
+        spans.append((start, end))
+        if end == length:
+            return spans
+        start = min(start + stride, length - window)
+
+
+def stitch(length: int, spans: Sequence[tuple[int, int]], pieces: Sequence[np.ndarray]) -> np.ndarray:
+    """Per-position rows from overlapping windows: each position takes its row from
+    the window in which it sits farthest from a cut (the most context); the text's
+    own start and end are not cuts."""
+    first = pieces[0]
+    out = np.zeros((length,) + first.shape[1:], dtype=first.dtype)
+    best = np.full(length, -1, dtype=np.int64)
+    for (start, end), piece in zip(spans, pieces):
+        pos = np.arange(start, end)
+        left = pos - start if start > 0 else length
+        right = end - 1 - pos if end < length else length
+        margin = np.minimum(left, right)
+        take = margin > best[start:end]
+        out[start:end][take] = piece[: end - start][take]
+        best[start:end] = np.where(take, margin, best[start:end])
+    return out

@@ -1,0 +1,125 @@
+"""Export a saved model: TorchScript traced at a fixed shape (the reference recipe's
+1x256) and a ``torch.export`` program for the compiler, each checked against eager."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Sequence
+
+from .config import ExportConfig
+from .encoding import CharEncoder
+from .events import Reporter
+from .files import read_json, replace_dir, write_json
+from .models import load_model
+from .predict import make_windows, pad_batch
+
+EXPORT_META = "export.json"
+INPUT_NAMES = ["input_ids", "attention_mask"]
+
+
+def read_export_meta(export_dir: str) -> dict | None:
+    return read_json(os.path.join(export_dir, EXPORT_META))
+
+
+def _logits_module(model):
+    import torch
+
+    class LogitsOnly(torch.nn.Module):
+        """(input_ids, attention_mask) -> logits: the plain signature every engine shares."""
+
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    return LogitsOnly(model).eval()
+
+
+def parity_batches(sentences: Sequence[Sequence[str]], encoder: CharEncoder, max_length: int, shape) -> list:
+    """Real sentences padded to the export shape (windows longer than it are cut, for the check only)."""
+    batch, seq = shape
+    rows = [w.ids[:seq] for w in make_windows(sentences, encoder, min(max_length, seq))]
+    return [pad_batch(rows[i : i + batch], encoder.pad_id, seq) for i in range(0, len(rows), batch)]
+
+
+def parity(reference, candidate, batches) -> dict:
+    """Max |logit difference| and argmax agreement over real (unpadded) positions."""
+    import torch
+
+    max_diff, agree, total = 0.0, 0, 0
+    with torch.inference_mode():
+        for ids, mask in batches:
+            if len(ids) < batches[0][0].shape[0]:
+                continue  # a traced module takes only its own batch size
+            args = (torch.from_numpy(ids), torch.from_numpy(mask))
+            ref, got = reference(*args).float(), candidate(*args).float()
+            real = torch.from_numpy(mask).bool()
+            max_diff = max(max_diff, float((ref - got).abs()[real].max()))
+            agree += int((ref.argmax(-1) == got.argmax(-1))[real].sum())
+            total += int(real.sum())
+    return {"max_abs_diff": max_diff, "argmax_agreement": agree / total if total else None, "positions": total}
+
+
+def export_model(
+    model_dir: str, export_dir: str, cfg: ExportConfig, sentences: Sequence[Sequence[str]], reporter: Reporter
+) -> dict:
+    """Write ``model.ts`` / ``model.pt2`` plus ``export.json`` into ``export_dir``."""
+    import warnings
+
+    import torch
+
+    # Tracing warns about shape-dependent Python branches in HF code; the parity check
+    # below is what proves the trace right at the exported shape.
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    # Eager attention: plain matmul + softmax ops that tracers and compilers all read.
+    model, tokenizer, meta = load_model(model_dir, attn="eager")
+    module = _logits_module(model)
+    shape = tuple(cfg.shape)
+    batches = parity_batches(sentences[: cfg.parity_sentences * shape[0]], CharEncoder(tokenizer), meta.max_length, shape)
+    if not batches or len(batches[0][0]) < shape[0]:
+        raise ValueError(f"need at least {shape[0]} sentences for the parity check at shape {list(shape)}")
+    example = tuple(torch.from_numpy(a) for a in batches[0])
+    info: dict = {"shape": list(shape), "inputs": INPUT_NAMES, "input_dtype": "int64", "labels": meta.labels, "files": {}}
+    steps = int(cfg.torchscript) + int(cfg.torch_export)
+    done = 0
+
+    def write(tmp: str) -> None:
+        nonlocal done
+        if cfg.torchscript:
+            reporter.log(f"tracing TorchScript at {shape[0]}x{shape[1]}")
+            t0 = time.monotonic()
+            with torch.inference_mode():
+                traced = torch.jit.trace(module, example, check_trace=False)
+            traced.save(os.path.join(tmp, "model.ts"))
+            check = parity(module, traced, batches)
+            info["files"]["torchscript"] = "model.ts"
+            info["torchscript"] = {**check, "seconds": round(time.monotonic() - t0, 2)}
+            done += 1
+            reporter.progress(done, steps, "exports")
+        if cfg.torch_export:
+            reporter.log(f"torch.export at {shape[0]}x{shape[1]}")
+            t0 = time.monotonic()
+            program = torch.export.export(module, example)
+            torch.export.save(program, os.path.join(tmp, "model.pt2"))
+            check = parity(module, program.module(), batches)
+            info["files"]["torch_export"] = "model.pt2"
+            info["torch_export"] = {**check, "seconds": round(time.monotonic() - t0, 2)}
+            done += 1
+            reporter.progress(done, steps, "exports")
+        write_json(os.path.join(tmp, EXPORT_META), info)
+
+    replace_dir(export_dir, write)
+    metrics = {}
+    for kind in ("torchscript", "torch_export"):
+        if kind in info:
+            for key in ("max_abs_diff", "argmax_agreement"):
+                metrics[f"{kind}_{key}"] = info[kind][key]
+                reporter.metric(f"{kind}_{key}", info[kind][key])
+    for name in info["files"]:
+        reporter.artifact(name, os.path.join(export_dir, info["files"][name]))
+    return metrics
+

@@ -1,0 +1,123 @@
+"""BERT token classifiers: compact presets, hub/local weights, and saved model directories.
+
+A saved model directory is a plain Hugging Face directory (config, weights, tokenizer)
+plus ``workbench.json`` (label order, max length, window stride), so any HF tool can
+read it and every engine here decodes it the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+from .config import ModelConfig
+from .encoding import load_tokenizer, save_tokenizer
+
+# Well-Read Students Learn Better (Turc et al. 2019) compact sizes, plus BERT-base.
+PRESETS = {
+    "tiny": dict(num_hidden_layers=2, hidden_size=128, num_attention_heads=2),
+    "mini": dict(num_hidden_layers=4, hidden_size=256, num_attention_heads=4),
+    "small": dict(num_hidden_layers=4, hidden_size=512, num_attention_heads=8),
+    "medium": dict(num_hidden_layers=8, hidden_size=512, num_attention_heads=8),
+    "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12),
+}
+META_FILE = "workbench.json"
+
+
+class ModelError(ValueError):
+    pass
+
+
+@dataclass
+class ModelMeta:
+    labels: list[str]
+    max_length: int
+    window_stride: int | None = None
+    preset: str | None = None
+    source: str | None = None  # preset name, hub id or directory the weights started from
+
+    def save(self, directory: str) -> None:
+        with open(os.path.join(directory, META_FILE), "w", encoding="utf-8") as f:
+            json.dump(asdict(self), f, ensure_ascii=False, indent=2)
+
+    @classmethod
+    def load(cls, directory: str) -> "ModelMeta":
+        with open(os.path.join(directory, META_FILE), encoding="utf-8") as f:
+            raw = json.load(f)
+        return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
+
+
+def bert_config(preset: str, vocab_size: int, labels: Sequence[str], max_length: int, dropout: float = 0.1):
+    from transformers import BertConfig
+
+    shape = PRESETS[preset]
+    return BertConfig(
+        vocab_size=vocab_size,
+        intermediate_size=4 * shape["hidden_size"],
+        max_position_embeddings=max(512, max_length),
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        **shape,
+    )
+
+
+def build_model(cfg: ModelConfig, labels: Sequence[str]):
+    """A fresh classifier: from a preset (random init) or from pretrained weights."""
+    from transformers import BertForTokenClassification
+
+    tokenizer = load_tokenizer(cfg.tokenizer or cfg.pretrained)
+    if cfg.pretrained:
+        try:
+            model = BertForTokenClassification.from_pretrained(
+                cfg.pretrained,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={label: i for i, label in enumerate(labels)},
+                ignore_mismatched_sizes=True,  # a fine-tuned head with another label set is replaced
+            )
+        except OSError as err:
+            raise ModelError(f"cannot load pretrained weights {cfg.pretrained!r}: {str(err).splitlines()[0]}") from None
+    else:
+        model = BertForTokenClassification(bert_config(cfg.preset, len(tokenizer), labels, cfg.max_length, cfg.dropout))
+    meta = ModelMeta(
+        labels=list(labels),
+        max_length=cfg.max_length,
+        window_stride=cfg.window_stride,
+        preset=None if cfg.pretrained else cfg.preset,
+        source=cfg.pretrained or cfg.preset,
+    )
+    return model, tokenizer, meta
+
+
+def save_model(model, tokenizer, meta: ModelMeta, directory: str) -> None:
+    os.makedirs(directory, exist_ok=True)
+    model.save_pretrained(directory)
+    save_tokenizer(tokenizer, directory)
+    meta.save(directory)
+
+
+def load_model(directory: str, attn: str | None = None):
+    """(model in eval mode, tokenizer, meta) from a saved model directory."""
+    from transformers import BertForTokenClassification
+
+    missing = [f for f in ("config.json", META_FILE) if not os.path.isfile(os.path.join(directory, f))]
+    if not os.path.isdir(directory):
+        raise ModelError(f"{directory}: no such model directory")
+    if missing:
+        raise ModelError(f"{directory}: not a complete model directory (missing {', '.join(missing)})")
+    kwargs = {"attn_implementation": attn} if attn else {}
+    try:
+        model = BertForTokenClassification.from_pretrained(directory, **kwargs)
+    except OSError as err:
+        raise ModelError(f"{directory}: {str(err).splitlines()[0]}") from None
+    model.eval()
+    return model, load_tokenizer(directory), ModelMeta.load(directory)
+
+
+def parameter_count(model) -> int:
+    return sum(p.numel() for p in model.parameters())

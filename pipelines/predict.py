@@ -1,0 +1,140 @@
+"""Batched prediction over any engine, decoding, and entity spans.
+
+An engine is anything with ``logits(input_ids, attention_mask) -> np.ndarray``
+(``[batch, seq, labels]``, int64 inputs). Windowing, batching and decoding live
+here once, so every engine gives the same tags for the same logits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+
+from .encoding import CharEncoder, stitch, window_spans
+
+
+class Engine(Protocol):
+    name: str
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Window:
+    sentence: int
+    start: int
+    end: int
+    ids: list[int]  # [CLS] chars [SEP]
+
+
+def make_windows(
+    sentences: Sequence[Sequence[str]], encoder: CharEncoder, max_length: int, stride: int | None = None
+) -> list[Window]:
+    span = max_length - 2  # room for [CLS] and [SEP]
+    windows = []
+    for s, chars in enumerate(sentences):
+        ids = encoder.ids(chars)
+        for start, end in window_spans(len(ids), span, stride):
+            windows.append(Window(s, start, end, [encoder.cls_id, *ids[start:end], encoder.sep_id]))
+    return windows
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded int64 ``input_ids`` and ``attention_mask``."""
+    length = length or max(len(r) for r in rows)
+    ids = np.full((len(rows), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), length), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (less padding), longest first."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def predict_logits(
+    engine: Engine,
+    sentences: Sequence[Sequence[str]],
+    encoder: CharEncoder,
+    max_length: int,
+    stride: int | None = None,
+    batch_size: int = 64,
+    fixed_length: int | None = None,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> list[np.ndarray]:
+    """Per-sentence ``[chars, labels]`` logits (stitched across windows).
+
+    ``fixed_length`` pads every batch to one shape, for engines compiled at a static shape.
+    """
+    windows = make_windows(sentences, encoder, max_length, stride)
+    pieces: list[np.ndarray | None] = [None] * len(windows)
+    batches = length_batches([len(w.ids) for w in windows], batch_size)
+    for done, batch in enumerate(batches, 1):
+        ids, mask = pad_batch([windows[i].ids for i in batch], encoder.pad_id, fixed_length)
+        out = engine.logits(ids, mask)
+        for row, i in enumerate(batch):
+            w = windows[i]
+            pieces[i] = out[row, 1 : 1 + w.end - w.start]
+        if on_batch:
+            on_batch(done, len(batches))
+    by_sentence: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        by_sentence.setdefault(w.sentence, []).append(i)
+    results = []
+    for s, chars in enumerate(sentences):
+        idx = by_sentence[s]  # an empty sentence still has one (empty) window
+        results.append(stitch(len(chars), [(windows[i].start, windows[i].end) for i in idx], [pieces[i] for i in idx]))
+    return results
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def decode(logits: np.ndarray, labels: Sequence[str]) -> list[str]:
+    return [labels[i] for i in logits.argmax(axis=-1)]
+
+
+@dataclass
+class Entity:
+    type: str
+    start: int  # character offset, inclusive
+    end: int  # character offset, exclusive
+    text: str
+    confidence: float
+
+    def as_dict(self) -> dict:
+        return {"type": self.type, "start": self.start, "end": self.end, "text": self.text, "confidence": round(self.confidence, 4)}
+
+
+def entity_spans(tags: Sequence[str]) -> Iterator[tuple[str, int, int]]:
+    """(type, start, end) for each entity in BIO tags; an I- that continues nothing opens one."""
+    etype, start = None, 0
+    for i, tag in enumerate([*tags, "O"]):
+        continues = tag.startswith("I-") and tag[2:] == etype
+        if etype is not None and not continues:
+            yield etype, start, i
+            etype = None
+        if tag != "O" and not continues:
+            etype, start = tag[2:], i
+
+
+def extract_entities(text: str, logits: np.ndarray, labels: Sequence[str]) -> list[Entity]:
+    chars = list(text)
+    if not chars:
+        return []
+    probs = softmax(logits)
+    tags = decode(logits, labels)
+    top = probs.max(axis=-1)
+    return [
+        Entity(etype, start, end, "".join(chars[start:end]), float(top[start:end].mean()))
+        for etype, start, end in entity_spans(tags)
+    ]

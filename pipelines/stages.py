@@ -1,0 +1,155 @@
+"""The stages of a run, as plain functions over a run directory.
+
+Layout of a run directory (the run store in ``workbench`` indexes these):
+``config.yaml`` resolved config · ``events.jsonl`` every event · ``metrics.json``
+per-stage metrics · ``model/`` fine-tuned model · ``export/`` TorchScript and
+torch.export programs · ``eval/`` scores and predictions per split and engine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from functools import lru_cache
+from typing import Callable
+
+from .config import RunConfig
+from .data import NerData, load_data, load_split
+from .encoding import CharEncoder
+from .engines import open_engine
+from .events import Reporter
+from .export import export_model
+from .files import read_json, write_json
+from .metrics import ner_metrics
+from .models import ModelError, ModelMeta, load_tokenizer
+from .predict import decode, predict_logits
+
+MODEL_DIR, EXPORT_DIR, EVAL_DIR = "model", "export", "eval"
+METRICS_FILE = "metrics.json"
+
+
+@lru_cache(maxsize=2)
+def _cached_data(data_json: str, seed: int) -> NerData:
+    from .config import DataConfig
+
+    return load_data(DataConfig.model_validate_json(data_json), seed)
+
+
+def data_for(cfg: RunConfig) -> NerData:
+    """The run's corpus, loaded once per process however many stages need it."""
+    return _cached_data(cfg.data.model_dump_json(), cfg.seed)
+
+
+def stage_train(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+    from .train import train
+
+    data = data_for(cfg)
+    sizes = ", ".join(f"{name} {len(ds)}" for name, ds in data.splits.items())
+    reporter.log(f"data: {cfg.data.source} ({sizes} sentences); labels {' '.join(data.labels)}")
+    return train(cfg, data, os.path.join(run_dir, MODEL_DIR), reporter)
+
+
+def stage_export(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+    model_dir = resolve_model_dir(run_dir)
+    data = data_for(cfg)
+    split = data.splits["dev" if "dev" in data.splits else "test"]
+    return export_model(model_dir, os.path.join(run_dir, EXPORT_DIR), cfg.export, split["tokens"], reporter)
+
+
+def stage_eval(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+    dataset = data_for(cfg).splits[cfg.eval.split]
+    return evaluate(run_dir, dataset, cfg.eval.split, reporter, strict=cfg.eval.strict, batch_size=cfg.eval.batch_size)
+
+
+STAGES: dict[str, Callable[[RunConfig, str, Reporter], dict]] = {
+    "train": stage_train,
+    "export": stage_export,
+    "eval": stage_eval,
+}
+
+
+def resolve_model_dir(path: str) -> str:
+    """A run directory (its ``model/``) or a model directory itself."""
+    inner = os.path.join(path, MODEL_DIR)
+    if os.path.isdir(inner):
+        return inner
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: holds no trained model (run the train stage first)")
+    raise ModelError(f"{path}: no such run or model directory")
+
+
+def evaluate(
+    run_or_model_dir: str,
+    dataset,
+    split_name: str,
+    reporter: Reporter,
+    engine_name: str = "torch",
+    strict: bool = False,
+    batch_size: int = 64,
+) -> dict:
+    """Score a model on a split with one engine; saves scores and predictions when in a run."""
+    model_dir = resolve_model_dir(run_or_model_dir)
+    meta = ModelMeta.load(model_dir)
+    is_run = model_dir != run_or_model_dir
+    export_dir = os.path.join(run_or_model_dir, EXPORT_DIR) if is_run else None
+    engine = open_engine(engine_name, model_dir, export_dir)
+    encoder = CharEncoder(load_tokenizer(model_dir))
+    sentences = dataset["tokens"]
+    names = dataset.features["ner_tags"].feature.names
+    gold = [[names[t] for t in tags] for tags in dataset["ner_tags"]]
+    if set(names) != set(meta.labels):
+        raise ModelError(f"the data's labels ({', '.join(names)}) differ from the model's ({', '.join(meta.labels)})")
+
+    reporter.log(f"evaluating {engine_name} on {split_name}: {len(sentences)} sentences")
+    t0 = time.monotonic()
+    logits = predict_logits(
+        engine,
+        sentences,
+        encoder,
+        meta.max_length,
+        meta.window_stride,
+        batch_size=batch_size,
+        fixed_length=getattr(engine, "fixed_shape", None) and engine.fixed_shape[1],
+        on_batch=lambda n, total: reporter.progress(n, total, "batches"),
+    )
+    seconds = time.monotonic() - t0
+    pred = [decode(lg, meta.labels) for lg in logits]
+    scores = ner_metrics(gold, pred, strict=strict)
+    scores.update(engine=engine_name, split=split_name, seconds=round(seconds, 2))
+    for key in ("f1", "precision", "recall", "accuracy"):
+        reporter.metric(f"{split_name}_{key}", scores[key])
+    if is_run:
+        out = os.path.join(run_or_model_dir, EVAL_DIR, f"{split_name}-{engine_name}")
+        write_json(out + ".json", scores)
+        _write_predictions(out + ".predictions.jsonl", sentences, gold, pred)
+        reporter.artifact("scores", out + ".json")
+    return scores
+
+
+def _write_predictions(path: str, sentences, gold, pred) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        for chars, g, p in zip(sentences, gold, pred):
+            f.write(json.dumps({"text": "".join(chars), "gold": g, "pred": p}, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluate_spec(run_or_model_dir: str, spec: str, reporter: Reporter, **kwargs) -> dict:
+    """Evaluate on a CLI data spec (``conll:PATH``, ``msra:test``, ``hub:ID:test``)."""
+    meta = ModelMeta.load(resolve_model_dir(run_or_model_dir))
+    dataset = load_split(spec, meta.labels)
+    if spec.startswith("conll:"):
+        split_name = "conll-" + os.path.splitext(os.path.basename(spec[len("conll:") :]))[0]
+    else:
+        split_name = spec.replace(":", "-")
+    return evaluate(run_or_model_dir, dataset, split_name, reporter, **kwargs)
+
+
+def record_metrics(run_dir: str, stage: str, metrics: dict) -> None:
+    path = os.path.join(run_dir, METRICS_FILE)
+    all_metrics = read_json(path, {})
+    all_metrics[stage] = metrics
+    write_json(path, all_metrics)

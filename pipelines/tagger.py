@@ -1,0 +1,35 @@
+"""Tag raw text with any engine: the shared path of `ner-workbench tag` and the highlighter."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .encoding import CharEncoder, load_tokenizer
+from .engines import open_engine
+from .models import ModelMeta
+from .predict import Engine, Entity, extract_entities, predict_logits
+from .stages import EXPORT_DIR, resolve_model_dir
+
+
+@dataclass
+class Tagger:
+    engine: Engine
+    encoder: CharEncoder
+    meta: ModelMeta
+
+    @classmethod
+    def open(cls, run_or_model_dir: str, engine: str = "torch") -> "Tagger":
+        model_dir = resolve_model_dir(run_or_model_dir)
+        export_dir = os.path.join(run_or_model_dir, EXPORT_DIR) if model_dir != run_or_model_dir else None
+        return cls(open_engine(engine, model_dir, export_dir), CharEncoder(load_tokenizer(model_dir)), ModelMeta.load(model_dir))
+
+    def tag(self, text: str) -> list[Entity]:
+        if not text:
+            return []
+        fixed = getattr(self.engine, "fixed_shape", None)
+        [logits] = predict_logits(
+            self.engine, [list(text)], self.encoder, self.meta.max_length, self.meta.window_stride,
+            fixed_length=fixed[1] if fixed else None,
+        )
+        return extract_entities(text, logits, self.meta.labels)

@@ -1,0 +1,53 @@
+import os
+import subprocess
+import sys
+
+from workbench.cli import main
+
+from conftest import REPO
+
+
+def test_validate_prints_the_resolved_config(capsys):
+    assert main(["validate", os.path.join(REPO, "configs", "quickstart.yaml")]) == 0
+    out = capsys.readouterr()
+    assert "preset: tiny" in out.out and "valid" in out.err
+
+
+def test_bad_config_exits_2_with_one_line(tmp_path, capsys):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  epoch: 3\n", encoding="utf-8")
+    assert main(["run", str(path), "--runs-dir", str(tmp_path / "runs")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "train.epoch: unknown key" in err and len(err.splitlines()) == 1
+    assert not os.path.exists(tmp_path / "runs" / "registry.sqlite")  # failed before any work
+
+
+def test_bad_override_exits_2(tmp_path, capsys):
+    assert main(["run", os.path.join(REPO, "configs", "quickstart.yaml"), "--set", "train.epochs", "--runs-dir", str(tmp_path)]) == 2
+    assert "--set needs KEY=VALUE" in capsys.readouterr().err
+
+
+def test_missing_model_exits_2(tmp_path, capsys):
+    assert main(["tag", "--model", "no-such-run", "--runs-dir", str(tmp_path), "你好"]) == 2
+    assert "no run or directory 'no-such-run'" in capsys.readouterr().err
+
+
+def test_incomplete_model_directory_exits_2(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    assert main(["tag", "--model", str(tmp_path / "m"), "--runs-dir", str(tmp_path), "你好"]) == 2
+    assert "not a complete model directory (missing workbench.json)" in capsys.readouterr().err
+
+
+def test_unknown_engine_exits_2(tmp_path, capsys):
+    (tmp_path / "m").mkdir()
+    assert main(["eval", "--model", str(tmp_path / "m"), "--runs-dir", str(tmp_path), "--engine", "tvm-fp32"]) == 2
+    assert "holds no trained model" in capsys.readouterr().err
+
+
+def test_console_script_exit_code_and_empty_history(tmp_path):
+    env = dict(os.environ, NER_WORKBENCH_RUNS=str(tmp_path))
+    done = subprocess.run([sys.executable, "-m", "workbench.cli", "runs"], capture_output=True, text=True, env=env)
+    assert done.returncode == 0 and "no runs yet" in done.stdout
+    bad = subprocess.run([sys.executable, "-m", "workbench.cli", "validate", "nope.yaml"], capture_output=True, text=True, env=env)
+    assert bad.returncode == 2 and "nope.yaml: no such config file" in bad.stderr

@@ -1,0 +1,90 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from pipelines.config import parse_config
+from pipelines.files import replace_dir
+from workbench.store import RunStore
+
+
+def test_run_lifecycle(tmp_path):
+    store = RunStore(str(tmp_path))
+    run = store.create_run(parse_config({"name": "my run/1"}), "c.yaml")
+    assert run.id.endswith("-my-run-1") and os.path.isfile(os.path.join(run.dir, "config.yaml"))
+    store.stage_started(run.id, "train")
+    store.stage_finished(run.id, "train", {"best_dev_f1": 0.5})
+    store.stage_started(run.id, "eval")
+    store.stage_finished(run.id, "eval", {"f1": 0.61})
+    store.run_finished(run.id)
+    again = RunStore(str(tmp_path)).get(run.id)
+    assert again.status == "done"
+    assert [(s.stage, s.status) for s in again.stages] == [("train", "done"), ("eval", "done")]
+    assert again.test_f1() == 0.61
+    assert store.find("my run/1").id == run.id and store.find(run.id[:10]).id == run.id
+    assert store.find("no-such-run") is None
+    assert store.find(run.dir).id == run.id
+
+
+KILLED_MID_STAGE = textwrap.dedent(
+    """
+    import sys, time
+    from pipelines.config import parse_config
+    from pipelines.files import replace_dir
+    from workbench.store import RunStore
+    store = RunStore(sys.argv[1])
+    run = store.create_run(parse_config({"name": "doomed"}))
+    store.stage_started(run.id, "train")
+
+    def slow_write(tmp):
+        open(tmp + "/config.json", "w").write("{}")
+        print(run.id, flush=True)
+        time.sleep(60)  # killed here, mid-artifact
+
+    replace_dir(run.dir + "/model", slow_write)
+    """
+)
+
+
+def test_sigkill_mid_stage_leaves_a_readable_registry_and_no_complete_looking_artifact(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_MID_STAGE, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    run_id = proc.stdout.readline().strip()
+    assert run_id, "child did not reach the stage"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+    store = RunStore(str(tmp_path))  # opening recovers
+    run = store.get(run_id)
+    assert run.status == "interrupted"
+    stage = run.stage("train")
+    assert stage.status == "interrupted" and "died" in stage.error
+    assert not os.path.exists(os.path.join(run.dir, "model"))  # only a hidden temp dir remains
+    # the registry is plain, readable SQLite for any other tool
+    rows = sqlite3.connect(os.path.join(str(tmp_path), "registry.sqlite")).execute("SELECT status FROM stages").fetchall()
+    assert rows == [("interrupted",)]
+
+
+def test_a_live_stage_is_not_marked_interrupted(tmp_path):
+    store = RunStore(str(tmp_path))
+    run = store.create_run(parse_config({}))
+    store.stage_started(run.id, "train")  # this process is alive
+    assert RunStore(str(tmp_path)).get(run.id).stage("train").status == "running"
+
+
+def test_replace_dir_keeps_the_old_version_when_the_writer_fails(tmp_path):
+    target = str(tmp_path / "model")
+    replace_dir(target, lambda d: open(os.path.join(d, "v"), "w").write("1"))
+
+    def broken(d):
+        open(os.path.join(d, "v"), "w").write("2")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        replace_dir(target, broken)
+    assert open(os.path.join(target, "v")).read() == "1"
+    assert os.listdir(tmp_path) == ["model"]

@@ -1,0 +1,359 @@
+"""``ner-workbench``: the command line. Every stage is also a subcommand.
+
+Exit codes: 0 done · 1 a stage failed · 2 bad input (config, data, model, usage) · 130 cancelled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from typing import Sequence
+
+# Quiet the libraries' own progress bars and notices: the CLI renders our events.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+class CliError(Exception):
+    """Bad input: printed as one line, exit code 2."""
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from pipelines.config import ConfigError
+    from pipelines.data import DataError
+    from pipelines.engines import EngineError
+    from pipelines.models import ModelError
+    from pipelines.resources import MissingResource
+
+    return (CliError, ConfigError, DataError, EngineError, ModelError, MissingResource)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ner-workbench",
+        description="Fine-tune, export, evaluate and tag with a Chinese BERT NER model (PER/LOC/ORG).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def runs_dir_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--runs-dir", default=None, help="run store directory (default: ./runs or $NER_WORKBENCH_RUNS)")
+
+    def run_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("config", help="run config YAML (see configs/)")
+        runs_dir_arg(p)
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=1")
+        p.add_argument("--quiet", action="store_true", help="no progress bars or logs, just the result")
+
+    p = sub.add_parser("run", help="run every configured stage of a config, in order")
+    run_args(p)
+    p.add_argument("--stages", default=None, help="comma-separated subset of the configured stages")
+
+    p = sub.add_parser("train", help="fine-tune the model of a config (a new run)")
+    run_args(p)
+
+    p = sub.add_parser("export", help="TorchScript + torch.export of a run's model, with parity checks")
+    p.add_argument("--model", required=True, help="run id, name or directory")
+    p.add_argument("--shape", default=None, help="BATCHxSEQ, default from the run's config (1x256)")
+    runs_dir_arg(p)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("eval", help="entity-level P/R/F1 and token accuracy of a model on a split")
+    p.add_argument("--model", required=True, help="run id, name or directory, or a model directory")
+    p.add_argument("--data", default=None, help="conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT] (default: the run's eval split)")
+    p.add_argument("--engine", default="torch", help="torch or torchscript")
+    p.add_argument("--strict", action="store_true", help="seqeval strict IOB2 mode")
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the scores as JSON (- for stdout)")
+    runs_dir_arg(p)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("tag", help="print the entities in a text")
+    p.add_argument("--model", required=True, help="run id, name or directory, or a model directory")
+    p.add_argument("--engine", default="torch", help="torch or torchscript")
+    p.add_argument("--json", action="store_true", help="print entities as JSON")
+    p.add_argument("text", nargs="+", help="text to tag (- reads standard input)")
+    runs_dir_arg(p)
+
+    p = sub.add_parser("runs", help="the run history")
+    p.add_argument("--json", action="store_true")
+    runs_dir_arg(p)
+
+    p = sub.add_parser("validate", help="check a config and print it fully resolved")
+    p.add_argument("config")
+    return parser
+
+
+def _cancel(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.command:
+        parser.print_help()
+        return 0
+    # A cancel from the job runner (SIGTERM) unwinds like Ctrl-C: stages get marked interrupted.
+    signal.signal(signal.SIGTERM, _cancel)
+    from rich.console import Console
+
+    err = Console(stderr=True, soft_wrap=True)  # one line per error, never wrapped
+    try:
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        err.print("[yellow]cancelled[/]")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - one line, never a traceback
+        from .runner import StageFailed, one_line
+
+        if isinstance(exc, _user_errors()):
+            err.print(f"[red]error:[/] {one_line(exc)}", highlight=False, markup=True)
+            return 2
+        if isinstance(exc, StageFailed):
+            err.print(f"[red]failed:[/] {exc}", highlight=False)
+            return 1
+        if os.environ.get("NER_WORKBENCH_DEBUG"):
+            raise
+        err.print(f"[red]error:[/] {type(exc).__name__}: {one_line(exc)}", highlight=False)
+        return 1
+
+
+# -- commands ---------------------------------------------------------------------
+
+
+def _parse_overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise CliError(f"--set needs KEY=VALUE, got {pair!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+class _Sinks(list):  # noqa: N801
+    """The Rich renderer, plus a JSON-lines copy of every event when run as a job."""
+
+    def __init__(self, quiet: bool) -> None:
+        from pipelines.events import JsonlSink
+
+        from .jobs import EVENTS_ENV
+        from .render import RichRenderer
+
+        super().__init__([RichRenderer(quiet=quiet)])
+        if os.environ.get(EVENTS_ENV):
+            self.append(JsonlSink(os.environ[EVENTS_ENV]))
+
+    def close(self) -> None:
+        for sink in self:
+            sink.close()
+
+
+def cmd_run(args, stages: list[str] | None = None) -> int:
+    from pipelines.config import load_config
+
+    from .runner import execute
+    from .store import RunStore
+
+    cfg = load_config(args.config, _parse_overrides(args.set))
+    if stages is None:
+        stages = cfg.stages
+        if getattr(args, "stages", None):
+            stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+            unknown = [s for s in stages if s not in cfg.stages]
+            if unknown:
+                raise CliError(f"--stages: {', '.join(unknown)} not among the configured stages ({', '.join(cfg.stages)})")
+    store = RunStore(args.runs_dir)
+    run = store.create_run(cfg, os.path.abspath(args.config))
+    sinks = _Sinks(args.quiet)
+    try:
+        results = execute(cfg, store, run, stages, sinks)
+    finally:
+        sinks.close()
+    _print_summary(run.dir, results)
+    return 0
+
+
+def cmd_train(args) -> int:
+    return cmd_run(args, ["train"])
+
+
+def _print_summary(run_dir: str, results: dict) -> None:
+    from rich.console import Console
+
+    out = Console()
+    if "eval" in results:
+        _print_scores(results["eval"], out)
+    if "train" in results:
+        t = results["train"]
+        out.print(f"train: best dev F1 {t['best_dev_f1']:.4f} after {t['epochs']} epochs, {t['train_seconds']:.0f} s, {t['tokens_per_s']} tokens/s")
+    if "export" in results:
+        e = results["export"]
+        parts = [f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.items()]
+        out.print("export parity: " + ", ".join(parts))
+    out.print(f"results: {run_dir}")
+
+
+def _print_scores(scores: dict, out) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{scores.get('split', '')} · {scores.get('engine', '')} · {scores.get('sentences', '?')} sentences ({scores.get('mode', 'default')} mode)")
+    for col in ("type", "precision", "recall", "F1", "support"):
+        table.add_column(col, justify="right" if col != "type" else "left")
+    for name, row in scores["per_type"].items():
+        table.add_row(name, f"{row['precision']:.4f}", f"{row['recall']:.4f}", f"{row['f1']:.4f}", str(row["support"]))
+    table.add_row("[bold]micro", f"[bold]{scores['precision']:.4f}", f"[bold]{scores['recall']:.4f}", f"[bold]{scores['f1']:.4f}", "")
+    out.print(table)
+    out.print(f"entity F1 {scores['f1']:.4f} · token accuracy {scores['accuracy']:.4f}")
+
+
+def _resolve_model(ref: str, runs_dir: str | None) -> tuple[str, "RunRecord | None"]:  # noqa: F821
+    """A run (by id, name or directory) or a bare model directory."""
+    from .store import RunStore
+
+    store = RunStore(runs_dir)
+    run = store.find(ref)
+    if run is not None:
+        return run.dir, run
+    if os.path.isdir(ref):
+        return ref, None
+    raise CliError(f"no run or directory {ref!r} (see `ner-workbench runs`)")
+
+
+def _run_config(run) -> "RunConfig":  # noqa: F821
+    from pipelines.config import load_config
+
+    return load_config(os.path.join(run.dir, "config.yaml"))
+
+
+def cmd_export(args) -> int:
+    from .runner import execute
+    from .store import RunStore
+
+    path, run = _resolve_model(args.model, args.runs_dir)
+    if run is None:
+        raise CliError(f"{path}: export works on a run (train one with `ner-workbench train CONFIG`)")
+    cfg = _run_config(run)
+    if args.shape:
+        try:
+            cfg.export.shape = [int(x) for x in args.shape.lower().split("x")]
+        except ValueError:
+            raise CliError(f"--shape must be BATCHxSEQ, e.g. 1x256, got {args.shape!r}") from None
+    sinks = _Sinks(args.quiet)
+    try:
+        results = execute(cfg, RunStore(args.runs_dir), run, ["export"], sinks)
+    finally:
+        sinks.close()
+    _print_summary(run.dir, results)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from rich.console import Console
+
+    from pipelines.events import Reporter
+    from pipelines.stages import evaluate, evaluate_spec
+
+    path, run = _resolve_model(args.model, args.runs_dir)
+    sinks = _Sinks(args.quiet)
+    reporter = Reporter(*sinks, stage="eval")
+    try:
+        if args.data:
+            scores = evaluate_spec(path, args.data, reporter, engine_name=args.engine, strict=args.strict)
+        elif run is not None:
+            cfg = _run_config(run)
+            from pipelines.stages import data_for
+
+            split = cfg.eval.split
+            scores = evaluate(path, data_for(cfg).splits[split], split, reporter, engine_name=args.engine, strict=args.strict or cfg.eval.strict)
+        else:
+            scores = evaluate_spec(path, "msra:test", reporter, engine_name=args.engine, strict=args.strict)
+    finally:
+        sinks.close()
+    if args.json_out == "-":
+        print(json.dumps(scores, ensure_ascii=False, indent=2))
+    else:
+        _print_scores(scores, Console())
+        if args.json_out:
+            from pipelines.files import write_json
+
+            write_json(args.json_out, scores)
+    return 0
+
+
+def cmd_tag(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from pipelines.tagger import Tagger
+
+    path, _ = _resolve_model(args.model, args.runs_dir)
+    text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
+    tagger = Tagger.open(path, args.engine)
+    entities = tagger.tag(text)
+    if args.json:
+        print(json.dumps({"text": text, "entities": [e.as_dict() for e in entities]}, ensure_ascii=False, indent=2))
+        return 0
+    out = Console()
+    styled = Text(text)
+    for e in entities:
+        styled.stylize(ENTITY_STYLES.get(e.type, "bold"), e.start, e.end)
+    out.print(styled)
+    table = Table("type", "start", "end", "text", "confidence")
+    for e in entities:
+        table.add_row(Text(e.type, style=ENTITY_STYLES.get(e.type, "bold")), str(e.start), str(e.end), e.text, f"{e.confidence:.3f}")
+    out.print(table if entities else "[dim]no entities[/]")
+    return 0
+
+
+ENTITY_STYLES = {"PER": "bold black on #f4a261", "LOC": "bold black on #8ecae6", "ORG": "bold black on #b5e48c"}
+
+
+def cmd_runs(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .store import RunStore
+
+    runs = RunStore(args.runs_dir).list_runs()
+    if args.json:
+        from dataclasses import asdict
+
+        print(json.dumps([asdict(r) for r in runs], ensure_ascii=False, indent=2))
+        return 0
+    table = Table("run", "status", "model", "data", "stages", "test F1")
+    colors = {"done": "green", "failed": "red", "interrupted": "yellow", "running": "cyan"}
+    for r in runs:
+        stages = " ".join(f"[{colors.get(s.status, 'white')}]{s.stage}[/]" for s in r.stages)
+        f1 = r.test_f1()
+        table.add_row(r.id, f"[{colors.get(r.status, 'white')}]{r.status}[/]", r.model or "", r.dataset or "", stages, f"{f1:.4f}" if f1 is not None else "")
+    Console().print(table if runs else "no runs yet: try `ner-workbench run configs/quickstart.yaml`")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from pipelines.config import load_config
+
+    cfg = load_config(args.config)
+    print(cfg.to_yaml(), end="")
+    print(f"# {args.config}: valid (config hash {cfg.digest()})", file=sys.stderr)
+    return 0
+
+
+COMMANDS = {
+    "run": cmd_run,
+    "train": cmd_train,
+    "export": cmd_export,
+    "eval": cmd_eval,
+    "tag": cmd_tag,
+    "runs": cmd_runs,
+    "validate": cmd_validate,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())
