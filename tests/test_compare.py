@@ -1,0 +1,78 @@
+import csv
+import io
+import json
+
+from workbench.compare import COLUMNS, collect_rows, empty_columns, format_cell, sort_rows, to_csv, to_markdown
+
+
+def write_eval(run_dir, split, engine, f1, accuracy=0.9, per_type=None, seconds=2.0, sentences=100):
+    (run_dir / "eval").mkdir(parents=True, exist_ok=True)
+    scores = {
+        "f1": f1, "precision": f1, "recall": f1, "accuracy": accuracy, "split": split, "engine": engine,
+        "per_type": per_type or {"PER": {"f1": f1, "precision": 1, "recall": 1, "support": 3}},
+        "seconds": seconds, "sentences": sentences,
+    }
+    (run_dir / "eval" / f"{split}-{engine}.json").write_text(json.dumps(scores))
+    (run_dir / "eval" / f"{split}-{engine}.predictions.jsonl").write_text("")
+
+
+def test_rows_from_eval_files_with_deltas_against_fp32_torch(tmp_path):
+    a = tmp_path / "a"
+    write_eval(a, "test", "torch", 0.80, accuracy=0.95)
+    write_eval(a, "test", "torchscript", 0.79, accuracy=0.96)
+    write_eval(a, "conll-pd_sample", "torch", 0.50)
+    (a / "model").mkdir()
+    (a / "model" / "model.safetensors").write_bytes(b"x" * 2048)
+    rows = collect_rows([("a-id", "a", str(a))])
+    by = {(r.split, r.engine): r for r in rows}
+    assert set(by) == {("test", "torch"), ("test", "torchscript"), ("conll-pd_sample", "torch")}
+    ts = by["test", "torchscript"]
+    assert ts.precision == "fp32" and abs(ts.delta_f1 + 0.01) < 1e-9 and abs(ts.delta_accuracy - 0.01) < 1e-9
+    assert by["test", "torch"].is_reference and by["test", "torch"].artifact_bytes == 2048
+    assert by["test", "torch"].eval_sentences_per_s == 50.0
+    assert ts.artifact_bytes is None  # no export/model.ts
+    assert by["test", "torch"].per_type_f1 == {"PER": 0.80}
+
+
+def test_broken_or_foreign_files_are_skipped(tmp_path):
+    a = tmp_path / "a"
+    write_eval(a, "test", "torch", 0.8)
+    (a / "eval" / "dev-torch.json").write_text("{torn")
+    (a / "eval" / "notes.json").write_text('["not scores"]')
+    rows = collect_rows([("a", "a", str(a)), ("missing", "m", str(tmp_path / "nope"))])
+    assert [(r.split, r.engine) for r in rows] == [("test", "torch")]
+
+
+def test_not_built_columns_are_empty_and_shown_as_dash(tmp_path):
+    a = tmp_path / "a"
+    write_eval(a, "test", "torch", 0.8)
+    rows = collect_rows([("a", "a", str(a))])
+    empty = empty_columns(rows)
+    assert {"latency_p50_ms", "latency_p99_ms", "throughput", "compile_s", "int8_layers_kept"} <= empty
+    assert "f1" not in empty
+    p50 = next(c for c in COLUMNS if c.key == "latency_p50_ms")
+    assert format_cell(rows[0], p50) == "—"
+    delta = next(c for c in COLUMNS if c.key == "delta_f1")
+    assert format_cell(rows[0], delta) == "ref"
+
+
+def test_sort_puts_missing_values_last(tmp_path):
+    for name, f1 in (("a", 0.5), ("b", 0.9), ("c", 0.7)):
+        write_eval(tmp_path / name, "test", "torch", f1)
+    rows = collect_rows([(n, n, str(tmp_path / n)) for n in "abc"])
+    rows[1].per_type_f1 = {}
+    assert [r.run_name for r in sort_rows(rows, "f1", descending=True)] == ["b", "c", "a"]
+    assert [r.run_name for r in sort_rows(rows, "f1_PER")] == ["a", "c", "b"]
+
+
+def test_markdown_and_csv_exports(tmp_path):
+    write_eval(tmp_path / "a", "test", "torch", 0.8)
+    write_eval(tmp_path / "a", "test", "torchscript", 0.8)
+    rows = collect_rows([("a-id", "a|b", str(tmp_path / "a"))])
+    md = to_markdown(rows)
+    lines = md.splitlines()
+    assert lines[0].startswith("| run | split | engine | prec | F1 | ΔF1 |")
+    assert "a\\|b" in lines[2] and "| ref |" in lines[2] and "+0.0000" in lines[3]
+    assert "not built yet" in md
+    parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
+    assert parsed[0]["run_id"] == "a-id" and float(parsed[0]["f1"]) == 0.8 and parsed[0]["latency_p50_ms"] == ""

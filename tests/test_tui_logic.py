@@ -1,0 +1,107 @@
+"""The TUI's UI-free parts: progress folding, config checking, sentence tagging."""
+
+import os
+import threading
+
+from pipelines.events import Event
+from workbench.config_files import TEMPLATES, check_config_text, find_key_line, from_template, write_text_atomic
+from workbench.highlight import SentenceTagger, percentile, split_sentences
+from workbench.progress import ProgressTracker, describe, format_duration
+
+
+def test_tracker_follows_stages_with_eta_from_event_times():
+    tracker = ProgressTracker()
+    lines = tracker.feed(
+        [
+            Event("started", "train", time=100.0, message="run x"),
+            Event("progress", "train", time=101.0, n=10, total=110, unit="steps", data={"epoch": 1, "loss": 0.51234}),
+            Event("log", "train", time=102.0, message="dev F1 0.5"),
+            Event("progress", "train", time=111.0, n=60, total=110, unit="steps", data={"epoch": 2}),
+        ]
+    )
+    assert lines == ["▶ train run x", "train dev F1 0.5"]
+    stage = tracker.current
+    assert stage.stage == "train" and stage.unit == "steps" and abs(stage.fraction - 60 / 110) < 1e-9
+    assert stage.eta_s == 10.0  # 50 steps in 10 s, 50 to go
+    assert stage.extras() == "epoch 2"
+    tracker.feed([Event("finished", "train", time=120.0), Event("started", "eval", time=120.0)])
+    assert tracker.stages["train"].fraction == 1.0 and tracker.current.stage == "eval"
+    assert tracker.current.fraction is None and tracker.current.eta_s is None
+
+
+def test_describe_and_durations():
+    assert describe(Event("failed", "eval", message="boom")) == "✘ eval: boom"
+    assert describe(Event("metric", "eval", name="test_f1", value=0.5)) == "eval test_f1 = 0.5000"
+    assert describe(Event("progress", "eval", n=1, total=2)) is None
+    assert format_duration(None) == "—" and format_duration(65) == "1:05" and format_duration(3725) == "1:02:05"
+
+
+def test_config_problem_names_key_path_allowed_values_and_line():
+    text = "name: x\ntrain:\n  epochs: 2\n  lr: 0.1\n"
+    problem = check_config_text(text, "x.yaml")
+    assert problem.key_path == "train.lr" and problem.line == 4
+    assert problem.message.startswith("x.yaml: train.lr: unknown key (allowed: epochs, batch_size")
+    problem = check_config_text("model:\n  preset: huge\n", "x.yaml")
+    assert problem.key_path == "model.preset" and problem.line == 2 and "'tiny'" in problem.message
+    assert check_config_text("name: ok\n", "x.yaml") is None
+
+
+def test_invalid_yaml_and_odd_inputs_never_raise():
+    problem = check_config_text("train:\n  epochs: [1,\n", "x.yaml")
+    assert "invalid YAML" in problem.message and problem.line is not None
+    assert check_config_text("", "x.yaml") is None  # all defaults
+    assert "top level must be a mapping" in check_config_text("- a\n- b\n", "x.yaml").message
+    assert find_key_line("a: [", "a") is None
+
+
+def test_atomic_write_and_templates(tmp_path):
+    path = tmp_path / "c.yaml"
+    write_text_atomic(str(path), "name: a\n")
+    write_text_atomic(str(path), "name: b\n")
+    assert path.read_text() == "name: b\n" and os.listdir(tmp_path) == ["c.yaml"]
+    quick = next(t for t in TEMPLATES if t.name == "quickstart")
+    text = from_template(quick, "mine")
+    assert "name: mine" in text and "name: quickstart" not in text and check_config_text(text, "mine.yaml") is None
+    assert [t.name for t in TEMPLATES if not t.available] == ["compile_fp16", "compile_int8"]
+
+
+def test_split_sentences_covers_mixed_text():
+    text = "张三在北京。李四去了上海！\n\nHello 👋 world"
+    spans = split_sentences(text)
+    assert [text[a:b] for a, b in spans] == ["张三在北京。", "李四去了上海！\n\n", "Hello 👋 world"]
+    assert split_sentences("") == [] and split_sentences("  \n ") == []
+
+
+class FakeTagger:
+    def __init__(self):
+        self.calls = []
+
+    def tag(self, text):
+        from pipelines.predict import Entity
+
+        self.calls.append(text)
+        i = text.find("北京")
+        return [Entity("LOC", i, i + 2, "北京", 0.9)] if i >= 0 else []
+
+
+def test_sentence_tagger_offsets_cache_and_cancel():
+    fake = FakeTagger()
+    tagger = SentenceTagger(fake)
+    result = tagger.tag_text("你好。我在北京。")
+    assert [(e.type, e.start, e.end, e.text) for e in result.entities] == [("LOC", 5, 7, "北京")]
+    assert result.sentences == 2 and len(result.latencies_ms) == 2
+    again = tagger.tag_text("你好。我在北京。再见")
+    assert fake.calls[-1] == "再见" and len(again.latencies_ms) == 1  # only the new sentence ran
+    assert tagger.tag_text("a。b。", cancelled=lambda: True).cancelled
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([], 50) is None
+
+
+def test_sentence_tagger_serialises_threads():
+    tagger = SentenceTagger(FakeTagger())
+    results = []
+    threads = [threading.Thread(target=lambda i=i: results.append(tagger.tag_text(f"{i}在北京"))) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(len(r.entities) == 1 for r in results)

@@ -1,0 +1,223 @@
+"""The comparison table: one row per (run, split, engine) evaluation, shaped for any UI.
+
+Today a run holds eval scores per split and engine (``eval/<split>-<engine>.json``);
+latency, compile time and int8 data come with the bench and compile stages, which
+are not built yet: their columns stay empty (``None``) and say so.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+from pipelines.files import read_json
+
+# Engine name -> numeric precision it runs at (TVM engines arrive with the compile stage).
+PRECISION = {"torch": "fp32", "torchscript": "fp32", "tvm-fp32": "fp32", "tvm-fp16": "fp16", "tvm-int8": "int8"}
+ENTITY_TYPES = ("PER", "LOC", "ORG")
+NOT_BUILT_NOTE = "latency, compile time and int8 layers: no data yet (the bench and compile stages are not built yet)"
+
+
+@dataclass
+class CompareRow:
+    run_id: str
+    run_name: str
+    split: str
+    engine: str
+    precision: str
+    f1: float | None = None
+    accuracy: float | None = None
+    per_type_f1: dict[str, float] = field(default_factory=dict)
+    eval_sentences_per_s: float | None = None  # end-to-end eval, batch 64: not a benchmark
+    artifact_bytes: int | None = None
+    # Filled by the bench / compile stages once they exist.
+    latency_p50_ms: float | None = None
+    latency_p99_ms: float | None = None
+    throughput: float | None = None
+    compile_s: float | None = None
+    int8_layers_kept: int | None = None
+    # Against the fp32 torch row of the same run and split.
+    delta_f1: float | None = None
+    delta_accuracy: float | None = None
+    is_reference: bool = False
+
+    def value(self, key: str) -> Any:
+        if key.startswith("f1_"):
+            return self.per_type_f1.get(key[3:])
+        return getattr(self, key)
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    kind: str  # text | score | delta | ms | rate | bytes | seconds | count
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("run_name", "run", "text"),
+    Column("split", "split", "text"),
+    Column("engine", "engine", "text"),
+    Column("precision", "prec", "text"),
+    Column("f1", "F1", "score"),
+    Column("delta_f1", "ΔF1", "delta"),
+    *(Column(f"f1_{t}", f"{t} F1", "score") for t in ENTITY_TYPES),
+    Column("accuracy", "tok acc", "score"),
+    Column("delta_accuracy", "Δacc", "delta"),
+    Column("latency_p50_ms", "p50 ms", "ms"),
+    Column("latency_p99_ms", "p99 ms", "ms"),
+    Column("throughput", "sent/s", "rate"),
+    Column("eval_sentences_per_s", "eval sent/s", "rate"),
+    Column("artifact_bytes", "size", "bytes"),
+    Column("compile_s", "compile", "seconds"),
+    Column("int8_layers_kept", "int8 kept", "count"),
+)
+
+
+def collect_rows(runs: Iterable[tuple[str, str, str]]) -> list[CompareRow]:
+    """Rows for every eval result of ``runs`` given as (run id, run name, run dir)."""
+    rows: list[CompareRow] = []
+    for run_id, name, run_dir in runs:
+        run_rows = [_row(run_id, name, run_dir, path) for path in _eval_files(run_dir)]
+        rows.extend(with_deltas([r for r in run_rows if r is not None]))
+    return rows
+
+
+def _eval_files(run_dir: str) -> list[str]:
+    eval_dir = os.path.join(run_dir, "eval")
+    try:
+        names = sorted(os.listdir(eval_dir))
+    except OSError:
+        return []
+    return [os.path.join(eval_dir, n) for n in names if n.endswith(".json") and not n.startswith(".")]
+
+
+def _row(run_id: str, name: str, run_dir: str, path: str) -> CompareRow | None:
+    try:
+        scores = read_json(path)
+    except ValueError:  # a torn or hand-edited file: skip it, never fail the table
+        return None
+    if not isinstance(scores, dict) or "f1" not in scores:
+        return None
+    stem = os.path.basename(path)[: -len(".json")]
+    split, _, engine = stem.rpartition("-")
+    engine = scores.get("engine") or engine
+    split = scores.get("split") or split or stem
+    per_type = {t: float(v["f1"]) for t, v in (scores.get("per_type") or {}).items() if isinstance(v, dict) and "f1" in v}
+    seconds, sentences = scores.get("seconds"), scores.get("sentences")
+    return CompareRow(
+        run_id=run_id,
+        run_name=name,
+        split=split,
+        engine=engine,
+        precision=PRECISION.get(engine, "?"),
+        f1=_num(scores.get("f1")),
+        accuracy=_num(scores.get("accuracy")),
+        per_type_f1=per_type,
+        eval_sentences_per_s=round(sentences / seconds, 1) if seconds and sentences else None,
+        artifact_bytes=artifact_size(run_dir, engine),
+    )
+
+
+def _num(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def artifact_size(run_dir: str, engine: str) -> int | None:
+    """Bytes of what the engine loads: the model directory, or the TorchScript file."""
+    if engine == "torch":
+        return _dir_size(os.path.join(run_dir, "model"))
+    if engine == "torchscript":
+        path = os.path.join(run_dir, "export", "model.ts")
+        return os.path.getsize(path) if os.path.isfile(path) else None
+    return None
+
+
+def _dir_size(path: str) -> int | None:
+    if not os.path.isdir(path):
+        return None
+    return sum(e.stat().st_size for e in os.scandir(path) if e.is_file())
+
+
+def with_deltas(rows: list[CompareRow]) -> list[CompareRow]:
+    """Fill deltas of one run's rows against its fp32 torch row of the same split."""
+    refs = {r.split: r for r in rows if r.engine == "torch"}
+    for row in rows:
+        ref = refs.get(row.split)
+        if ref is None:
+            continue
+        row.is_reference = row is ref
+        row.delta_f1 = _delta(row.f1, ref.f1)
+        row.delta_accuracy = _delta(row.accuracy, ref.accuracy)
+    return rows
+
+
+def _delta(value: float | None, ref: float | None) -> float | None:
+    return None if value is None or ref is None else value - ref
+
+
+def empty_columns(rows: Sequence[CompareRow], columns: Sequence[Column] = COLUMNS) -> set[str]:
+    """Keys of the columns that no row has data for."""
+    return {c.key for c in columns if all(r.value(c.key) is None for r in rows)}
+
+
+def sort_rows(rows: Sequence[CompareRow], key: str, descending: bool = False) -> list[CompareRow]:
+    """Sorted by one column; rows without a value always come last."""
+    present = [r for r in rows if r.value(key) is not None]
+    missing = [r for r in rows if r.value(key) is None]
+    return sorted(present, key=lambda r: r.value(key), reverse=descending) + missing
+
+
+def format_cell(row: CompareRow, column: Column) -> str:
+    value = row.value(column.key)
+    if column.kind == "delta" and row.is_reference:
+        return "ref"
+    return format_value(value, column.kind)
+
+
+def format_value(value: Any, kind: str) -> str:
+    if value is None:
+        return "—"
+    formats: dict[str, Callable[[Any], str]] = {
+        "score": lambda v: f"{v:.4f}",
+        "delta": lambda v: f"{v:+.4f}",
+        "ms": lambda v: f"{v:.2f}",
+        "rate": lambda v: f"{v:,.1f}",
+        "bytes": human_bytes,
+        "seconds": lambda v: f"{v:.1f} s",
+        "count": str,
+    }
+    return formats.get(kind, str)(value)
+
+
+def human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # unreachable
+
+
+def to_markdown(rows: Sequence[CompareRow], columns: Sequence[Column] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(c.title for c in columns) + " |"]
+    lines.append("|" + "|".join("---" if c.kind == "text" else "---:" for c in columns) + "|")
+    for row in rows:
+        lines.append("| " + " | ".join(format_cell(row, c).replace("|", "\\|") for c in columns) + " |")
+    if empty_columns(rows, columns) & {"latency_p50_ms", "compile_s"}:
+        lines.append("")
+        lines.append(f"— {NOT_BUILT_NOTE}.")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[CompareRow], columns: Sequence[Column] = COLUMNS) -> str:
+    """Raw values (empty where there is no data), one header row of column keys."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["run_id", *(c.key for c in columns)])
+    for row in rows:
+        values = [row.value(c.key) for c in columns]
+        writer.writerow([row.run_id, *("" if v is None else v for v in values)])
+    return out.getvalue()
