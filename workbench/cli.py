@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a config and print it fully resolved")
     p.add_argument("config")
+
+    p = sub.add_parser("tui", help="open the terminal app (the default with no command)")
+    runs_dir_arg(p)
     return parser
 
 
@@ -92,9 +95,10 @@ def _cancel(signum, frame) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.command:
-        parser.print_help()
-        return 0
+    if args.command in (None, "tui"):
+        from .app import run_app  # the terminal app: Textual only, torch loads lazily in its workers
+
+        return run_app(getattr(args, "runs_dir", None))
     # A cancel from the job runner (SIGTERM) unwinds like Ctrl-C: stages get marked interrupted.
     signal.signal(signal.SIGTERM, _cancel)
     from rich.console import Console

@@ -1,0 +1,61 @@
+"""Help: the key bindings of every screen."""
+
+from __future__ import annotations
+
+from rich import box
+from rich.table import Table
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEYS = [
+    ("F2 … F6", "everywhere", "Runs · Config · Jobs · Highlighter (Tag) · Compare"),
+    ("F1", "everywhere", "this help (again, or escape: close)"),
+    ("ctrl+p", "everywhere", "command palette: screens, quickstart, exports"),
+    ("ctrl+q", "everywhere", "quit (jobs keep running; they show again next time)"),
+    ("enter", "Runs", "open the run: config, stages, artifacts"),
+    ("s", "Runs", "start the quickstart as a job"),
+    ("t", "Runs, run", "tag with this run's model in the highlighter"),
+    ("e / v", "run", "launch an export / eval job for this run"),
+    ("escape", "run, dialogs", "back"),
+    ("ctrl+s", "Config", "save (refused while invalid; written atomically)"),
+    ("ctrl+n", "Config", "new config from a template"),
+    ("ctrl+g", "Config", "move the cursor to the error's line"),
+    ("l", "Jobs", "launch the chosen stage on the chosen config / run"),
+    ("enter", "Jobs", "follow the highlighted job"),
+    ("x", "Jobs", "cancel the followed job"),
+    ("o", "Jobs", "show the job's raw output.log"),
+    ("ctrl+l", "Highlighter", "clear the text"),
+    ("s", "Compare", "sort by the cursor's column (again: reverse), or click a header"),
+    ("m / c", "Compare", "export the table as Markdown / CSV into the runs directory"),
+    ("r", "Runs, Compare", "reload"),
+]
+NOTE = (
+    "Stages not built yet (compile, infer, bench, pretrain, distill), the TVM engines and the "
+    "compile templates are listed but disabled, marked \"not available yet\"."
+)
+
+
+def keys_table() -> Table:
+    table = Table(title="ner-workbench — keys", box=box.SIMPLE_HEAD, expand=True, title_style="bold")
+    table.add_column("keys", style="bold yellow", no_wrap=True)
+    table.add_column("where", style="cyan", no_wrap=True)
+    table.add_column("what")
+    for row in KEYS:
+        table.add_row(*row)
+    return table
+
+
+class HelpScreen(ModalScreen):
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen VerticalScroll { width: 96; max-height: 90%; height: auto; border: round $accent; background: $surface; padding: 0 1; }
+    """
+    BINDINGS = [Binding("escape,f1,q", "dismiss", "Close")]
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll():
+            yield Static(keys_table())
+            yield Static(NOTE, classes="muted")

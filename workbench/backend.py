@@ -1,0 +1,294 @@
+"""The one adapter between the TUI and everything else (run store, configs, jobs,
+the tagger, metrics files). Screens call this class and nothing below it, so a test
+can hand the app another backend.
+
+Heavy imports (pydantic, torch, transformers) happen inside methods, never at app
+start. Methods that touch files or models are meant to be called from worker
+threads; each opens its own SQLite connection (a connection is per thread).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+from . import compare
+from .config_files import REPO_CONFIGS, TEMPLATES, Template, check_config_text, config_name_ok, from_template, write_text_atomic
+from .jobs import Job, list_jobs, start_job
+
+NOT_BUILT = "not available yet"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class Action:
+    """A CLI stage the jobs screen can launch; ``needs`` says what it takes."""
+
+    name: str
+    title: str
+    needs: str | None  # config | run | None
+    available: bool = True
+    note: str = ""
+
+
+ACTIONS = (
+    Action("run", "run: every stage of a config", "config"),
+    Action("train", "train: fine-tune a config's model", "config"),
+    Action("export", "export: TorchScript + torch.export of a run", "run"),
+    Action("eval", "eval: score a run's model", "run"),
+    Action("validate", "validate: check a config", "config"),
+    *(Action(n, f"{n}", None, False, NOT_BUILT) for n in ("compile", "infer", "bench", "pretrain", "distill")),
+)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    name: str
+    available: bool
+    note: str = ""
+
+
+ENGINES = (
+    EngineChoice("torch", True),
+    EngineChoice("torchscript", True, "needs the export stage"),
+    *(EngineChoice(f"tvm-{p}", False, f"{NOT_BUILT} (compile stage)") for p in PRECISIONS),
+)
+
+
+@dataclass
+class RunSummary:
+    id: str
+    name: str
+    dir: str
+    status: str
+    model: str
+    dataset: str
+    stages: list[tuple[str, str]]
+    best_f1: float | None
+    f1_split: str  # which split best_f1 is on: test (eval) or dev (train)
+    latency_ms: dict[str, float | None] = field(default_factory=dict)  # per precision, from the bench stage
+    has_model: bool = False
+
+
+@dataclass
+class StageRow:
+    stage: str
+    status: str
+    seconds: float | None
+    metrics: str
+    error: str | None
+
+
+@dataclass
+class RunDetail:
+    summary: RunSummary
+    config_text: str
+    stages: list[StageRow]
+    artifacts: list[tuple[str, int]]
+    error_tail: str
+
+
+class Backend:
+    def __init__(self, runs_dir: str | None = None, configs_dir: str | None = None) -> None:
+        from .store import default_runs_dir  # store imports pydantic: cheap enough, but only here
+
+        self.runs_dir = os.path.abspath(runs_dir or default_runs_dir())
+        self.jobs_dir = os.path.join(self.runs_dir, "jobs")
+        self.export_dir = self.runs_dir  # where the comparison table is exported
+        self.configs_dir = os.path.abspath(configs_dir or ("configs" if os.path.isdir("configs") else REPO_CONFIGS))
+
+    # -- runs --------------------------------------------------------------------
+    @contextmanager
+    def _store(self) -> Iterator["RunStore"]:  # noqa: F821
+        from .store import RunStore
+
+        store = RunStore(self.runs_dir)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def runs(self) -> list[RunSummary]:
+        with self._store() as store:
+            records = store.list_runs()
+        return [self._summary(r) for r in records]
+
+    def _summary(self, record) -> RunSummary:
+        f1, split = record.test_f1(), "test"
+        train = record.stage("train")
+        if f1 is None and train and train.metrics:
+            f1, split = train.metrics.get("best_dev_f1"), "dev"
+        return RunSummary(
+            id=record.id,
+            name=record.name,
+            dir=record.dir,
+            status=record.status,
+            model=record.model or "",
+            dataset=record.dataset or "",
+            stages=[(s.stage, s.status) for s in record.stages],
+            best_f1=f1,
+            f1_split=split,
+            latency_ms={p: None for p in PRECISIONS},  # the bench stage isn't built yet
+            has_model=os.path.isfile(os.path.join(record.dir, "model", "config.json")),
+        )
+
+    def run_detail(self, run_id: str) -> RunDetail:
+        with self._store() as store:
+            record = store.get(run_id)
+        stages = [
+            StageRow(
+                s.stage,
+                s.status,
+                (s.finished - s.started) if s.finished and s.started else None,
+                _metrics_line(s.metrics),
+                s.error,
+            )
+            for s in record.stages
+        ]
+        return RunDetail(
+            self._summary(record),
+            _read_text(os.path.join(record.dir, "config.yaml")),
+            stages,
+            _artifacts(record.dir),
+            _tail(os.path.join(record.dir, "error.log"), 12),
+        )
+
+    # -- configs -----------------------------------------------------------------
+    def config_files(self) -> list[str]:
+        found = glob.glob(os.path.join(self.configs_dir, "*.yaml")) + glob.glob(os.path.join(self.configs_dir, "*.yml"))
+        return sorted(found)
+
+    def templates(self) -> tuple[Template, ...]:
+        return TEMPLATES
+
+    def read_config(self, path: str) -> str:
+        return _read_text(path)
+
+    def check_config(self, text: str, source: str):
+        return check_config_text(text, source)
+
+    def save_config(self, path: str, text: str):
+        """Validate, then write atomically; returns the problem (and writes nothing) if invalid."""
+        problem = check_config_text(text, os.path.basename(path))
+        if problem is None:
+            write_text_atomic(path, text)
+        return problem
+
+    def new_config(self, template: Template, name: str) -> str:
+        """A new config file from a template; returns its path."""
+        if not config_name_ok(name):
+            raise ValueError(f"{name!r}: use letters, digits, '-', '_' or '.'")
+        path = os.path.join(self.configs_dir, name if name.endswith((".yaml", ".yml")) else name + ".yaml")
+        if os.path.exists(path):
+            raise ValueError(f"{path} exists already")
+        write_text_atomic(path, from_template(template, os.path.splitext(os.path.basename(path))[0]))
+        return path
+
+    # -- jobs --------------------------------------------------------------------
+    def actions(self) -> tuple[Action, ...]:
+        return ACTIONS
+
+    def job_argv(self, action: str, target: str, engine: str = "torch") -> list[str]:
+        """CLI arguments for an action on a config path or a run id."""
+        runs = ["--runs-dir", self.runs_dir]
+        if action in ("run", "train"):
+            return [action, target, *runs]
+        if action == "validate":
+            return ["validate", target]
+        if action == "export":
+            return ["export", "--model", target, *runs]
+        if action == "eval":
+            return ["eval", "--model", target, "--engine", engine, *runs]
+        raise ValueError(f"{action}: {NOT_BUILT}")
+
+    def start_job(self, argv: list[str], title: str | None = None) -> Job:
+        return start_job(argv, self.jobs_dir, title)
+
+    def start_quickstart(self) -> Job:
+        path = os.path.join(self.configs_dir, "quickstart.yaml")
+        if not os.path.isfile(path):
+            path = TEMPLATES[0].path
+        return self.start_job(self.job_argv("run", path), "run quickstart")
+
+    def jobs(self) -> list[Job]:
+        return list_jobs(self.jobs_dir)
+
+    def job(self, job_id: str) -> Job:
+        return Job(os.path.join(self.jobs_dir, job_id))
+
+    # -- tagging -----------------------------------------------------------------
+    def engines(self) -> tuple[EngineChoice, ...]:
+        return ENGINES
+
+    def open_tagger(self, run_id_or_dir: str, engine: str = "torch"):
+        """A sentence tagger for a run's model (slow: loads torch; call from a worker)."""
+        from pipelines.tagger import Tagger
+
+        from .highlight import SentenceTagger
+
+        path = run_id_or_dir
+        if not os.path.isdir(path):
+            with self._store() as store:
+                record = store.find(run_id_or_dir)
+            if record is None:
+                raise ValueError(f"no run or directory {run_id_or_dir!r}")
+            path = record.dir
+        return SentenceTagger(Tagger.open(path, engine))
+
+    # -- compare -----------------------------------------------------------------
+    def compare_rows(self) -> list[compare.CompareRow]:
+        return compare.collect_rows((r.id, r.name, r.dir) for r in self.runs())
+
+    def export_table(self, rows: list[compare.CompareRow], fmt: str) -> str:
+        """Write the table as Markdown or CSV (into ``export_dir``); returns the path."""
+        text = compare.to_markdown(rows) if fmt == "md" else compare.to_csv(rows)
+        path = os.path.join(self.export_dir, f"compare.{fmt}")
+        write_text_atomic(path, text)
+        return path
+
+
+def display_path(path: str) -> str:
+    """Relative to the working directory when inside it (shorter, and the same on every machine)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def _metrics_line(metrics: dict) -> str:
+    parts = []
+    for key, value in metrics.items():
+        if isinstance(value, float):
+            parts.append(f"{key} {value:.4g}")
+        elif isinstance(value, (int, str)):
+            parts.append(f"{key} {value}")
+    return "  ".join(parts)
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
+def _tail(path: str, lines: int) -> str:
+    return "\n".join(_read_text(path).strip().splitlines()[-lines:])
+
+
+def _artifacts(run_dir: str) -> list[tuple[str, int]]:
+    """Files of a run, two levels deep, with sizes (temporary files skipped)."""
+    found = []
+    for root, dirs, files in os.walk(run_dir):
+        depth = os.path.relpath(root, run_dir).count(os.sep) + (root != run_dir)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < 2 else []
+        for name in sorted(files):
+            if not name.startswith("."):
+                path = os.path.join(root, name)
+                try:
+                    found.append((os.path.relpath(path, run_dir), os.path.getsize(path)))
+                except OSError:
+                    continue
+    return found
