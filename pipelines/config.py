@@ -99,16 +99,45 @@ class EvalConfig(_Section):
     batch_size: int = Field(64, ge=1)
 
 
+class CompileConfig(_Section):
+    # Precisions to build, one artifact each (int8 is its own issue; bf16 has no Relax pass).
+    precisions: list[Literal["fp32", "fp16"]] = Field(default_factory=lambda: ["fp32"])
+    # "host" = LLVM for this CPU (detected), "cuda", or a TVM target dict / string.
+    target: Any = "host"
+    # Static shapes [batch, sequence] to build; default: the export shape.
+    shapes: Optional[list[list[int]]] = None
+
+    @field_validator("shapes")
+    @classmethod
+    def _shapes(cls, v):
+        if v is not None and any(len(s) != 2 or min(s) < 1 for s in v):
+            raise ValueError("each shape must be [batch, sequence] with both >= 1")
+        return v
+
+
+class BenchConfig(_Section):
+    engines: list[str] = Field(default_factory=lambda: ["torch", "torchscript", "ort", "tvm-fp32"])
+    batch: list[int] = Field(default_factory=lambda: [1])
+    seq: list[int] = Field(default_factory=lambda: [128])
+    warmup: int = Field(5, ge=0)
+    iterations: int = Field(50, ge=1)
+    # Stop an engine's timing loop after this many seconds even if iterations remain.
+    max_seconds: float = Field(10.0, gt=0)
+    threads: Optional[int] = Field(None, ge=1)
+
+
 class RunConfig(_Section):
     name: str = "run"
     description: str = ""
     seed: int = 42
-    stages: list[Literal["train", "export", "eval"]] = Field(default_factory=lambda: list(STAGE_NAMES))
+    stages: list[Literal["train", "export", "eval", "compile", "bench"]] = Field(default_factory=lambda: list(STAGE_NAMES))
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    compile: CompileConfig = Field(default_factory=CompileConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

@@ -1,16 +1,19 @@
 """Engines that turn padded token ids into logits: the one runner interface.
 
 Each engine takes int64 ``input_ids`` / ``attention_mask`` arrays and returns
-float32 ``[batch, seq, labels]`` logits; decoding is shared (``predict``).
+float32 ``[batch, seq, labels]`` logits; decoding is shared (``predict``). Names are
+the same everywhere (configs, ``eval --engine``, ``tag --engine``, ``bench --engines``).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 
 import numpy as np
 
-ENGINE_NAMES = ("torch", "torchscript")
+ENGINE_NAMES = ("torch", "torchscript", "ort", "ort-int8", "tvm-fp32", "tvm-fp16")
+MODEL_DIR, EXPORT_DIR, COMPILED_DIR, ONNX_DIR = "model", "export", "compiled", "onnx"
 
 
 class EngineError(ValueError):
@@ -21,10 +24,10 @@ class TorchEngine:
     """PyTorch eager on a Hugging Face ``BertForTokenClassification``."""
 
     name = "torch"
+    fixed_shape = None
 
     def __init__(self, model) -> None:
         self.model = model.eval()
-        self.fixed_shape = None
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         import torch
@@ -34,53 +37,150 @@ class TorchEngine:
         return out.logits.float().numpy()
 
 
-class TorchScriptEngine:
-    """A module traced at a fixed shape: inputs are padded to it, batch by batch."""
+class FixedShapeEngine:
+    """An engine built for one [batch, seq]: inputs are padded to it, batch by batch."""
 
-    name = "torchscript"
+    name = "fixed"
 
-    def __init__(self, path: str, shape: tuple[int, int]) -> None:
-        import torch
-
-        self.module = torch.jit.load(path).eval()
+    def __init__(self, shape) -> None:
         self.fixed_shape = tuple(shape)
 
-    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        import torch
+    def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         batch, seq = self.fixed_shape
         if input_ids.shape[1] > seq:
-            raise EngineError(f"torchscript engine was traced at length {seq}, got {input_ids.shape[1]}")
+            raise EngineError(f"{self.name} was built for length {seq}, got {input_ids.shape[1]}")
         rows = []
-        with torch.inference_mode():
-            for i in range(0, len(input_ids), batch):
-                ids, mask = _pad_to(input_ids[i : i + batch], attention_mask[i : i + batch], batch, seq)
-                out = self.module(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
-                rows.append(out[: min(batch, len(input_ids) - i), : input_ids.shape[1]])
+        for i in range(0, len(input_ids), batch):
+            n = min(batch, len(input_ids) - i)
+            ids = np.zeros((batch, seq), dtype=np.int64)
+            mask = np.zeros((batch, seq), dtype=np.int64)
+            ids[:n, : input_ids.shape[1]] = input_ids[i : i + n]
+            mask[:n, : input_ids.shape[1]] = attention_mask[i : i + n]
+            rows.append(self.run(ids, mask)[:n, : input_ids.shape[1]])
         return np.concatenate(rows)
 
 
-def _pad_to(ids: np.ndarray, mask: np.ndarray, batch: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
-    full_ids = np.zeros((batch, seq), dtype=np.int64)
-    full_mask = np.zeros((batch, seq), dtype=np.int64)
-    full_ids[: ids.shape[0], : ids.shape[1]] = ids
-    full_mask[: mask.shape[0], : mask.shape[1]] = mask
-    return full_ids, full_mask
+class TorchScriptEngine(FixedShapeEngine):
+    name = "torchscript"
+
+    def __init__(self, path: str, shape) -> None:
+        import torch
+
+        super().__init__(shape)
+        self.module = torch.jit.load(path).eval()
+
+    def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            return self.module(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
 
 
-def open_engine(name: str, model_dir: str, export_dir: str | None = None):
-    """An engine by its product-wide name, for a saved model (and its exports)."""
+class TVMEngine(FixedShapeEngine):
+    """A compiled TVM artifact (needs TVM and numpy; no torch)."""
+
+    def __init__(self, artifact_dir: str) -> None:
+        import json
+
+        # TVM's worker threads otherwise spin after each call and starve any other
+        # engine (or the UI) sharing the cores.
+        os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+        import tvm
+        from tvm import relax
+
+        with open(os.path.join(artifact_dir, "artifact.json"), encoding="utf-8") as f:
+            self.meta = json.load(f)
+        super().__init__(self.meta["inputs"][0]["shape"])
+        self.name = self.meta["engine"]
+        self.device = tvm.cuda() if self.meta["target"].startswith("cuda") else tvm.cpu()
+        lib = tvm.runtime.load_module(os.path.join(artifact_dir, self.meta["library"]))
+        self.vm = relax.VirtualMachine(lib, self.device)
+        self._tensor = tvm.runtime.tensor
+
+    def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        out = self.vm["main"](self._tensor(ids, self.device), self._tensor(mask, self.device))
+        out = out[0] if not hasattr(out, "numpy") else out
+        return out.numpy().astype(np.float32, copy=False)
+
+
+class OrtEngine:
+    """ONNX Runtime on the CPU (any shape), fp32 or dynamically quantised int8."""
+
+    fixed_shape = None
+
+    def __init__(self, path: str, name: str, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        self.name = name
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
+
+
+def onnx_model(model_dir: str, out_dir: str, int8: bool = False) -> str:
+    """The model as ONNX (dynamic batch and length), exported on first use."""
+    path = os.path.join(out_dir, "model.int8.onnx" if int8 else "model.onnx")
+    if os.path.isfile(path):
+        return path
+    fp32 = os.path.join(out_dir, "model.onnx")
+    if not os.path.isfile(fp32):
+        from .export import export_onnx
+
+        export_onnx(model_dir, fp32)
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        tmp = path + ".tmp.onnx"
+        quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
+        os.replace(tmp, path)
+    return path
+
+
+def compiled_artifacts(run_dir: str, engine: str, shape=None) -> list[str]:
+    """Artifact directories of a TVM engine in a run (at ``shape`` if given), longest sequence first."""
+    pattern = f"{engine}-{shape[0]}x{shape[1]}" if shape else f"{engine}-*x*"
+    dirs = glob.glob(os.path.join(run_dir, COMPILED_DIR, pattern))
+    return sorted((d for d in dirs if os.path.isfile(os.path.join(d, "artifact.json"))), key=_shape_key, reverse=True)
+
+
+def _shape_key(path: str) -> tuple[int, int]:
+    batch, seq = os.path.basename(path).rsplit("-", 1)[1].split("x")
+    return int(seq), -int(batch)
+
+
+def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, shape=None):
+    """An engine by its product-wide name, for a run (or a bare model directory)."""
     from .models import load_model
+    from .stages import resolve_model_dir
 
+    model_dir = resolve_model_dir(run_or_model_dir)
+    in_run = model_dir != run_or_model_dir
     if name == "torch":
-        model, _, _ = load_model(model_dir)
-        return TorchEngine(model)
+        return TorchEngine(load_model(model_dir)[0])
     if name == "torchscript":
         from .export import read_export_meta
 
-        meta = read_export_meta(export_dir) if export_dir else None
-        path = os.path.join(export_dir, "model.ts") if export_dir else None
-        if not meta or not path or not os.path.isfile(path):
+        export_dir = os.path.join(run_or_model_dir, EXPORT_DIR)
+        meta = read_export_meta(export_dir) if in_run else None
+        if not meta or "torchscript" not in meta.get("files", {}):
             raise EngineError("no TorchScript export for this model: run `ner-workbench export --model RUN` first")
-        return TorchScriptEngine(path, tuple(meta["shape"]))
-    raise EngineError(f"unknown engine {name!r} (available here: {', '.join(ENGINE_NAMES)})")
+        return TorchScriptEngine(os.path.join(export_dir, meta["files"]["torchscript"]), meta["shape"])
+    if name in ("ort", "ort-int8"):
+        out_dir = os.path.join(run_or_model_dir if in_run else model_dir, ONNX_DIR)
+        return OrtEngine(onnx_model(model_dir, out_dir, int8=name == "ort-int8"), name, threads)
+    if name.startswith("tvm-"):
+        artifacts = compiled_artifacts(run_or_model_dir, name, shape) if in_run else []
+        if not artifacts:
+            precision = name.split("-", 1)[1]
+            raise EngineError(
+                f"no {name} artifact for this model: run `ner-workbench compile --model RUN --precision {precision}` first"
+            )
+        return TVMEngine(artifacts[0])
+    raise EngineError(f"unknown engine {name!r} (one of: {', '.join(ENGINE_NAMES)})")

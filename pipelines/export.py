@@ -123,3 +123,45 @@ def export_model(
         reporter.artifact(name, os.path.join(export_dir, info["files"][name]))
     return metrics
 
+
+
+def _example(shape) -> tuple:
+    import torch
+
+    return torch.zeros(tuple(shape), dtype=torch.long), torch.ones(tuple(shape), dtype=torch.long)
+
+
+def export_program(model_dir: str, shape, path: str) -> None:
+    """A ``torch.export`` program at one static shape (the compiler builds per shape)."""
+    import torch
+
+    model, _, _ = load_model(model_dir, attn="eager")
+    program = torch.export.export(_logits_module(model), _example(shape))
+    tmp = path + ".tmp"
+    torch.export.save(program, tmp)
+    os.replace(tmp, path)
+
+
+def export_onnx(model_dir: str, path: str) -> None:
+    """ONNX with dynamic batch and length, for ONNX Runtime (the peer engine)."""
+    import warnings
+
+    import torch
+
+    model, _, _ = load_model(model_dir, attn="eager")
+    axes = {0: "batch", 1: "sequence"}
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            _logits_module(model),
+            _example((1, 16)),
+            tmp,
+            input_names=INPUT_NAMES,
+            output_names=["logits"],
+            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
+            opset_version=17,
+            dynamo=False,  # the TorchScript-based exporter: no onnxscript needed, dynamic axes work
+        )
+    os.replace(tmp, path)

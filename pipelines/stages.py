@@ -17,7 +17,7 @@ from typing import Callable
 from .config import RunConfig
 from .data import NerData, load_data, load_split
 from .encoding import CharEncoder
-from .engines import open_engine
+from .engines import COMPILED_DIR, EXPORT_DIR, MODEL_DIR, open_engine
 from .events import Reporter
 from .export import export_model
 from .files import read_json, write_json
@@ -25,7 +25,7 @@ from .metrics import ner_metrics
 from .models import ModelError, ModelMeta, load_tokenizer
 from .predict import decode, predict_logits
 
-MODEL_DIR, EXPORT_DIR, EVAL_DIR = "model", "export", "eval"
+EVAL_DIR = "eval"
 METRICS_FILE = "metrics.json"
 
 
@@ -62,10 +62,55 @@ def stage_eval(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     return evaluate(run_dir, dataset, cfg.eval.split, reporter, strict=cfg.eval.strict, batch_size=cfg.eval.batch_size)
 
 
+def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+    """One TVM artifact per shape and precision, each built in a child process."""
+    from .export import export_program, read_export_meta
+    from .isolate import run_isolated
+
+    model_dir = resolve_model_dir(run_dir)
+    export_meta = read_export_meta(os.path.join(run_dir, EXPORT_DIR)) or {}
+    results = {}
+    for shape in cfg.compile.shapes or [cfg.export.shape]:
+        tag = f"{shape[0]}x{shape[1]}"
+        program = os.path.join(run_dir, EXPORT_DIR, "model.pt2")
+        if export_meta.get("shape") != list(shape) or not os.path.isfile(program):
+            program = os.path.join(run_dir, COMPILED_DIR, f"program-{tag}.pt2")
+            if not os.path.isfile(program):
+                reporter.log(f"exporting a torch.export program at {tag}")
+                os.makedirs(os.path.dirname(program), exist_ok=True)
+                export_program(model_dir, shape, program)
+        for precision in cfg.compile.precisions:
+            name = f"tvm-{precision}-{tag}"
+            request = {
+                "program": program,
+                "out_dir": os.path.join(run_dir, COMPILED_DIR, name),
+                "precision": precision,
+                "target": cfg.compile.target,
+                "model_dir": model_dir,
+                "shape": list(shape),
+                "config_hash": cfg.digest(),
+            }
+            log = os.path.join(run_dir, COMPILED_DIR, f"{name}.log")
+            results[name] = run_isolated("pipelines.compiler", request, reporter, log)
+    return results
+
+
+def stage_bench(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+    from .bench import benchmark
+
+    bc = cfg.bench
+    report = benchmark(run_dir, bc.engines, bc.batch, bc.seq, bc.warmup, bc.iterations, bc.max_seconds, bc.threads, reporter)
+    write_json(os.path.join(run_dir, "bench.json"), report)
+    reporter.artifact("bench", os.path.join(run_dir, "bench.json"))
+    return {"results": len(report["results"])}
+
+
 STAGES: dict[str, Callable[[RunConfig, str, Reporter], dict]] = {
     "train": stage_train,
     "export": stage_export,
     "eval": stage_eval,
+    "compile": stage_compile,
+    "bench": stage_bench,
 }
 
 
@@ -94,8 +139,7 @@ def evaluate(
     model_dir = resolve_model_dir(run_or_model_dir)
     meta = ModelMeta.load(model_dir)
     is_run = model_dir != run_or_model_dir
-    export_dir = os.path.join(run_or_model_dir, EXPORT_DIR) if is_run else None
-    engine = open_engine(engine_name, model_dir, export_dir)
+    engine = open_engine(engine_name, run_or_model_dir)
     encoder = CharEncoder(load_tokenizer(model_dir))
     sentences = dataset["tokens"]
     names = dataset.features["ner_tags"].feature.names
@@ -112,7 +156,7 @@ def evaluate(
         meta.max_length,
         meta.window_stride,
         batch_size=batch_size,
-        fixed_length=getattr(engine, "fixed_shape", None) and engine.fixed_shape[1],
+        fixed_length=engine.fixed_shape[1] if engine.fixed_shape else None,
         on_batch=lambda n, total: reporter.progress(n, total, "batches"),
     )
     seconds = time.monotonic() - t0

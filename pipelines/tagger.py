@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 from .encoding import CharEncoder, load_tokenizer
 from .engines import open_engine
 from .models import ModelMeta
 from .predict import Engine, Entity, extract_entities, predict_logits
-from .stages import EXPORT_DIR, resolve_model_dir
+from .stages import resolve_model_dir
 
 
 @dataclass
@@ -21,8 +20,7 @@ class Tagger:
     @classmethod
     def open(cls, run_or_model_dir: str, engine: str = "torch") -> "Tagger":
         model_dir = resolve_model_dir(run_or_model_dir)
-        export_dir = os.path.join(run_or_model_dir, EXPORT_DIR) if model_dir != run_or_model_dir else None
-        return cls(open_engine(engine, model_dir, export_dir), CharEncoder(load_tokenizer(model_dir)), ModelMeta.load(model_dir))
+        return cls(open_engine(engine, run_or_model_dir), CharEncoder(load_tokenizer(model_dir)), ModelMeta.load(model_dir))
 
     def tag(self, text: str) -> list[Entity]:
         if not text:

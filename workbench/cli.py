@@ -32,6 +32,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.engines import ENGINE_NAMES
+
     parser = argparse.ArgumentParser(
         prog="ner-workbench",
         description="Fine-tune, export, evaluate and tag with a Chinese BERT NER model (PER/LOC/ORG).",
@@ -60,10 +62,28 @@ def build_parser() -> argparse.ArgumentParser:
     runs_dir_arg(p)
     p.add_argument("--quiet", action="store_true")
 
+    p = sub.add_parser("compile", help="compile a run's model with TVM (one artifact per precision and shape)")
+    p.add_argument("--model", required=True, help="run id, name or directory")
+    p.add_argument("--precision", default=None, help="comma-separated: fp32,fp16 (default: the run's config)")
+    p.add_argument("--shape", default=None, help="comma-separated BATCHxSEQ list, e.g. 1x128,1x256 (default: the export shape)")
+    p.add_argument("--target", default=None, help="host (this CPU, default), cuda, or a TVM target string")
+    runs_dir_arg(p)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("bench", help="latency / throughput of engines side by side, interleaved in one process")
+    p.add_argument("--model", required=True, help="run id, name or directory")
+    p.add_argument("--engines", default=None, help=f"comma-separated: {', '.join(ENGINE_NAMES)}")
+    p.add_argument("--batch", default=None, help="comma-separated batch sizes, e.g. 1,8")
+    p.add_argument("--seq", default=None, help="comma-separated sequence lengths, e.g. 128,256")
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the report as JSON (- for stdout)")
+    runs_dir_arg(p)
+    p.add_argument("--quiet", action="store_true")
+
     p = sub.add_parser("eval", help="entity-level P/R/F1 and token accuracy of a model on a split")
     p.add_argument("--model", required=True, help="run id, name or directory, or a model directory")
     p.add_argument("--data", default=None, help="conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT] (default: the run's eval split)")
-    p.add_argument("--engine", default="torch", help="torch or torchscript")
+    p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
     p.add_argument("--strict", action="store_true", help="seqeval strict IOB2 mode")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the scores as JSON (- for stdout)")
     runs_dir_arg(p)
@@ -71,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tag", help="print the entities in a text")
     p.add_argument("--model", required=True, help="run id, name or directory, or a model directory")
-    p.add_argument("--engine", default="torch", help="torch or torchscript")
+    p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
     p.add_argument("--json", action="store_true", help="print entities as JSON")
     p.add_argument("text", nargs="+", help="text to tag (- reads standard input)")
     runs_dir_arg(p)
@@ -234,26 +254,113 @@ def _run_config(run) -> "RunConfig":  # noqa: F821
     return load_config(os.path.join(run.dir, "config.yaml"))
 
 
+def _run_of(args, verb: str):
+    path, run = _resolve_model(args.model, args.runs_dir)
+    if run is None:
+        raise CliError(f"{path}: {verb} works on a run (train one with `ner-workbench train CONFIG`)")
+    return run, _run_config(run)
+
+
 def cmd_export(args) -> int:
+    run, cfg = _run_of(args, "export")
+    if args.shape:
+        [cfg.export.shape] = _shapes(args.shape, "--shape")[:1]
+    _print_summary(run.dir, _run_stage(args, "export", cfg))
+    return 0
+
+
+def _shapes(text: str, flag: str) -> list[list[int]]:
+    try:
+        return [[int(x) for x in part.lower().split("x")] for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise CliError(f"{flag} must be BATCHxSEQ[,BATCHxSEQ...], e.g. 1x256, got {text!r}") from None
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise CliError(f"{flag} must be comma-separated integers, got {text!r}") from None
+
+
+def _run_stage(args, stage: str, cfg) -> dict:
     from .runner import execute
     from .store import RunStore
 
-    path, run = _resolve_model(args.model, args.runs_dir)
-    if run is None:
-        raise CliError(f"{path}: export works on a run (train one with `ner-workbench train CONFIG`)")
-    cfg = _run_config(run)
-    if args.shape:
-        try:
-            cfg.export.shape = [int(x) for x in args.shape.lower().split("x")]
-        except ValueError:
-            raise CliError(f"--shape must be BATCHxSEQ, e.g. 1x256, got {args.shape!r}") from None
+    run = _resolve_model(args.model, args.runs_dir)[1]
     sinks = _Sinks(args.quiet)
     try:
-        results = execute(cfg, RunStore(args.runs_dir), run, ["export"], sinks)
+        return execute(cfg, RunStore(args.runs_dir), run, [stage], sinks)
     finally:
         sinks.close()
-    _print_summary(run.dir, results)
+
+
+def cmd_compile(args) -> int:
+    from rich.console import Console
+
+    run, cfg = _run_of(args, "compile")
+    if args.precision:
+        cfg.compile.precisions = [p.strip() for p in args.precision.split(",")]
+    if args.shape:
+        cfg.compile.shapes = _shapes(args.shape, "--shape")
+    if args.target:
+        cfg.compile.target = args.target
+    results = _run_stage(args, "compile", cfg)["compile"]
+    out = Console()
+    for name, info in results.items():
+        out.print(f"{name}: {info['artifact_mb']:.1f} MB, compiled in {info['compile_s']:.1f} s → {run.dir}/compiled/{name}")
     return 0
+
+
+def cmd_bench(args) -> int:
+    from rich.console import Console
+
+    run, cfg = _run_of(args, "bench")
+    if args.engines:
+        cfg.bench.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+        from pipelines.engines import ENGINE_NAMES
+
+        unknown = [e for e in cfg.bench.engines if e not in ENGINE_NAMES]
+        if unknown:
+            raise CliError(f"--engines: unknown {', '.join(unknown)} (one of: {', '.join(ENGINE_NAMES)})")
+    if args.batch:
+        cfg.bench.batch = _ints(args.batch, "--batch")
+    if args.seq:
+        cfg.bench.seq = _ints(args.seq, "--seq")
+    if args.iterations:
+        cfg.bench.iterations = args.iterations
+    _run_stage(args, "bench", cfg)
+    from pipelines.files import read_json
+
+    report = read_json(os.path.join(run.dir, "bench.json"))
+    if args.json_out == "-":
+        print(json.dumps(report, indent=2))
+        return 0
+    if args.json_out:
+        from pipelines.files import write_json
+
+        write_json(args.json_out, report)
+    _print_bench(report, Console())
+    return 0
+
+
+def _print_bench(report: dict, out) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"latency on {report['machine'].get('cpu', '?')} ({report['machine'].get('cores')} cores)")
+    for col in ("engine", "batch", "seq", "mean ms", "p50 ms", "p99 ms", "sent/s", "tokens/s", "size MB", "compile s"):
+        table.add_column(col, justify="left" if col == "engine" else "right")
+    for r in report["results"]:
+        lat = r["latency_ms"]
+        table.add_row(
+            r["engine"], str(r["batch"]), str(r["seq"]), f"{lat['mean']:.2f}", f"{lat['p50']:.2f}", f"{lat['p99']:.2f}",
+            f"{r['throughput']['sentences_per_s']:.1f}", f"{r['throughput']['tokens_per_s']:.0f}",
+            f"{r['artifact_mb']:.1f}" if r["artifact_mb"] is not None else "—",
+            f"{r['compile_s']:.1f}" if r["compile_s"] is not None else "—",
+        )
+    out.print(table)
+    for s in report.get("skipped", []):
+        out.print(f"[dim]skipped {s['engine']} at {s['batch']}x{s['seq']}: {s['reason']}[/]")
 
 
 def cmd_eval(args) -> int:
@@ -353,6 +460,8 @@ COMMANDS = {
     "run": cmd_run,
     "train": cmd_train,
     "export": cmd_export,
+    "compile": cmd_compile,
+    "bench": cmd_bench,
     "eval": cmd_eval,
     "tag": cmd_tag,
     "runs": cmd_runs,

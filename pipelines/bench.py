@@ -1,0 +1,145 @@
+"""Latency and throughput of every engine on the same inputs, in one process.
+
+Engines are timed in interleaved rounds (one call each per round), so machine
+drift and thermal noise hit all of them alike.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+import numpy as np
+
+from .engines import EXPORT_DIR, EngineError, FixedShapeEngine, compiled_artifacts, open_engine
+from .events import Reporter
+from .files import read_json
+from .stages import resolve_model_dir
+
+
+def _rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def _artifact_info(run_dir: str, engine: str, shape) -> tuple[float | None, float | None]:
+    """(artifact size in MB, compile/export seconds) for an engine."""
+    size = lambda p: os.path.getsize(p) / 2**20 if os.path.isfile(p) else None  # noqa: E731
+    if engine == "torch":
+        return size(os.path.join(resolve_model_dir(run_dir), "model.safetensors")), None
+    if engine == "torchscript":
+        meta = read_json(os.path.join(run_dir, EXPORT_DIR, "export.json"), {})
+        return size(os.path.join(run_dir, EXPORT_DIR, "model.ts")), meta.get("torchscript", {}).get("seconds")
+    if engine.startswith("ort"):
+        name = "model.int8.onnx" if engine == "ort-int8" else "model.onnx"
+        return size(os.path.join(run_dir, "onnx", name)), None
+    if engine.startswith("tvm-"):
+        [art] = compiled_artifacts(run_dir, engine, shape)[:1] or [None]
+        if art:
+            meta = read_json(os.path.join(art, "artifact.json"), {})
+            return size(os.path.join(art, meta.get("library", "model.so"))), meta.get("compile_s")
+    return None, None
+
+
+def _percentiles(ms: list[float]) -> dict:
+    a = np.asarray(ms)
+    return {
+        "mean": round(float(a.mean()), 3),
+        "p50": round(float(np.percentile(a, 50)), 3),
+        "p90": round(float(np.percentile(a, 90)), 3),
+        "p95": round(float(np.percentile(a, 95)), 3),
+        "p99": round(float(np.percentile(a, 99)), 3),
+    }
+
+
+def machine_info() -> dict:
+    info = {"platform": platform.platform(), "processor": platform.processor(), "cores": os.cpu_count()}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            info["cpu"] = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    for module in ("torch", "onnxruntime", "tvm"):
+        try:
+            info[f"{module}_version"] = __import__(module).__version__
+        except ImportError:
+            pass
+    return info
+
+
+def benchmark(
+    run_dir: str,
+    engines: list[str],
+    batches: list[int],
+    seqs: list[int],
+    warmup: int = 5,
+    iterations: int = 50,
+    max_seconds: float = 10.0,
+    threads: int | None = None,
+    reporter: Reporter | None = None,
+) -> dict:
+    """``{"results": [...], "skipped": [...], "machine": {...}}`` (see README for the fields)."""
+    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    reporter = reporter or Reporter()
+    rng = np.random.default_rng(0)
+    results, skipped = [], []
+    shapes = [(b, s) for b in batches for s in seqs]
+    for done, (batch, seq) in enumerate(shapes):
+        ids = rng.integers(672, 7992, size=(batch, seq), dtype=np.int64)  # CJK range of the vocab
+        mask = np.ones_like(ids)
+        opened = {}
+        for name in engines:
+            try:
+                engine = open_engine(name, run_dir, threads=threads, shape=(batch, seq))
+            except (EngineError, ImportError) as err:
+                skipped.append({"engine": name, "batch": batch, "seq": seq, "reason": str(err)})
+                reporter.log(f"{name} at {batch}x{seq}: skipped ({err})", level="warning")
+                continue
+            if isinstance(engine, FixedShapeEngine) and engine.fixed_shape != (batch, seq):
+                reason = f"built for {engine.fixed_shape[0]}x{engine.fixed_shape[1]}"
+                skipped.append({"engine": name, "batch": batch, "seq": seq, "reason": reason})
+                continue
+            for _ in range(warmup):
+                engine.logits(ids, mask)
+            opened[name] = engine
+        times = {name: [] for name in opened}
+        peak = {name: 0.0 for name in opened}
+        start = time.monotonic()
+        for it in range(iterations):
+            for name, engine in opened.items():
+                t0 = time.perf_counter()
+                engine.logits(ids, mask)
+                times[name].append((time.perf_counter() - t0) * 1000)
+                peak[name] = max(peak[name], _rss_mb())
+            reporter.progress(done * iterations + it + 1, len(shapes) * iterations, "rounds")
+            if time.monotonic() - start > max_seconds * max(len(opened), 1):
+                break
+        for name, ms in times.items():
+            size, compile_s = _artifact_info(run_dir, name, (batch, seq))
+            p50 = float(np.percentile(ms, 50))
+            results.append(
+                {
+                    "engine": name,
+                    "batch": batch,
+                    "seq": seq,
+                    "iterations": len(ms),
+                    "latency_ms": _percentiles(ms),
+                    "throughput": {
+                        "sentences_per_s": round(batch * 1000 / p50, 2),
+                        "tokens_per_s": round(batch * seq * 1000 / p50, 1),
+                    },
+                    "peak_memory_mb": round(peak[name], 1),
+                    "artifact_mb": round(size, 2) if size is not None else None,
+                    "compile_s": compile_s,
+                }
+            )
+            reporter.metric(f"{name}_{batch}x{seq}_p50_ms", round(p50, 3))
+    return {"results": results, "skipped": skipped, "machine": machine_info()}
+
+

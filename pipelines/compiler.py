@@ -1,0 +1,170 @@
+"""Compile a ``torch.export`` program with Apache TVM (Relax) into a self-contained artifact.
+
+An artifact directory holds ``model.so`` (``export_library``: code and weights),
+``artifact.json`` (inputs, shape, dtypes, labels, precision, target, timings,
+config hash) and the tokenizer files, so loading it needs TVM and numpy, not torch.
+
+TVM can crash its process (segfault), so the compile stage runs this module in a
+subprocess: ``python -m pipelines.compiler REQUEST.json`` prints one JSON event a line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+
+from .events import Event, Reporter
+from .files import replace_dir, write_json
+
+ARTIFACT_META = "artifact.json"
+LIBRARY = "model.so"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "workbench.json")
+
+
+def host_target() -> dict:
+    """LLVM for this machine's CPU, using every core."""
+    from tvm.target.codegen import llvm_get_system_cpu
+
+    return {"kind": "llvm", "mcpu": llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
+
+
+def resolve_target(spec) -> dict | str:
+    if spec in (None, "host", "llvm"):
+        return host_target()
+    return spec  # "cuda" (TVM detects the GPU's arch), a target string or dict
+
+
+def _fast_gelu(bb, call):
+    """GELU with ``fast_erf``: the default exact ``erf`` is a scalar libm call per
+    element (a quarter of BERT-mini's run time here); same error (~6e-7)."""
+    from tvm import tirx, topi
+
+    def gelu(x):
+        half = tirx.const(0.5, x.dtype)
+        return x * (half + topi.fast_erf(x * tirx.const(0.5**0.5, x.dtype)) * half)
+
+    return bb.call_te(gelu, call.args[0], primfunc_name_hint="gelu")
+
+
+def cpu_pipeline(target, log=None):
+    """The CPU backend's passes, with fast GELU and default schedules added."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import dlight as dl
+
+    from .tvm_schedules import FirstThatWorks, Injective, Matmul
+
+    def on_error(rule, func, err):
+        if log:
+            log(f"schedule rule {type(rule).__name__} skipped a kernel: {str(err).strip().splitlines()[0][:160]}")
+
+    rules = FirstThatWorks(Matmul(), dl.cpu.Reduction(), dl.cpu.GEMV(), Injective(), on_error=on_error)
+
+    @tvm.transform.module_pass(opt_level=0)
+    def pipeline(mod, _ctx):
+        with target:
+            passes = [
+                relax.backend.DispatchSampling(),
+                relax.backend.DispatchSortScan(),
+                relax.transform.LegalizeOps({"relax.nn.gelu": _fast_gelu}),
+                relax.transform.AnnotateTIROpPattern(),
+                relax.transform.FoldConstant(),  # weights are constants: transposes fold away
+                relax.transform.FuseOps(),
+                relax.transform.FuseTIR(),
+                dl.ApplyDefaultSchedule(rules),
+                relax.transform.RewriteDataflowReshape(),
+                relax.transform.ToNonDataflow(),
+                relax.transform.RemovePurityChecking(),
+                relax.transform.CallTIRRewrite(),
+                relax.transform.StaticPlanBlockMemory(),
+                relax.transform.LowerAllocTensor(),
+                relax.transform.KillAfterLastUse(),
+                relax.transform.LowerRuntimeBuiltin(),
+                relax.transform.ComputePrimValue(),
+                relax.transform.VMShapeLower(),
+                relax.transform.AttachGlobalSymbol(),
+            ]
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
+
+
+def compile_artifact(request: dict, reporter: Reporter) -> dict:
+    """Build one artifact. ``request``: program (a .pt2 path), out_dir, precision,
+    target, model_dir (tokenizer + labels), shape, config_hash."""
+    import torch
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    precision = request["precision"]
+    target = tvm.target.Target(resolve_target(request.get("target")))
+    steps = 4
+    reporter.log(f"compiling {precision} for {target.kind.name} ({target.attrs.get('mcpu', '')}) at {request['shape']}")
+    t0 = time.monotonic()
+    program = torch.export.load(request["program"])
+    mod = from_exported_program(program, keep_params_as_input=False)
+    reporter.progress(1, steps, "steps", step="imported")
+    if precision == "fp16":
+        # fp16 weights and matmuls; softmax, LayerNorm and reductions stay in fp32.
+        mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+    elif precision != "fp32":
+        raise ValueError(f"precision {precision!r} is not supported by the compile stage (fp32, fp16)")
+    reporter.progress(2, steps, "steps", step="converted")
+    pipeline = cpu_pipeline(target, reporter.log) if target.kind.name == "llvm" else "default"
+    executable = tvm.compile(mod, target=target, relax_pipeline=pipeline)
+    reporter.progress(3, steps, "steps", step="built")
+    compile_s = time.monotonic() - t0
+
+    def write(tmp: str) -> None:
+        executable.export_library(os.path.join(tmp, LIBRARY))
+        for name in TOKENIZER_FILES:
+            src = os.path.join(request["model_dir"], name)
+            if os.path.isfile(src):
+                shutil.copy(src, tmp)
+        with open(os.path.join(request["model_dir"], "workbench.json"), encoding="utf-8") as f:
+            labels = json.load(f)["labels"]
+        write_json(
+            os.path.join(tmp, ARTIFACT_META),
+            {
+                "engine": f"tvm-{precision}",
+                "precision": precision,
+                "inputs": [{"name": n, "shape": request["shape"], "dtype": "int64"} for n in ("input_ids", "attention_mask")],
+                "output": {"name": "logits", "shape": [*request["shape"], len(labels)], "dtype": "float32"},
+                "labels": labels,
+                "target": str(target),
+                "tvm_version": tvm.__version__,
+                "compile_s": round(compile_s, 2),
+                "tuning": {"trials": 0},
+                "config_hash": request.get("config_hash"),
+                "library": LIBRARY,
+            },
+        )
+
+    replace_dir(request["out_dir"], write)
+    size_mb = os.path.getsize(os.path.join(request["out_dir"], LIBRARY)) / 2**20
+    reporter.progress(4, steps, "steps", step="saved")
+    reporter.metric("compile_s", round(compile_s, 2))
+    reporter.metric("artifact_mb", round(size_mb, 2))
+    reporter.artifact(f"tvm-{precision}", request["out_dir"])
+    return {"compile_s": round(compile_s, 2), "artifact_mb": round(size_mb, 2)}
+
+
+def _main(request_path: str) -> int:
+    """Subprocess entry: events as JSON lines on stdout, the result last."""
+    with open(request_path, encoding="utf-8") as f:
+        request = json.load(f)
+
+    def emit(event: Event) -> None:
+        print(event.to_json(), flush=True)
+
+    result = compile_artifact(request, Reporter(emit, stage="compile"))
+    emit(Event("finished", "compile", data=result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))

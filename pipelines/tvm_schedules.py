@@ -1,0 +1,183 @@
+"""Default CPU schedules for TVM (dlight style), so an untuned build is usable.
+
+TVM 0.27's CPU pipeline schedules nothing: every kernel is a naive scalar loop nest
+(~90x slower than PyTorch on BERT). dlight ships CPU rules only for GEMV and
+reductions; these add the two that matter for a transformer:
+
+- ``Matmul``: register-blocked GEMM (a ``ROWS x COLS`` accumulator tile kept in
+  vector registers, the weight panel reused across row tiles), epilogues (bias,
+  GELU, residual add) fused into the tile's write-back, outer tiles in parallel.
+- ``Injective``: elementwise / layout kernels, producers inlined, outer loops in
+  parallel, inner loop vectorised.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import get_extent
+from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+from tvm.target import Target
+from tvm.target.codegen import llvm_get_vector_width
+
+
+def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
+    bits = llvm_get_vector_width(target)
+    return max((bits if bits > 0 else 128) // dtype_bits, 1)
+
+
+def _largest_divisor(n: int, candidates: tuple[int, ...]) -> int:
+    return next((c for c in candidates if n % c == 0), 1)
+
+
+def _vectorize_inner(sch: s_tir.Schedule, block, lanes: int) -> None:
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    inner = loops[-1]
+    extent = get_extent(sch, inner)
+    if not isinstance(extent, int) or extent < 2:
+        return
+    if extent % lanes == 0 and extent > lanes:
+        _, inner = sch.split(inner, [None, lanes])
+    elif extent > lanes:
+        return
+    sch.vectorize(inner)
+
+
+def _parallel_outer(sch: s_tir.Schedule, block, keep_inner: int = 1) -> None:
+    loops = sch.get_loops(block)
+    outer = loops[: max(len(loops) - keep_inner, 1)]
+    if len(outer) > 1:
+        outer = [sch.fuse(*outer)]
+    sch.parallel(outer[0])
+
+
+class Matmul(CPUScheduleRule):
+    """(batched) C[.., i, j] = sum_k A[.., i, k] * B[.., k, j] (+ fused epilogues)."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return None
+        reductions = [i for i, b in enumerate(infos) if not b.is_injective()]
+        if len(reductions) != 1:
+            return None
+        main_index = reductions[0]
+        main = infos[main_index]
+        kinds = main.dom_kind()
+        if not (kinds.endswith("R") and kinds.count("R") == 1 and len(kinds) >= 3) or len(sch.get(main.block_rv).reads) != 2:
+            return None
+        # Producers (transposes, reshapes) are computed inside the GEMM's loads.
+        for producer in reversed(infos[:main_index]):
+            try:
+                sch.compute_inline(producer.block_rv)
+            except Exception:  # noqa: BLE001 - not inlinable: leave it as its own loop nest
+                return None
+        block = main.block_rv
+        *batch, i, j, k = sch.get_loops(block)
+        extents = [get_extent(sch, loop) for loop in (i, j, k)]
+        if not all(isinstance(e, int) for e in extents):
+            return None
+        m, n, _ = extents
+        lanes = vector_lanes(target)
+        cols = _largest_divisor(n, (4 * lanes, 2 * lanes, lanes))
+        rows = _largest_divisor(m, (4, 2))
+        if cols < lanes:  # a narrow output (e.g. the label projection): keep it simple
+            _parallel_outer(sch, block, keep_inner=2)
+            self._fuse_epilogues(sch, infos[main_index + 1 :], lanes)
+            return sch
+
+        i_outer, i_inner = sch.split(i, [None, rows])
+        j_outer, j_inner = sch.split(j, [None, cols])
+        j_vec_outer, j_vec = sch.split(j_inner, [None, lanes])
+        # j outer, i inner: the K x cols weight panel stays in cache across row tiles.
+        sch.reorder(*batch, j_outer, i_outer, k, i_inner, j_vec_outer, j_vec)
+        # Accumulate the tile in a local buffer (registers once compacted); the
+        # epilogues read it there, under the same tile loop, and write the output once.
+        writeback = sch.cache_write(block, 0, "local")
+        sch.reverse_compute_at(writeback, i_outer, preserve_unit_loops=True)
+        last = writeback
+        epilogues = [e.block_rv for e in infos[main_index + 1 :]]
+        if epilogues:
+            sch.reverse_compute_at(epilogues[0], i_outer, preserve_unit_loops=True)
+            sch.compute_inline(writeback)
+            last = epilogues[0]
+            for epilogue in epilogues[1:]:
+                try:
+                    sch.reverse_compute_inline(epilogue)
+                except Exception:  # noqa: BLE001 - e.g. a broadcast: keep it as a step in the tile
+                    sch.reverse_compute_at(epilogue, i_outer, preserve_unit_loops=True)
+                    last = epilogue
+        sch.vectorize(j_vec)
+        sch.unroll(i_inner)
+        sch.unroll(j_vec_outer)
+        sch.parallel(sch.fuse(*batch, j_outer) if batch else j_outer)
+        # Last: loop kinds can only be set while the reduction is one block; the
+        # init block's copies of the loops keep them.
+        sch.decompose_reduction(block, k)
+        for spatial in {writeback, last} if not epilogues else [last]:
+            _vectorize_inner(sch, spatial, lanes)
+        return sch
+
+    @staticmethod
+    def _fuse_epilogues(sch, epilogues, lanes) -> None:
+        for epilogue in epilogues:
+            try:
+                sch.reverse_compute_inline(epilogue.block_rv)
+            except Exception:  # noqa: BLE001 - leave it as its own (serial) loop nest
+                _parallel_outer(sch, epilogue.block_rv)
+
+
+class Injective(CPUScheduleRule):
+    """Elementwise, broadcast, gather and layout kernels."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or not self.is_target_available(target):
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None or not all(b.is_injective() for b in infos):
+            return None
+        for producer in reversed(infos[:-1]):
+            try:
+                sch.compute_inline(producer.block_rv)
+            except Exception:  # noqa: BLE001 - keep it; it just runs serially
+                pass
+        last = infos[-1].block_rv
+        loops = sch.get_loops(last)
+        if not loops:
+            return sch
+        if len(loops) > 1:
+            _vectorize_inner(sch, last, vector_lanes(target))
+            loops = sch.get_loops(last)
+            vectorized = any(sch.get(loop).kind == tirx.ForKind.VECTORIZED for loop in loops)
+            outer = loops[:-1] if vectorized else loops
+            sch.parallel(sch.fuse(*outer) if len(outer) > 1 else outer[0])
+        else:
+            sch.parallel(loops[0])
+        return sch
+
+
+class FirstThatWorks(CPUScheduleRule):
+    """Tries rules in order; one that raises counts as not applying (the kernel
+    then falls to the next rule, or stays unscheduled) instead of failing the build."""
+
+    def __init__(self, *rules, on_error=None) -> None:
+        self.rules = rules
+        self.on_error = on_error
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        for rule in self.rules:
+            try:
+                sch = rule.apply(func, target, tunable)
+            except Exception as err:  # noqa: BLE001 - TVM raises many kinds
+                if self.on_error:
+                    self.on_error(rule, func, err)
+                continue
+            if sch is not None:
+                return sch
+        return None

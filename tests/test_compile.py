@@ -1,0 +1,126 @@
+"""TVM compile, the shared engine interface, and the bench stage, on the toy model."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipelines.config import parse_config
+from pipelines.engines import EngineError, compiled_artifacts, open_engine
+from pipelines.events import Reporter
+from pipelines.isolate import ChildFailed, run_isolated
+from pipelines.stages import stage_bench, stage_compile
+from pipelines.tagger import Tagger
+
+
+@pytest.fixture(scope="module")
+def compiled(toy_run):
+    run, *_ = toy_run
+    cfg = parse_config({"export": {"shape": [1, 16]}, "compile": {"precisions": ["fp32", "fp16"]}})
+    events = []
+    results = stage_compile(cfg, run.dir, Reporter(events.append, stage="compile"))
+    return run, results, events
+
+
+def _ids(batch=3, seq=16):
+    rng = np.random.default_rng(1)
+    ids = rng.integers(672, 7992, size=(batch, seq)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 10:] = 0
+    return ids, mask
+
+
+def test_fp32_and_fp16_artifacts_match_eager(compiled):
+    run, results, events = compiled
+    assert set(results) == {"tvm-fp32-1x16", "tvm-fp16-1x16"}
+    ids, mask = _ids()
+    ref = open_engine("torch", run.dir).logits(ids, mask)
+    real = mask.astype(bool)
+    fp32 = open_engine("tvm-fp32", run.dir).logits(ids, mask)
+    assert np.abs(fp32 - ref)[real].max() < 1e-4
+    assert (fp32.argmax(-1) == ref.argmax(-1))[real].all()
+    fp16 = open_engine("tvm-fp16", run.dir).logits(ids, mask)
+    assert np.abs(fp16 - ref)[real].max() < 5e-2
+    assert any(e.kind == "progress" and e.n == e.total for e in events)
+
+
+def test_artifact_is_self_describing(compiled):
+    run, results, _ = compiled
+    [art] = compiled_artifacts(run.dir, "tvm-fp32")
+    meta = json.load(open(os.path.join(art, "artifact.json")))
+    assert meta["precision"] == "fp32" and meta["labels"][0] == "O"
+    assert [i["name"] for i in meta["inputs"]] == ["input_ids", "attention_mask"]
+    assert meta["inputs"][0]["shape"] == [1, 16] and meta["inputs"][0]["dtype"] == "int64"
+    assert meta["output"]["shape"] == [1, 16, len(meta["labels"])]
+    assert meta["compile_s"] > 0 and os.path.isfile(os.path.join(art, "vocab.txt"))
+
+
+RELOAD = """
+import json, sys
+sys.modules["torch"] = None  # as if torch were not installed: any import of it fails
+import numpy as np
+from pipelines.engines import TVMEngine
+engine = TVMEngine(sys.argv[1])
+ids = np.array([json.loads(sys.argv[2])], dtype=np.int64)
+out = engine.logits(ids, np.ones_like(ids))
+print(json.dumps({"argmax": out.argmax(-1).tolist()}))
+"""
+
+
+def test_artifact_reloads_in_a_fresh_process_without_torch(compiled):
+    run, _, _ = compiled
+    [art] = compiled_artifacts(run.dir, "tvm-fp32")
+    ids = [101, 2476, 676, 1762, 1266, 776, 2339, 868, 102]  # [CLS]张三在北京工作[SEP]
+    done = subprocess.run([sys.executable, "-c", RELOAD, art, json.dumps(ids)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    expected = open_engine("torch", run.dir).logits(np.array([ids]), np.ones((1, len(ids)), dtype=np.int64)).argmax(-1)
+    assert result["argmax"] == expected.tolist()
+
+
+def test_tagging_through_the_compiled_model(compiled):
+    ents = Tagger.open(compiled[0].dir, "tvm-fp32").tag("张三在北京工作")
+    assert [(e.type, e.text) for e in ents] == [("PER", "张三"), ("LOC", "北京")]
+
+
+def test_missing_artifact_says_which_stage_to_run(tmp_path, toy_run):
+    with pytest.raises(EngineError, match="run `ner-workbench compile --model RUN --precision fp32` first"):
+        open_engine("tvm-fp32", _empty_run(tmp_path, toy_run))
+
+
+def _empty_run(tmp_path, toy_run):
+    """A run directory with a model but nothing compiled."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(os.path.join(toy_run[0].dir, "model"), run_dir / "model")
+    return str(run_dir)
+
+
+def test_a_crashing_child_fails_the_stage_with_its_log_tail(tmp_path, monkeypatch):
+    (tmp_path / "crashy.py").write_text(
+        "import os, signal, sys\nprint('building kernels', file=sys.stderr, flush=True)\nos.kill(os.getpid(), signal.SIGSEGV)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    with pytest.raises(ChildFailed, match=r"crashy failed \(killed by SIGSEGV\): building kernels"):
+        run_isolated("crashy", {}, Reporter(), str(tmp_path / "log.txt"))
+
+
+def test_bench_reports_every_field(compiled):
+    run, _, _ = compiled
+    cfg = parse_config({"bench": {"engines": ["torch", "ort", "tvm-fp32", "tvm-int8x"], "batch": [1], "seq": [16], "iterations": 3, "warmup": 1}})
+    stage_bench(cfg, run.dir, Reporter())
+    report = json.load(open(os.path.join(run.dir, "bench.json")))
+    assert {r["engine"] for r in report["results"]} == {"torch", "ort", "tvm-fp32"}
+    assert [s["engine"] for s in report["skipped"]] == ["tvm-int8x"]
+    for r in report["results"]:
+        assert set(r) >= {"engine", "batch", "seq", "latency_ms", "throughput", "peak_memory_mb", "artifact_mb", "compile_s"}
+        assert set(r["latency_ms"]) == {"mean", "p50", "p90", "p95", "p99"}
+        assert r["latency_ms"]["p50"] > 0 and r["throughput"]["tokens_per_s"] > 0
+        assert r["artifact_mb"] > 0
+    tvm = next(r for r in report["results"] if r["engine"] == "tvm-fp32")
+    assert tvm["compile_s"] > 0
+    assert report["machine"]["cores"] >= 1
