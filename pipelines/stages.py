@@ -167,10 +167,25 @@ def evaluate(
         reporter.metric(f"{split_name}_{key}", scores[key])
     if is_run:
         out = os.path.join(run_or_model_dir, EVAL_DIR, f"{split_name}-{engine_name}")
+        reference = os.path.join(run_or_model_dir, EVAL_DIR, f"{split_name}-torch.predictions.jsonl")
+        if engine_name != "torch" and os.path.isfile(reference):
+            # How faithful a compiled / quantised engine is to eager PyTorch, tag by tag.
+            scores["agreement_with_torch"] = _agreement(reference, pred)
+            reporter.metric("agreement_with_torch", scores["agreement_with_torch"])
         write_json(out + ".json", scores)
         _write_predictions(out + ".predictions.jsonl", sentences, gold, pred)
         reporter.artifact("scores", out + ".json")
     return scores
+
+
+def _agreement(reference_path: str, pred: list[list[str]]) -> float | None:
+    with open(reference_path, encoding="utf-8") as f:
+        reference = [json.loads(line)["pred"] for line in f]
+    if [len(r) for r in reference] != [len(p) for p in pred]:
+        return None  # predictions of another split or data version
+    total = sum(len(p) for p in pred)
+    same = sum(a == b for r, p in zip(reference, pred) for a, b in zip(r, p))
+    return same / total if total else None
 
 
 def _write_predictions(path: str, sentences, gold, pred) -> None:

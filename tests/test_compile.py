@@ -81,6 +81,19 @@ def test_artifact_reloads_in_a_fresh_process_without_torch(compiled):
     assert result["argmax"] == expected.tolist()
 
 
+def test_eval_through_tvm_reports_agreement_with_torch(compiled):
+    scores = evaluate_run(compiled[0].dir, "tvm-fp32")
+    assert scores["f1"] == 1.0 and scores["agreement_with_torch"] == 1.0
+
+
+def evaluate_run(run_dir, engine):
+    from pipelines.config import load_config
+    from pipelines.stages import data_for, evaluate
+
+    cfg = load_config(os.path.join(run_dir, "config.yaml"))
+    return evaluate(run_dir, data_for(cfg).splits["test"], "test", Reporter(), engine_name=engine)
+
+
 def test_tagging_through_the_compiled_model(compiled):
     ents = Tagger.open(compiled[0].dir, "tvm-fp32").tag("张三在北京工作")
     assert [(e.type, e.text) for e in ents] == [("PER", "张三"), ("LOC", "北京")]
