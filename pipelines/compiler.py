@@ -49,6 +49,14 @@ def _fast_gelu(bb, call):
     return bb.call_te(gelu, call.args[0], primfunc_name_hint="gelu")
 
 
+def _fast_softmax(bb, call):
+    """Softmax with ``fast_exp``: the default ``exp`` is a scalar libm call per
+    attention score (~0.5 ms of BERT-mini's 7 ms at length 128)."""
+    from tvm import topi
+
+    return bb.call_te(topi.nn.fast_softmax, call.args[0], call.attrs.axis, primfunc_name_hint="softmax")
+
+
 def cpu_pipeline(target, log=None):
     """The CPU backend's passes, with fast GELU and default schedules added."""
     import tvm
@@ -69,7 +77,7 @@ def cpu_pipeline(target, log=None):
             passes = [
                 relax.backend.DispatchSampling(),
                 relax.backend.DispatchSortScan(),
-                relax.transform.LegalizeOps({"relax.nn.gelu": _fast_gelu}),
+                relax.transform.LegalizeOps({"relax.nn.gelu": _fast_gelu, "relax.nn.softmax": _fast_softmax}),
                 relax.transform.AnnotateTIROpPattern(),
                 relax.transform.FoldConstant(),  # weights are constants: transposes fold away
                 relax.transform.FuseOps(),
