@@ -137,7 +137,7 @@ def export_program(model_dir: str, shape, path: str) -> None:
 
     model, _, _ = load_model(model_dir, attn="eager")
     program = torch.export.export(_logits_module(model), _example(shape))
-    tmp = path + ".tmp"
+    tmp = path[: -len(".pt2")] + ".tmp.pt2"  # torch.export.save wants the suffix
     torch.export.save(program, tmp)
     os.replace(tmp, path)
 

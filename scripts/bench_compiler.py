@@ -49,7 +49,8 @@ def main() -> int:
             run_dir = make_run(root, preset)
             cfg = parse_config({"compile": {"precisions": args.precisions.split(","), "shapes": [[1, s] for s in seqs]}})
             compiled = stage_compile(cfg, run_dir, log)
-            print(f"{preset}: compiled {', '.join(f'{k} in {v['compile_s']} s' for k, v in compiled.items())}", file=sys.stderr)
+            times = ", ".join(f"{name} in {info['compile_s']} s" for name, info in compiled.items())
+            print(f"{preset}: compiled {times}", file=sys.stderr)
             reports[preset] = benchmark(run_dir, args.engines.split(","), [1], seqs, iterations=args.iterations, max_seconds=30, reporter=log)
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(reports, f, indent=2)

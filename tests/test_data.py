@@ -133,3 +133,11 @@ def test_msra_standard_split():
     # dev is a seeded slice: same seed, same dev; no sentence in both train and dev by index
     again = load_data(DataConfig(source="msra", dev_fraction=0.05))
     assert again.splits["dev"]["tokens"][:5] == splits["dev"]["tokens"][:5]
+
+
+def test_hub_dataset_offline_fails_with_one_clear_line():
+    # Tests run with HF_DATASETS_OFFLINE=1 (conftest): the hub cannot be reached.
+    with pytest.raises(DataError) as err:
+        load_data(DataConfig(source="hub", hub_id="peoples_daily_ner"))
+    message = str(err.value)
+    assert message.startswith("hub dataset 'peoples_daily_ner': ") and "\n" not in message

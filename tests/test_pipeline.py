@@ -74,3 +74,17 @@ def test_cli_runs_lists_the_run(toy_run, capsys):
     assert main(["runs", "--runs-dir", runs_dir, "--json"]) == 0
     [listed] = json.loads(capsys.readouterr().out)
     assert listed["id"] == run.id and listed["status"] == "done"
+
+
+def test_pretrained_local_directory_starts_from_those_weights(toy_run):
+    import torch
+
+    from pipelines.config import ModelConfig
+    from pipelines.models import build_model, load_model
+
+    model_dir = os.path.join(toy_run[0].dir, "model")
+    trained, _, meta = load_model(model_dir)
+    fresh, tokenizer, fresh_meta = build_model(ModelConfig(pretrained=model_dir, max_length=16), meta.labels)
+    for (name, a), (_, b) in zip(trained.state_dict().items(), fresh.state_dict().items()):
+        assert torch.equal(a, b), name
+    assert fresh_meta.source == model_dir and len(tokenizer) == 21128
