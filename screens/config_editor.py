@@ -73,6 +73,7 @@ class ConfigEditorScreen(Screen):
             label = t.title if t.available else f"{t.title} — {t.note or 'missing'}"
             templates.add_option(Option(label, id=t.name, disabled=not t.available))
         self.reload_files()
+        self.query_one("#editor", TextArea).focus()
 
     def reload_files(self, select: str | None = None) -> None:
         files = self.query_one("#files", OptionList)

@@ -43,6 +43,7 @@ class HighlighterScreen(Screen):
         self.result = None  # the last TagResult shown
         self.highlighted_text: Text | None = None
         self.run_ids: list[str] = []  # the runs offered in the model picker
+        self._model_key: tuple[str, str] | None = None  # (run, engine) loaded or loading
         self._timer = None
 
     def compose(self) -> ComposeResult:
@@ -113,8 +114,9 @@ class HighlighterScreen(Screen):
 
     def _open_model(self) -> None:
         run = self.query_one("#model", Select).value
-        if run is Select.NULL:
-            return
+        if run is Select.NULL or (str(run), self._engine()) == self._model_key:
+            return  # e.g. the engine radio set announcing its initial choice
+        self._model_key = (str(run), self._engine())
         self.tagger = None
         self._status(f"loading {run} ({self._engine()})…", "yellow")
         self._load_model(str(run), self._engine())
@@ -124,10 +126,16 @@ class HighlighterScreen(Screen):
         try:
             tagger = self.app.backend.open_tagger(run, engine)
         except Exception as err:  # noqa: BLE001 - missing/incomplete model dir, no export, …
-            self.app.call_from_thread(self._status, f"cannot open {run} with {engine}: {err}", "red")
+            self.app.call_from_thread(self._load_failed, run, engine, err)
             return
         if not get_current_worker().is_cancelled:
             self.app.call_from_thread(self._model_ready, tagger, f"{run} · {engine}")
+
+    def _load_failed(self, run: str, engine: str, err: Exception) -> None:
+        if self._model_key != (run, engine):
+            return  # superseded by another choice
+        self._model_key = None  # picking it again retries
+        self._status(f"cannot open {run} with {engine}: {err}", "red")
 
     def _model_ready(self, tagger, label: str) -> None:
         self.tagger = tagger
@@ -169,6 +177,8 @@ class HighlighterScreen(Screen):
         self._status(self._summary(result), "")
 
     def _summary(self, result) -> str:
+        if not result.sentences:
+            return f"{self.model_label} ready · type or paste text"
         parts = [self.model_label, f"{result.sentences} sentence{'s' if result.sentences != 1 else ''}", f"{len(result.entities)} entities"]
         if result.latencies_ms:
             p50 = percentile(result.latencies_ms, 50)

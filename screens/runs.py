@@ -72,6 +72,9 @@ class RunsScreen(Screen):
             table.move_cursor(row=table.get_row_index(selected))
         self.query_one("#empty").display = not runs
         table.display = bool(runs)
+        # Never leave focus on the hidden quickstart button: enter would start an 8-minute job.
+        if runs and (self.focused is None or self.focused.id == "quickstart"):
+            table.focus()
 
     def _selected_id(self) -> str | None:
         table = self.query_one("#runs", DataTable)

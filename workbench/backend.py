@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import glob
 import os
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -98,6 +99,8 @@ class Backend:
         self.runs_dir = os.path.abspath(runs_dir or default_runs_dir())
         self.jobs_dir = os.path.join(self.runs_dir, "jobs")
         self.export_dir = self.runs_dir  # where the comparison table is exported
+        # One model load at a time: two threads importing transformers at once can see it half-initialised.
+        self._model_lock = threading.Lock()
         self.configs_dir = os.path.abspath(configs_dir or ("configs" if os.path.isdir("configs") else REPO_CONFIGS))
 
     # -- runs --------------------------------------------------------------------
@@ -236,7 +239,8 @@ class Backend:
             if record is None:
                 raise ValueError(f"no run or directory {run_id_or_dir!r}")
             path = record.dir
-        return SentenceTagger(Tagger.open(path, engine))
+        with self._model_lock:
+            return SentenceTagger(Tagger.open(path, engine))
 
     # -- compare -----------------------------------------------------------------
     def compare_rows(self) -> list[compare.CompareRow]:

@@ -26,7 +26,8 @@ class JobProgress(Vertical):
 
     def show(self, title: str, status: str, message: str, elapsed_s: float | None, tracker: ProgressTracker) -> None:
         self.query_one("#title", Static).update(Text(title, style="bold"))
-        state = Text(status, style=STATE_STYLES.get(status, ""))
+        state = Text()
+        state.append(status, style=STATE_STYLES.get(status, ""))
         state.append(f" · elapsed {format_duration(elapsed_s)}")
         if message and status != "running":
             state.append(f" · {message}", style=STATE_STYLES.get(status, ""))
