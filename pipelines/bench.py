@@ -18,6 +18,10 @@ from .files import read_json
 from .stages import resolve_model_dir
 
 
+ROUNDS = 5
+PAUSE_S = 0.05
+
+
 def _rss_mb() -> float:
     import psutil
 
@@ -110,14 +114,21 @@ def benchmark(
             opened[name] = engine
         times = {name: [] for name in opened}
         peak = {name: 0.0 for name in opened}
+        # Rounds of short blocks, engine after engine: drift hits all alike, and the
+        # pause lets the previous engine's spinning thread pool (OpenMP, ORT, TVM)
+        # go idle instead of stealing the cores from the next one.
+        rounds = max(1, min(ROUNDS, iterations))
+        block = max(1, iterations // rounds)
         start = time.monotonic()
-        for it in range(iterations):
+        for r in range(rounds):
             for name, engine in opened.items():
-                t0 = time.perf_counter()
-                engine.logits(ids, mask)
-                times[name].append((time.perf_counter() - t0) * 1000)
+                time.sleep(PAUSE_S)
+                for _ in range(block):
+                    t0 = time.perf_counter()
+                    engine.logits(ids, mask)
+                    times[name].append((time.perf_counter() - t0) * 1000)
                 peak[name] = max(peak[name], _rss_mb())
-            reporter.progress(done * iterations + it + 1, len(shapes) * iterations, "rounds")
+            reporter.progress(done * rounds + r + 1, len(shapes) * rounds, "rounds")
             if time.monotonic() - start > max_seconds * max(len(opened), 1):
                 break
         for name, ms in times.items():
