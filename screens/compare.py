@@ -1,4 +1,4 @@
-"""Compare: every evaluated (run, split, engine) side by side, deltas against fp32.
+"""Compare: every evaluated or benchmarked (run, split, engine) side by side, deltas against fp32.
 
 The rows come from ``workbench.compare`` (UI-free); this screen colours, sorts
 (click a header or press s on a column) and exports them.
@@ -14,7 +14,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
 from workbench.backend import display_path
-from workbench.compare import COLUMNS, NOT_BUILT_NOTE, empty_columns, format_cell, sort_rows
+from workbench.compare import COLUMNS, NO_BENCH_NOTE, NOT_BUILT_NOTE, empty_columns, format_cell, sort_rows
 
 
 def cell(row, column) -> Text:
@@ -81,8 +81,10 @@ class CompareScreen(Screen):
         empty = empty_columns(rows)
         if not rows:
             note.insert(0, "No evaluation results yet: run a config with the eval stage (Jobs screen).")
-        if {"latency_p50_ms", "compile_s", "int8_layers_kept"} & empty:
-            note.append(f"— : {NOT_BUILT_NOTE}.")
+        if "latency_p50_ms" in empty:
+            note.append(f"— {NO_BENCH_NOTE}.")
+        if "int8_layers_kept" in empty:
+            note.append(f"— {NOT_BUILT_NOTE}.")
         note.append("eval sent/s: end-to-end evaluation speed at batch 64, not a benchmark.")
         if self.sort_key:
             title = next(c.title for c in COLUMNS if c.key == self.sort_key)

@@ -33,8 +33,8 @@ KEYS = [
     ("r", "Runs, Compare", "reload"),
 ]
 NOTE = (
-    "Stages not built yet (compile, infer, bench, pretrain, distill), the TVM engines and the "
-    "compile templates are listed but disabled, marked \"not available yet\"."
+    "What isn't built yet (the infer, pretrain and distill stages, TVM int8: its engine and "
+    "template) is listed but disabled, marked \"not available yet\"; stages appear as the CLI gains them."
 )
 
 

@@ -36,7 +36,7 @@ class RunsScreen(Screen):
             yield Static("No runs yet. The quickstart trains the tiny preset on the embedded MSRA corpus (about 8 minutes on 2 cores).")
             yield Button("Start the quickstart", id="quickstart", variant="primary")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        yield Static("latency per precision: — until the bench stage is built · enter: open a run", id="runs-note")
+        yield Static("ms: bench p50 of the fastest engine per precision (— : not benchmarked) · enter: open a run", id="runs-note")
         yield Footer()
 
     def on_mount(self) -> None:

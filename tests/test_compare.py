@@ -2,7 +2,9 @@ import csv
 import io
 import json
 
-from workbench.compare import COLUMNS, collect_rows, empty_columns, format_cell, sort_rows, to_csv, to_markdown
+from workbench.compare import (
+    COLUMNS, collect_rows, empty_columns, format_cell, latency_by_precision, sort_rows, to_csv, to_markdown,
+)
 
 
 def write_eval(run_dir, split, engine, f1, accuracy=0.9, per_type=None, seconds=2.0, sentences=100):
@@ -54,6 +56,26 @@ def test_not_built_columns_are_empty_and_shown_as_dash(tmp_path):
     assert format_cell(rows[0], p50) == "—"
     delta = next(c for c in COLUMNS if c.key == "delta_f1")
     assert format_cell(rows[0], delta) == "ref"
+
+
+def test_bench_results_fill_latency_and_add_benchmarked_engines(tmp_path):
+    a = tmp_path / "a"
+    write_eval(a, "test", "torch", 0.8)
+    result = lambda engine, p50, batch=1: {  # noqa: E731
+        "engine": engine, "batch": batch, "seq": 128, "latency_ms": {"p50": p50, "p99": p50 * 2},
+        "throughput": {"sentences_per_s": 1000 / p50}, "artifact_mb": 2.0, "compile_s": 30.5 if engine.startswith("tvm") else None,
+    }
+    report = {"results": [result("torch", 8.0, batch=8), result("torch", 4.0), result("tvm-fp16", 1.0), result("ort-int8", 2.0)]}
+    (a / "bench.json").write_text(json.dumps(report))
+    rows = {r.engine: r for r in collect_rows([("a", "a", str(a))])}
+    assert set(rows) == {"torch", "tvm-fp16", "ort-int8"}
+    torch = rows["torch"]
+    assert (torch.bench_shape, torch.latency_p50_ms, torch.latency_p99_ms, torch.throughput) == ("1x128", 4.0, 8.0, 250.0)
+    assert torch.artifact_bytes == 2 * 1024 * 1024 and torch.compile_s is None
+    fp16 = rows["tvm-fp16"]
+    assert fp16.split == "—" and fp16.precision == "fp16" and fp16.f1 is None and fp16.compile_s == 30.5
+    assert latency_by_precision(str(a)) == {"fp32": 4.0, "fp16": 1.0, "int8": 2.0}
+    assert "latency_p50_ms" not in empty_columns(list(rows.values()))
 
 
 def test_sort_puts_missing_values_last(tmp_path):

@@ -62,7 +62,10 @@ def test_atomic_write_and_templates(tmp_path):
     quick = next(t for t in TEMPLATES if t.name == "quickstart")
     text = from_template(quick, "mine")
     assert "name: mine" in text and "name: quickstart" not in text and check_config_text(text, "mine.yaml") is None
-    assert [t.name for t in TEMPLATES if not t.available] == ["compile_fp16", "compile_int8"]
+    assert [t.name for t in TEMPLATES if not t.available] == ["compile_int8"]
+    compiled = from_template(next(t for t in TEMPLATES if t.name == "compile_fp16"), "c16")
+    assert "stages: [train, export, eval, compile, bench]" in compiled and "precisions: [fp32, fp16]" in compiled
+    assert check_config_text(compiled, "c16.yaml") is None
 
 
 def test_split_sentences_covers_mixed_text():

@@ -87,7 +87,7 @@ def test_highlighter(snap_compare, demo_app):
 def test_compare(snap_compare, demo_app):
     async def before(pilot):
         await pilot.press("f6")
-        await settle(pilot, lambda: pilot.app.screen.query_one("#table").row_count == 2, "rows")
+        await settle(pilot, lambda: pilot.app.screen.query_one("#table").row_count == 5, "rows")
 
     assert snap_compare(demo_app(), terminal_size=(190, 20), run_before=before)
 

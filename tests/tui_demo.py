@@ -75,6 +75,14 @@ def make_workspace(root: str) -> tuple[str, str]:
     for engine, f1, acc in (("torch", 0.7911, 0.9812), ("torchscript", 0.7909, 0.9813)):
         with open(os.path.join(good, "eval", f"test-{engine}.json"), "w") as f:
             json.dump(_scores(f1, acc, engine), f)
+    bench = [
+        {"engine": e, "batch": 1, "seq": 128, "latency_ms": {"p50": p50, "p99": round(p50 * 1.3, 3)},
+         "throughput": {"sentences_per_s": round(1000 / p50, 2)}, "artifact_mb": mb, "compile_s": cs}
+        for e, p50, mb, cs in (("torch", 6.2, 12.2, None), ("torchscript", 5.1, 12.5, None), ("ort", 2.4, 12.3, None),
+                               ("tvm-fp32", 1.9, 13.0, 41.5), ("tvm-fp16", 1.6, 6.6, 44.0))
+    ]
+    with open(os.path.join(good, "bench.json"), "w") as f:
+        json.dump({"results": bench}, f)
     with open(os.path.join(runs_dir, RUNS[1][0], "error.log"), "w") as f:
         f.write("Traceback (most recent call last):\n  ...\nDataError: data: no such file toy.txt\n")
     _make_job(runs_dir, "20260101-090000-000001", ["run", "configs/quickstart.yaml"], "run quickstart.yaml", 0)

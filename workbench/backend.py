@@ -40,9 +40,21 @@ ACTIONS = (
     Action("train", "train: fine-tune a config's model", "config"),
     Action("export", "export: TorchScript + torch.export of a run", "run"),
     Action("eval", "eval: score a run's model", "run"),
+    Action("compile", "compile: TVM artifacts of a run (its config's precisions)", "run"),
+    Action("bench", "bench: latency / throughput of a run's engines", "run"),
     Action("validate", "validate: check a config", "config"),
-    *(Action(n, f"{n}", None, False, NOT_BUILT) for n in ("compile", "infer", "bench", "pretrain", "distill")),
+    *(Action(n, n, None, False, NOT_BUILT) for n in ("infer", "pretrain", "distill")),
 )
+
+
+def cli_commands() -> set[str]:
+    """The subcommands the CLI has (an action is offered only if its command exists)."""
+    import argparse
+
+    from .cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return set(sub.choices)
 
 
 @dataclass(frozen=True)
@@ -52,11 +64,17 @@ class EngineChoice:
     note: str = ""
 
 
-ENGINES = (
-    EngineChoice("torch", True),
-    EngineChoice("torchscript", True, "needs the export stage"),
-    *(EngineChoice(f"tvm-{p}", False, f"{NOT_BUILT} (compile stage)") for p in PRECISIONS),
-)
+EXPECTED_ENGINES = ("torch", "torchscript", "ort", "ort-int8", "tvm-fp32", "tvm-fp16", "tvm-int8")
+
+
+def engine_choices() -> tuple[EngineChoice, ...]:
+    """Every engine the pipelines offer, plus the expected ones not built yet (disabled)."""
+    from pipelines.engines import ENGINE_NAMES
+
+    notes = {"torchscript": "needs the export stage", "ort": "exports ONNX on first use", "ort-int8": "exports ONNX on first use"}
+    built = [EngineChoice(n, True, notes.get(n, "needs the compile stage" if n.startswith("tvm-") else "")) for n in ENGINE_NAMES]
+    missing = [EngineChoice(n, False, NOT_BUILT) for n in EXPECTED_ENGINES if n not in ENGINE_NAMES]
+    return (*built, *missing)
 
 
 @dataclass
@@ -101,6 +119,8 @@ class Backend:
         self.export_dir = self.runs_dir  # where the comparison table is exported
         # One model load at a time: two threads importing transformers at once can see it half-initialised.
         self._model_lock = threading.Lock()
+        self._actions: tuple[Action, ...] | None = None  # found lazily: it imports the CLI
+        self._engines: tuple[EngineChoice, ...] | None = None
         self.configs_dir = os.path.abspath(configs_dir or ("configs" if os.path.isdir("configs") else REPO_CONFIGS))
 
     # -- runs --------------------------------------------------------------------
@@ -134,7 +154,7 @@ class Backend:
             stages=[(s.stage, s.status) for s in record.stages],
             best_f1=f1,
             f1_split=split,
-            latency_ms={p: None for p in PRECISIONS},  # the bench stage isn't built yet
+            latency_ms={p: compare.latency_by_precision(record.dir).get(p) for p in PRECISIONS},
             has_model=os.path.isfile(os.path.join(record.dir, "model", "config.json")),
         )
 
@@ -192,7 +212,11 @@ class Backend:
 
     # -- jobs --------------------------------------------------------------------
     def actions(self) -> tuple[Action, ...]:
-        return ACTIONS
+        """The launchable actions; one whose CLI command doesn't exist is marked not available."""
+        if self._actions is None:
+            commands = cli_commands()
+            self._actions = tuple(a if a.name in commands else Action(a.name, a.name, a.needs, False, NOT_BUILT) for a in ACTIONS)
+        return self._actions
 
     def job_argv(self, action: str, target: str, engine: str = "torch") -> list[str]:
         """CLI arguments for an action on a config path or a run id."""
@@ -201,8 +225,8 @@ class Backend:
             return [action, target, *runs]
         if action == "validate":
             return ["validate", target]
-        if action == "export":
-            return ["export", "--model", target, *runs]
+        if action in ("export", "compile", "bench"):
+            return [action, "--model", target, *runs]
         if action == "eval":
             return ["eval", "--model", target, "--engine", engine, *runs]
         raise ValueError(f"{action}: {NOT_BUILT}")
@@ -224,7 +248,9 @@ class Backend:
 
     # -- tagging -----------------------------------------------------------------
     def engines(self) -> tuple[EngineChoice, ...]:
-        return ENGINES
+        if self._engines is None:
+            self._engines = engine_choices()
+        return self._engines
 
     def open_tagger(self, run_id_or_dir: str, engine: str = "torch"):
         """A sentence tagger for a run's model (slow: loads torch; call from a worker)."""

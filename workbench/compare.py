@@ -1,8 +1,9 @@
 """The comparison table: one row per (run, split, engine) evaluation, shaped for any UI.
 
-Today a run holds eval scores per split and engine (``eval/<split>-<engine>.json``);
-latency, compile time and int8 data come with the bench and compile stages, which
-are not built yet: their columns stay empty (``None``) and say so.
+A run holds eval scores per split and engine (``eval/<split>-<engine>.json``) and,
+once benchmarked, ``bench.json`` (latency, throughput, artifact size, compile time
+per engine and shape). What a run lacks stays ``None`` and is shown as "—";
+int8 layers kept comes with the TVM int8 stage, which isn't built yet.
 """
 
 from __future__ import annotations
@@ -16,9 +17,13 @@ from typing import Any, Callable, Iterable, Sequence
 from pipelines.files import read_json
 
 # Engine name -> numeric precision it runs at (TVM engines arrive with the compile stage).
-PRECISION = {"torch": "fp32", "torchscript": "fp32", "tvm-fp32": "fp32", "tvm-fp16": "fp16", "tvm-int8": "int8"}
+PRECISION = {
+    "torch": "fp32", "torchscript": "fp32", "ort": "fp32", "ort-int8": "int8",
+    "tvm-fp32": "fp32", "tvm-fp16": "fp16", "tvm-int8": "int8",
+}
 ENTITY_TYPES = ("PER", "LOC", "ORG")
-NOT_BUILT_NOTE = "latency, compile time and int8 layers: no data yet (the bench and compile stages are not built yet)"
+NO_BENCH_NOTE = "latency, throughput, compile time: no data for a run until its bench stage has run (compile first for TVM engines)"
+NOT_BUILT_NOTE = "int8 layers kept: the TVM int8 stage is not built yet"
 
 
 @dataclass
@@ -34,11 +39,12 @@ class CompareRow:
     eval_sentences_per_s: float | None = None  # end-to-end eval, batch 64: not a benchmark
     artifact_bytes: int | None = None
     # Filled by the bench / compile stages once they exist.
+    bench_shape: str | None = None  # BATCHxSEQ the latency was measured at
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
-    throughput: float | None = None
+    throughput: float | None = None  # sentences/s at that shape
     compile_s: float | None = None
-    int8_layers_kept: int | None = None
+    int8_layers_kept: int | None = None  # the TVM int8 stage isn't built yet
     # Against the fp32 torch row of the same run and split.
     delta_f1: float | None = None
     delta_accuracy: float | None = None
@@ -67,6 +73,7 @@ COLUMNS: tuple[Column, ...] = (
     *(Column(f"f1_{t}", f"{t} F1", "score") for t in ENTITY_TYPES),
     Column("accuracy", "tok acc", "score"),
     Column("delta_accuracy", "Δacc", "delta"),
+    Column("bench_shape", "shape", "text"),
     Column("latency_p50_ms", "p50 ms", "ms"),
     Column("latency_p99_ms", "p99 ms", "ms"),
     Column("throughput", "sent/s", "rate"),
@@ -81,9 +88,53 @@ def collect_rows(runs: Iterable[tuple[str, str, str]]) -> list[CompareRow]:
     """Rows for every eval result of ``runs`` given as (run id, run name, run dir)."""
     rows: list[CompareRow] = []
     for run_id, name, run_dir in runs:
-        run_rows = [_row(run_id, name, run_dir, path) for path in _eval_files(run_dir)]
-        rows.extend(with_deltas([r for r in run_rows if r is not None]))
+        run_rows = [r for r in (_row(run_id, name, run_dir, path) for path in _eval_files(run_dir)) if r is not None]
+        bench = bench_by_engine(run_dir)
+        evaluated = {r.engine for r in run_rows}
+        for engine in (e for e in bench if e not in evaluated):  # benchmarked, never evaluated
+            run_rows.append(CompareRow(run_id, name, "—", engine, PRECISION.get(engine, "?")))
+        for row in run_rows:
+            _add_bench(row, bench.get(row.engine))
+        rows.extend(with_deltas(run_rows))
     return rows
+
+
+def bench_by_engine(run_dir: str) -> dict[str, dict]:
+    """The first (smallest-batch) bench result of each engine in ``bench.json``."""
+    try:
+        report = read_json(os.path.join(run_dir, "bench.json"), {}) or {}
+    except ValueError:
+        return {}
+    found: dict[str, dict] = {}
+    results = report.get("results") if isinstance(report, dict) else None
+    for result in sorted(results or [], key=lambda r: (r.get("batch") or 0)):
+        if isinstance(result, dict) and result.get("engine"):
+            found.setdefault(result["engine"], result)
+    return found
+
+
+def latency_by_precision(run_dir: str) -> dict[str, float]:
+    """The fastest bench p50 (ms) per precision, for the run list."""
+    best: dict[str, float] = {}
+    for engine, result in bench_by_engine(run_dir).items():
+        p50 = _num((result.get("latency_ms") or {}).get("p50"))
+        precision = PRECISION.get(engine)
+        if p50 is not None and precision and p50 < best.get(precision, float("inf")):
+            best[precision] = p50
+    return best
+
+
+def _add_bench(row: CompareRow, result: dict | None) -> None:
+    if not result:
+        return
+    latency = result.get("latency_ms") or {}
+    row.bench_shape = f"{result.get('batch')}x{result.get('seq')}"
+    row.latency_p50_ms = _num(latency.get("p50"))
+    row.latency_p99_ms = _num(latency.get("p99"))
+    row.throughput = _num((result.get("throughput") or {}).get("sentences_per_s"))
+    row.compile_s = _num(result.get("compile_s"))
+    if _num(result.get("artifact_mb")) is not None:
+        row.artifact_bytes = int(result["artifact_mb"] * 1024 * 1024)
 
 
 def _eval_files(run_dir: str) -> list[str]:
@@ -206,9 +257,10 @@ def to_markdown(rows: Sequence[CompareRow], columns: Sequence[Column] = COLUMNS)
     lines.append("|" + "|".join("---" if c.kind == "text" else "---:" for c in columns) + "|")
     for row in rows:
         lines.append("| " + " | ".join(format_cell(row, c).replace("|", "\\|") for c in columns) + " |")
-    if empty_columns(rows, columns) & {"latency_p50_ms", "compile_s"}:
+    notes = [n for key, n in (("latency_p50_ms", NO_BENCH_NOTE), ("int8_layers_kept", NOT_BUILT_NOTE)) if key in empty_columns(rows, columns)]
+    if notes:
         lines.append("")
-        lines.append(f"— {NOT_BUILT_NOTE}.")
+        lines.extend(f"— {n}." for n in notes)
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 import yaml
 
 REPO_CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-NOT_BUILT = "not available yet: the compile stage isn't built"
+NOT_BUILT = "not available yet: TVM int8 isn't built"
+QUICKSTART = os.path.join(REPO_CONFIGS, "quickstart.yaml")
+# The quickstart, then compiled and benchmarked: TVM fp32 + fp16 against the other engines.
+COMPILE_FP16 = """compile:
+  precisions: [fp32, fp16]
+bench:
+  engines: [torch, torchscript, ort, tvm-fp32, tvm-fp16]
+"""
 
 
 @dataclass(frozen=True)
@@ -23,10 +30,24 @@ class Template:
     title: str
     path: str | None  # None: not available yet
     note: str = ""
+    extra_stages: tuple[str, ...] = ()  # appended to the base config's stages
+    extra_yaml: str = ""  # sections appended to the base config
 
     @property
     def available(self) -> bool:
-        return self.path is not None and os.path.isfile(self.path)
+        if self.path is None or not os.path.isfile(self.path):
+            return False
+        return all(stage in _stage_names() for stage in self.extra_stages)
+
+
+def _stage_names() -> tuple[str, ...]:
+    """The stages a config may list (its schema's ``stages`` literal)."""
+    from typing import get_args
+
+    from pipelines.config import RunConfig
+
+    [item] = get_args(RunConfig.model_fields["stages"].annotation)
+    return get_args(item)
 
 
 TEMPLATES = (
@@ -36,7 +57,10 @@ TEMPLATES = (
         "People's Daily reference recipe (bert-base-chinese, hub)",
         os.path.join(REPO_CONFIGS, "peoples_daily_bert_base.yaml"),
     ),
-    Template("compile_fp16", "Compile fp16 (TVM)", None, NOT_BUILT),
+    Template(
+        "compile_fp16", "Compile fp16 (TVM): quickstart + compile fp32/fp16 + bench", QUICKSTART,
+        "not available yet: the compile stage isn't built", ("compile", "bench"), COMPILE_FP16,
+    ),
     Template("compile_int8", "Compile int8 (TVM)", None, NOT_BUILT),
 )
 
@@ -122,10 +146,14 @@ def from_template(template: Template, name: str) -> str:
     """The template's text with its ``name:`` set to ``name`` (comments kept)."""
     if not template.available:
         raise ValueError(f"template {template.name}: {template.note or 'file missing'}")
+    assert template.path is not None
     with open(template.path, encoding="utf-8") as f:
         text = f.read()
     new, count = re.subn(r"(?m)^name:.*$", f"name: {name}", text, count=1)
-    return new if count else f"name: {name}\n{text}"
+    text = new if count else f"name: {name}\n{text}"
+    if template.extra_stages:
+        text = re.sub(r"(?m)^stages: \[(.*)\]", lambda m: f"stages: [{m.group(1)}, {', '.join(template.extra_stages)}]", text, count=1)
+    return text + template.extra_yaml
 
 
 def config_name_ok(name: str) -> bool:
