@@ -11,7 +11,7 @@ import os
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")
 STAGE_NAMES = ("train", "export", "eval")
@@ -106,6 +106,24 @@ class CompileConfig(_Section):
     target: Any = "host"
     # Static shapes [batch, sequence] to build; default: the export shape.
     shapes: Optional[list[list[int]]] = None
+    # What the reference recipe's vendor keys (frontend, backend, ...) turned into.
+    _notices: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _vendor_keys(cls, raw, handler):
+        from .vendor_config import VENDOR_KEYS, translate
+
+        if not isinstance(raw, dict) or not any(k in raw for k in VENDOR_KEYS):
+            return handler(raw)
+        ours, notices = translate(raw)
+        model = handler(ours)
+        model._notices = notices
+        return model
+
+    @property
+    def notices(self) -> list[str]:
+        return list(self._notices)
 
     @field_validator("shapes")
     @classmethod

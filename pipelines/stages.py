@@ -68,6 +68,8 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     from .isolate import run_isolated
 
     model_dir = resolve_model_dir(run_dir)
+    for notice in cfg.compile.notices:
+        reporter.log(notice, level="warning")
     export_meta = read_export_meta(os.path.join(run_dir, EXPORT_DIR)) or {}
     results = {}
     for shape in cfg.compile.shapes or [cfg.export.shape]:

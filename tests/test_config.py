@@ -1,4 +1,5 @@
 import os
+import re
 
 import pytest
 
@@ -83,3 +84,25 @@ def test_overrides_use_dotted_keys_and_are_validated(tmp_path):
 def test_digest_changes_with_content():
     assert parse_config({}).digest() == parse_config({}).digest()
     assert parse_config({}).digest() != parse_config({"seed": 1}).digest()
+
+
+def test_reference_recipe_compiler_keys_map_onto_ours_with_notices():
+    cfg = load_config(os.path.join(REPO, "configs", "compile_vendor_fp16.yaml"))
+    assert cfg.compile.precisions == ["fp16"] and cfg.compile.shapes == [[1, 256]]
+    notices = "\n".join(cfg.compile.notices)
+    assert "backend.type tvm_vacc: compiled with Apache TVM" in notices
+    assert "frontend.checkpoint: not read" in notices and "workspace.path: not used" in notices
+
+
+@pytest.mark.parametrize(
+    "compile_section, expected",
+    [
+        ("backend: {colour: red}", "compile: backend.colour: unknown key (allowed: compile, dtype, quantize, type)"),
+        ("backend: {type: tensorrt}", "backend.type: 'tensorrt' is not supported"),
+        ("backend: {dtype: int8}", "backend.dtype: int8 is not built yet (fp32, fp16)"),
+        ("frontend: {type: onnx}", "frontend.type: 'onnx' is not supported (pytorch)"),
+    ],
+)
+def test_vendor_key_errors(tmp_path, compile_section, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        load_config(write(tmp_path, f"compile:\n  {compile_section}\n"))

@@ -452,6 +452,8 @@ def cmd_validate(args) -> int:
 
     cfg = load_config(args.config)
     print(cfg.to_yaml(), end="")
+    for notice in cfg.compile.notices:
+        print(f"# notice: compile.{notice}", file=sys.stderr)
     print(f"# {args.config}: valid (config hash {cfg.digest()})", file=sys.stderr)
     return 0
 
