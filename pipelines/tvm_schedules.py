@@ -91,7 +91,7 @@ class Matmul(CPUScheduleRule):
         rows = _largest_divisor(m, (8, 4, 2))
         if cols < lanes:  # a narrow output (e.g. the label projection): keep it simple
             _parallel_outer(sch, block, keep_inner=2)
-            self._fuse_epilogues(sch, infos[main_index + 1 :], lanes)
+            self._fuse_epilogues(sch, infos[main_index + 1 :])
             return sch
 
         i_outer, i_inner = sch.split(i, [None, rows])
@@ -122,12 +122,11 @@ class Matmul(CPUScheduleRule):
         # Last: loop kinds can only be set while the reduction is one block; the
         # init block's copies of the loops keep them.
         sch.decompose_reduction(block, k)
-        for spatial in {writeback, last} if not epilogues else [last]:
-            _vectorize_inner(sch, spatial, lanes)
+        _vectorize_inner(sch, last, lanes)
         return sch
 
     @staticmethod
-    def _fuse_epilogues(sch, epilogues, lanes) -> None:
+    def _fuse_epilogues(sch, epilogues) -> None:
         for epilogue in epilogues:
             try:
                 sch.reverse_compute_inline(epilogue.block_rv)
