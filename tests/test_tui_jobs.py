@@ -51,7 +51,7 @@ def test_launch_a_tiny_run_to_100_percent_then_restart(tmp_path):
             target.value = config
             await pilot.click("#launch")
             await wait_until(pilot, lambda: screen.watch is not None, what="job followed")
-            bar = screen.query_one("#bar", ProgressBar)
+            bar = screen.query_one("#progress-bar", ProgressBar)
             await wait_until(pilot, lambda: "done" in static_text(screen.query_one("#state")), timeout=120, what="job done\n" + log_text(screen))
             await pilot.pause(0.3)
             assert bar.percentage == 1.0
@@ -70,13 +70,37 @@ def test_launch_a_tiny_run_to_100_percent_then_restart(tmp_path):
             await wait_until(pilot, lambda: "✔ eval" in log_text(screen), what="log replayed")
             table = screen.query_one("#jobs", DataTable)
             assert table.get_row_at(0)[0] == job_id and str(table.get_row_at(0)[1]) == "done"
-            assert screen.query_one("#bar", ProgressBar).percentage == 1.0
+            assert screen.query_one("#progress-bar", ProgressBar).percentage == 1.0
             await pilot.press("f2")  # the run it made is on the home screen
             runs = app.screen.query_one("#runs", DataTable)
             await wait_until(pilot, lambda: runs.row_count == 1, what="run listed")
             assert str(runs.get_row_at(0)[2]) == "done"
 
     asyncio.run(restart())
+
+
+def test_cancel_a_running_job(tmp_path):
+    corpus = str(tmp_path / "toy.txt")
+    write_toy_corpus(corpus, copies=50)
+    config = tmp_path / "long.yaml"
+    config.write_text(
+        f"name: long\nstages: [train]\ndata: {{source: conll, train: {corpus}, dev: {corpus}}}\n"
+        "model: {preset: tiny, max_length: 16}\ntrain: {epochs: 100, batch_size: 8, threads: 1}\n"
+    )
+
+    async def scenario():
+        app = WorkbenchApp(runs_dir=str(tmp_path / "runs"), configs_dir=copy_configs(tmp_path / "configs"))
+        app.poll_interval = 0.2
+        async with app.run_test(size=SIZE) as pilot:
+            job = app.backend.start_job(app.backend.job_argv("run", str(config)), "run long.yaml")
+            app.open_job(job.id)
+            await wait_until(pilot, lambda: "steps" in static_text(app.screen.query_one("#unit")), timeout=90, what="training progress")
+            assert "eta" in static_text(app.screen.query_one("#unit"))
+            await pilot.press("x")
+            await wait_until(pilot, lambda: "cancelled" in static_text(app.screen.query_one("#state")), timeout=60, what="cancelled")
+            assert "✘ train: cancelled" in log_text(app.screen)
+
+    asyncio.run(scenario())
 
 
 def test_failed_and_crashed_jobs_show_their_log_tail(tmp_path):

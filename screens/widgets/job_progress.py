@@ -15,24 +15,26 @@ STATE_STYLES = {"running": "cyan", "done": "green", "failed": "red", "crashed": 
 class JobProgress(Vertical):
     DEFAULT_CSS = """
     JobProgress { height: auto; padding: 0 1; }
-    JobProgress #bar { width: 1fr; }
+    JobProgress #progress-bar { width: 1fr; display: none; }
+    JobProgress #progress-bar Bar { width: 1fr; }
     """
 
     def compose(self) -> ComposeResult:
         yield Static("no job selected", id="title")
         yield Static("", id="state")
-        yield ProgressBar(total=None, show_eta=False, id="bar")
+        yield ProgressBar(total=None, show_eta=False, id="progress-bar")
         yield Static("", id="unit")
 
     def show(self, title: str, status: str, message: str, elapsed_s: float | None, tracker: ProgressTracker) -> None:
         self.query_one("#title", Static).update(Text(title, style="bold"))
         state = Text()
-        state.append(status, style=STATE_STYLES.get(status, ""))
-        state.append(f" · elapsed {format_duration(elapsed_s)}")
+        state.append(f"{status} ", style=STATE_STYLES.get(status, ""))
+        state.append(f"· elapsed {format_duration(elapsed_s)}")
         if message and status != "running":
             state.append(f" · {message}", style=STATE_STYLES.get(status, ""))
         self.query_one("#state", Static).update(state)
-        bar = self.query_one("#bar", ProgressBar)
+        bar = self.query_one("#progress-bar", ProgressBar)
+        bar.display = True  # hidden until there is a job: an idle indeterminate bar animates forever
         stage = tracker.current
         if status == "done":
             bar.update(total=1, progress=1)  # a finished job is 100 %, whatever its last event said
