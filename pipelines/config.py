@@ -144,16 +144,34 @@ class BenchConfig(_Section):
     threads: Optional[int] = Field(None, ge=1)
 
 
+class PretrainConfig(_Section):
+    # peoples_daily_1998 (embedded), msra_train (labels dropped), file:PATH
+    sources: list[str] = Field(default_factory=lambda: ["peoples_daily_1998", "msra_train"])
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(64, ge=1)
+    max_length: int = Field(128, ge=8, le=512)
+    learning_rate: float = Field(5e-4, gt=0, le=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    mask_prob: float = Field(0.15, gt=0, lt=1)
+    whole_word: bool = False  # needs word boundaries: peoples_daily_1998 has them
+    checkpoint_every: int = Field(500, ge=1)
+    holdout: int = Field(256, ge=0)  # sequences held out for MLM accuracy
+    max_minutes: Optional[float] = Field(None, gt=0)
+    threads: Optional[int] = Field(None, ge=1)
+
+
 class RunConfig(_Section):
     name: str = "run"
     description: str = ""
     seed: int = 42
-    stages: list[Literal["train", "export", "eval", "compile", "bench"]] = Field(default_factory=lambda: list(STAGE_NAMES))
+    stages: list[Literal["pretrain", "train", "export", "eval", "compile", "bench"]] = Field(default_factory=lambda: list(STAGE_NAMES))
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     compile: CompileConfig = Field(default_factory=CompileConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
 

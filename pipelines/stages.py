@@ -41,9 +41,27 @@ def data_for(cfg: RunConfig) -> NerData:
     return _cached_data(cfg.data.model_dump_json(), cfg.seed)
 
 
+def stage_pretrain(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+    from .corpus import drop_leaks, load_corpus
+    from .pretrain import pretrain
+
+    sentences = load_corpus(cfg.pretrain.sources)
+    test = data_for(cfg).splits.get("test")
+    if test is not None:
+        sentences, dropped = drop_leaks(sentences, ("".join(t) for t in test["tokens"]))
+        reporter.log(f"dropped {dropped} sentences sharing text with the test split")
+    return pretrain(cfg, sentences, run_dir, reporter)
+
+
 def stage_train(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+    from .pretrain import PRETRAINED_DIR
     from .train import train
 
+    pretrained = os.path.join(run_dir, PRETRAINED_DIR)
+    if "pretrain" in cfg.stages and not cfg.model.pretrained and os.path.isdir(pretrained):
+        cfg = cfg.model_copy(deep=True)
+        cfg.model.pretrained = pretrained  # this run's own MLM checkpoint
+        reporter.log(f"starting from this run's pretrained weights ({pretrained})")
     data = data_for(cfg)
     sizes = ", ".join(f"{name} {len(ds)}" for name, ds in data.splits.items())
     reporter.log(f"data: {cfg.data.source} ({sizes} sentences); labels {' '.join(data.labels)}")
@@ -108,6 +126,7 @@ def stage_bench(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
 
 
 STAGES: dict[str, Callable[[RunConfig, str, Reporter], dict]] = {
+    "pretrain": stage_pretrain,
     "train": stage_train,
     "export": stage_export,
     "eval": stage_eval,

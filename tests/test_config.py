@@ -48,7 +48,7 @@ def test_yaml_float_without_dot_is_accepted(tmp_path):
         ("model:\n  preset: huge\n", "model.preset: Input should be 'tiny', 'mini', 'small', 'medium' or 'base' (got 'huge')"),
         ("data:\n  source: hub\n", "data: hub_id is required when source is 'hub'"),
         ("export:\n  shape: [1]\n", "export.shape: must be [batch, sequence]"),
-        ("stages: [train, fly]\n", "stages.1: Input should be 'train', 'export', 'eval', 'compile' or 'bench' (got 'fly')"),
+        ("stages: [train, fly]\n", "stages.1: Input should be 'pretrain', 'train', 'export', 'eval', 'compile' or 'bench' (got 'fly')"),
         ("colour: blue\n", "colour: unknown key (allowed: name, description, seed, stages, data, model"),
         ("- just\n- a list\n", "the top level must be a mapping"),
     ],

@@ -48,12 +48,16 @@ def build_parser() -> argparse.ArgumentParser:
         runs_dir_arg(p)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=1")
         p.add_argument("--quiet", action="store_true", help="no progress bars or logs, just the result")
+        p.add_argument("--resume", default=None, metavar="RUN", help="continue in an existing run (pretraining resumes from its checkpoint)")
 
     p = sub.add_parser("run", help="run every configured stage of a config, in order")
     run_args(p)
     p.add_argument("--stages", default=None, help="comma-separated subset of the configured stages")
 
     p = sub.add_parser("train", help="fine-tune the model of a config (a new run)")
+    run_args(p)
+
+    p = sub.add_parser("pretrain", help="masked-LM pretraining of the config's preset on unlabeled text")
     run_args(p)
 
     def model_command(name: str, help: str, model_help: str = "run id, name or directory") -> argparse.ArgumentParser:
@@ -187,7 +191,12 @@ def cmd_run(args, stages: list[str] | None = None) -> int:
             if unknown:
                 raise CliError(f"--stages: {', '.join(unknown)} not among the configured stages ({', '.join(cfg.stages)})")
     store = RunStore(args.runs_dir)
-    run = store.create_run(cfg, os.path.abspath(args.config))
+    if args.resume:
+        run = store.find(args.resume)
+        if run is None:
+            raise CliError(f"--resume: no run {args.resume!r} (see `ner-workbench runs`)")
+    else:
+        run = store.create_run(cfg, os.path.abspath(args.config))
     sinks = _Sinks(args.quiet)
     try:
         results = execute(cfg, store, run, stages, sinks)
@@ -201,12 +210,22 @@ def cmd_train(args) -> int:
     return cmd_run(args, ["train"])
 
 
+def cmd_pretrain(args) -> int:
+    return cmd_run(args, ["pretrain"])
+
+
 def _print_summary(run_dir: str, results: dict) -> None:
     from rich.console import Console
 
     out = Console()
     if "eval" in results:
         _print_scores(results["eval"], out)
+    if "pretrain" in results:
+        p = results["pretrain"]
+        out.print(f"pretrain: {p['steps']} steps, held-out MLM accuracy {p['mlm_accuracy']:.4f}, {p['seconds']:.0f} s, {p['tokens_per_s']} tokens/s")
+    if "compile" in results:
+        for name, info in results["compile"].items():
+            out.print(f"compile {name}: {info['artifact_mb']:.1f} MB in {info['compile_s']:.1f} s")
     if "train" in results:
         t = results["train"]
         out.print(f"train: best dev F1 {t['best_dev_f1']:.4f} after {t['epochs']} epochs, {t['train_seconds']:.0f} s, {t['tokens_per_s']} tokens/s")
@@ -456,6 +475,7 @@ def cmd_validate(args) -> int:
 COMMANDS = {
     "run": cmd_run,
     "train": cmd_train,
+    "pretrain": cmd_pretrain,
     "export": cmd_export,
     "compile": cmd_compile,
     "bench": cmd_bench,
