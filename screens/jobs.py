@@ -75,7 +75,11 @@ class JobsScreen(Screen):
         table.add_column("what", key="what")
         self._load_targets()
         self.show_selected()
-        self.set_interval(self.app.poll_interval, self.poll)
+        self.set_interval(self.app.poll_interval, self._tick)
+
+    def _tick(self) -> None:
+        if self.is_current:  # no polling while another screen is showing
+            self.poll()
 
     def on_screen_resume(self) -> None:
         self._load_targets()

@@ -45,7 +45,11 @@ class RunsScreen(Screen):
         for title in ("name", "status", "model", "data", "stages", "best F1", *(f"{p} ms" for p in PRECISIONS)):
             table.add_column(title, key=title)
         self.action_reload()
-        self.set_interval(2.0, self.action_reload)  # runs started by jobs appear by themselves
+        self.set_interval(2.0, self._tick)  # runs started by jobs appear by themselves
+
+    def _tick(self) -> None:
+        if self.is_current:  # no polling while another screen is showing
+            self.action_reload()
 
     def on_screen_resume(self) -> None:
         self.action_reload()

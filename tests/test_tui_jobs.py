@@ -85,7 +85,7 @@ def test_cancel_a_running_job(tmp_path):
     config = tmp_path / "long.yaml"
     config.write_text(
         f"name: long\nstages: [train]\ndata: {{source: conll, train: {corpus}, dev: {corpus}}}\n"
-        "model: {preset: tiny, max_length: 16}\ntrain: {epochs: 100, batch_size: 8, threads: 1}\n"
+        "model: {preset: tiny, max_length: 16}\ntrain: {epochs: 100, batch_size: 8, threads: 1, max_minutes: 1}\n"
     )
 
     async def scenario():
@@ -93,12 +93,15 @@ def test_cancel_a_running_job(tmp_path):
         app.poll_interval = 0.2
         async with app.run_test(size=SIZE) as pilot:
             job = app.backend.start_job(app.backend.job_argv("run", str(config)), "run long.yaml")
-            app.open_job(job.id)
-            await wait_until(pilot, lambda: "steps" in static_text(app.screen.query_one("#unit")), timeout=90, what="training progress")
-            assert "eta" in static_text(app.screen.query_one("#unit"))
-            await pilot.press("x")
-            await wait_until(pilot, lambda: "cancelled" in static_text(app.screen.query_one("#state")), timeout=60, what="cancelled")
-            assert "✘ train: cancelled" in log_text(app.screen)
+            try:
+                app.open_job(job.id)
+                await wait_until(pilot, lambda: "steps" in static_text(app.screen.query_one("#unit")), timeout=90, what="training progress")
+                assert "eta" in static_text(app.screen.query_one("#unit"))
+                await pilot.press("x")
+                await wait_until(pilot, lambda: "cancelled" in static_text(app.screen.query_one("#state")), timeout=60, what="cancelled")
+                assert "✘ train: cancelled" in log_text(app.screen)
+            finally:
+                job.cancel()  # never leave a training job behind if the test fails
 
     asyncio.run(scenario())
 
