@@ -33,7 +33,7 @@ KEYS = [
     ("r", "Runs, Compare", "reload"),
 ]
 NOTE = (
-    "What isn't built yet (the infer, pretrain and distill stages, TVM int8: its engine and "
+    "What isn't built yet (the infer and distill stages; TVM int8: its engine and "
     "template) is listed but disabled, marked \"not available yet\"; stages appear as the CLI gains them."
 )
 

@@ -42,8 +42,9 @@ ACTIONS = (
     Action("eval", "eval: score a run's model", "run"),
     Action("compile", "compile: TVM artifacts of a run (its config's precisions)", "run"),
     Action("bench", "bench: latency / throughput of a run's engines", "run"),
+    Action("pretrain", "pretrain: masked-LM pretraining of a config's preset", "config"),
     Action("validate", "validate: check a config", "config"),
-    *(Action(n, n, None, False, NOT_BUILT) for n in ("infer", "pretrain", "distill")),
+    *(Action(n, n, None, False, NOT_BUILT) for n in ("infer", "distill")),
 )
 
 
@@ -67,13 +68,11 @@ class EngineChoice:
 EXPECTED_ENGINES = ("torch", "torchscript", "ort", "ort-int8", "tvm-fp32", "tvm-fp16", "tvm-int8")
 
 
-def engine_choices() -> tuple[EngineChoice, ...]:
+def engine_choices(engine_names: tuple[str, ...]) -> tuple[EngineChoice, ...]:
     """Every engine the pipelines offer, plus the expected ones not built yet (disabled)."""
-    from pipelines.engines import ENGINE_NAMES
-
     notes = {"torchscript": "needs the export stage", "ort": "exports ONNX on first use", "ort-int8": "exports ONNX on first use"}
-    built = [EngineChoice(n, True, notes.get(n, "needs the compile stage" if n.startswith("tvm-") else "")) for n in ENGINE_NAMES]
-    missing = [EngineChoice(n, False, NOT_BUILT) for n in EXPECTED_ENGINES if n not in ENGINE_NAMES]
+    built = [EngineChoice(n, True, notes.get(n, "needs the compile stage" if n.startswith("tvm-") else "")) for n in engine_names]
+    missing = [EngineChoice(n, False, NOT_BUILT) for n in EXPECTED_ENGINES if n not in engine_names]
     return (*built, *missing)
 
 
@@ -214,14 +213,14 @@ class Backend:
     def actions(self) -> tuple[Action, ...]:
         """The launchable actions; one whose CLI command doesn't exist is marked not available."""
         if self._actions is None:
-            commands = cli_commands()
+            commands = self.cli_commands()
             self._actions = tuple(a if a.name in commands else Action(a.name, a.name, a.needs, False, NOT_BUILT) for a in ACTIONS)
         return self._actions
 
     def job_argv(self, action: str, target: str, engine: str = "torch") -> list[str]:
         """CLI arguments for an action on a config path or a run id."""
         runs = ["--runs-dir", self.runs_dir]
-        if action in ("run", "train"):
+        if action in ("run", "train", "pretrain"):
             return [action, target, *runs]
         if action == "validate":
             return ["validate", target]
@@ -249,8 +248,16 @@ class Backend:
     # -- tagging -----------------------------------------------------------------
     def engines(self) -> tuple[EngineChoice, ...]:
         if self._engines is None:
-            self._engines = engine_choices()
+            self._engines = engine_choices(self.engine_names())
         return self._engines
+
+    def engine_names(self) -> tuple[str, ...]:
+        from pipelines.engines import ENGINE_NAMES
+
+        return tuple(ENGINE_NAMES)
+
+    def cli_commands(self) -> set[str]:
+        return cli_commands()
 
     def open_tagger(self, run_id_or_dir: str, engine: str = "torch"):
         """A sentence tagger for a run's model (slow: loads torch; call from a worker)."""
