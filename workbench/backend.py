@@ -2,9 +2,9 @@
 the tagger, metrics files). Screens call this class and nothing below it, so a test
 can hand the app another backend.
 
-Heavy imports (pydantic, torch, transformers) happen inside methods, never at app
-start. Methods that touch files or models are meant to be called from worker
-threads; each opens its own SQLite connection (a connection is per thread).
+torch, transformers and datasets are imported inside methods (by the pipelines),
+never at app start. Methods that touch files or models are meant to be called
+from worker threads; each opens its own SQLite connection (one per thread).
 """
 
 from __future__ import annotations
