@@ -85,6 +85,10 @@ def benchmark(
     reporter: Reporter | None = None,
 ) -> dict:
     """``{"results": [...], "skipped": [...], "machine": {...}}`` (see README for the fields)."""
+    # Engines share the cores: ORT's and TVM's pools sleep instead of spinning between
+    # calls, or the engine that ran last steals time from the next (seen here: torch
+    # p90 10x its p50). Torch's OpenMP keeps its default: a passive OpenMP made eager
+    # torch 2.5x slower, which would misstate the baseline.
     os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
     if threads:
         import torch
@@ -100,7 +104,7 @@ def benchmark(
         opened = {}
         for name in engines:
             try:
-                engine = open_engine(name, run_dir, threads=threads, shape=(batch, seq))
+                engine = open_engine(name, run_dir, threads=threads, shape=(batch, seq), spin=False)
             except (EngineError, ImportError) as err:
                 skipped.append({"engine": name, "batch": batch, "seq": seq, "reason": str(err)})
                 reporter.log(f"{name} at {batch}x{seq}: skipped ({err})", level="warning")
