@@ -85,10 +85,11 @@ def benchmark(
     reporter: Reporter | None = None,
 ) -> dict:
     """``{"results": [...], "skipped": [...], "machine": {...}}`` (see README for the fields)."""
-    # Engines share the cores: ORT's and TVM's pools sleep instead of spinning between
-    # calls, or the engine that ran last steals time from the next (seen here: torch
-    # p90 10x its p50). Torch's OpenMP keeps its default: a passive OpenMP made eager
-    # torch 2.5x slower, which would misstate the baseline.
+    # Engines share the cores. Each keeps its own thread-pool policy (a passive OpenMP
+    # made eager torch 2.5x slower, a non-spinning ONNX Runtime 2x slower: either would
+    # misstate the peer); blocks of calls with a pause between engines keep one
+    # engine's idle spinning out of the next one's timings. TVM's pool would spin
+    # indefinitely, so it alone is told not to.
     os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
     if threads:
         import torch
@@ -104,7 +105,7 @@ def benchmark(
         opened = {}
         for name in engines:
             try:
-                engine = open_engine(name, run_dir, threads=threads, shape=(batch, seq), spin=False)
+                engine = open_engine(name, run_dir, threads=threads, shape=(batch, seq))
             except (EngineError, ImportError) as err:
                 skipped.append({"engine": name, "batch": batch, "seq": seq, "reason": str(err)})
                 reporter.log(f"{name} at {batch}x{seq}: skipped ({err})", level="warning")
