@@ -20,6 +20,7 @@ from .encoding import CharEncoder, load_tokenizer
 from .events import Reporter
 from .files import replace_dir, write_json
 from .models import ModelMeta, bert_config, parameter_count, save_model
+from .optim import make_optimizer, optimizer_step
 from .predict import pad_batch
 
 IGNORE = -100
@@ -107,7 +108,7 @@ def _batch(seqs: list[Sequence_], pad_id: int) -> tuple[np.ndarray, np.ndarray, 
 
 def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dict:
     import torch
-    from transformers import BertForMaskedLM, get_linear_schedule_with_warmup
+    from transformers import BertForMaskedLM
 
     pc = cfg.pretrain
     if pc.threads:
@@ -122,13 +123,7 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
     config = bert_config(cfg.model.preset, len(tokenizer), ["O"], pc.max_length, cfg.model.dropout)
     torch.manual_seed(cfg.seed)
     model = BertForMaskedLM(config)
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": pc.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=pc.learning_rate)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(pc.warmup_ratio * pc.steps), pc.steps)
+    optimizer, schedule = make_optimizer(model, pc.learning_rate, pc.weight_decay, pc.steps, int(pc.warmup_ratio * pc.steps))
     rng = np.random.default_rng(cfg.seed)
     step = 0
     checkpoint = os.path.join(run_dir, CHECKPOINT_DIR)
@@ -187,14 +182,9 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
         inputs, labels = mask_batch(ids, words, rng, encoder.tokenizer.mask_token_id, vocab, first_token, pc.mask_prob, pc.whole_word)
         logits, targets = masked_logits(model, inputs, mask, labels)
         loss = torch.nn.functional.cross_entropy(logits, targets)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss_sum += optimizer_step(loss, model, optimizer, schedule)
         step += 1
         tokens += int(mask.sum())
-        loss_sum += loss.item()
         loss_n += 1
         if step % 10 == 0 or step == pc.steps:
             elapsed = time.monotonic() - start

@@ -16,6 +16,7 @@ from .events import Reporter
 from .files import replace_dir
 from .metrics import ner_metrics
 from .models import build_model, parameter_count, save_model
+from .optim import make_optimizer, optimizer_step
 from .predict import decode, pad_batch, predict_logits
 from .engines import TorchEngine
 
@@ -67,7 +68,6 @@ def evaluate_model(model, encoder, sentences, gold_tags, labels, max_length, str
 def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> dict:
     """Fine-tune the configured model; the best dev checkpoint is saved to ``model_dir``."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
     tc, mc = cfg.train, cfg.model
     random.seed(cfg.seed)
@@ -88,13 +88,7 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
     steps_per_epoch = math.ceil(len(examples) / tc.batch_size)
     total_steps = max(1, math.ceil(tc.epochs * steps_per_epoch))
     warmup = max(tc.warmup_steps, int(tc.warmup_ratio * total_steps))
-    no_decay = ("bias", "LayerNorm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)], "weight_decay": tc.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if n.endswith(no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=tc.learning_rate)
-    schedule = get_linear_schedule_with_warmup(optimizer, min(warmup, total_steps - 1), total_steps)
+    optimizer, schedule = make_optimizer(model, tc.learning_rate, tc.weight_decay, total_steps, warmup)
     eval_every = tc.eval_every or steps_per_epoch
 
     params = parameter_count(model)
@@ -129,15 +123,9 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
             loss = torch.nn.functional.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), torch.from_numpy(label_rows).reshape(-1), ignore_index=IGNORE
             )
-            loss.backward()
-            if tc.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            optimizer.step()
-            schedule.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss_sum += optimizer_step(loss, model, optimizer, schedule, tc.grad_clip)
             step += 1
             tokens_seen += int(mask.sum())
-            loss_sum += loss.item()
             loss_n += 1
             if step % 10 == 0 or step == total_steps:
                 elapsed = time.monotonic() - start

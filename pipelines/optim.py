@@ -1,0 +1,32 @@
+"""AdamW with BERT's weight-decay groups and a linear warmup/decay schedule, and one
+optimisation step: shared by fine-tuning and pretraining."""
+
+from __future__ import annotations
+
+NO_DECAY = ("bias", "LayerNorm.weight")  # as in BERT: no decay on biases and norms
+
+
+def make_optimizer(model, learning_rate: float, weight_decay: float, total_steps: int, warmup_steps: int):
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
+        {"params": [p for n, p in model.named_parameters() if n.endswith(NO_DECAY)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate)
+    schedule = get_linear_schedule_with_warmup(optimizer, min(warmup_steps, max(total_steps - 1, 0)), total_steps)
+    return optimizer, schedule
+
+
+def optimizer_step(loss, model, optimizer, schedule, grad_clip: float = 1.0) -> float:
+    """Backward, clip, step, advance the schedule; returns the loss value."""
+    import torch
+
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss.item()
