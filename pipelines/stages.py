@@ -147,19 +147,21 @@ def resolve_model_dir(path: str) -> str:
     raise ModelError(f"{path}: no such run or model directory")
 
 
-def evaluate(
+def infer(
     run_or_model_dir: str,
     dataset,
     split_name: str,
     reporter: Reporter,
     engine_name: str = "torch",
-    strict: bool = False,
     batch_size: int = 64,
-) -> dict:
-    """Score a model on a split with one engine; saves scores and predictions when in a run."""
+    out_path: str | None = None,
+) -> tuple[list, list, list, float]:
+    """Run one engine over a split: (sentences, gold tags, predicted tags, seconds).
+
+    Predictions are saved as JSON lines (text, gold, pred) to ``out_path``, or into
+    the run's ``eval/`` when given a run, so ``eval --predictions`` can score them."""
     model_dir = resolve_model_dir(run_or_model_dir)
     meta = ModelMeta.load(model_dir)
-    is_run = model_dir != run_or_model_dir
     engine = open_engine(engine_name, run_or_model_dir)
     encoder = CharEncoder(load_tokenizer(model_dir))
     sentences = dataset["tokens"]
@@ -168,7 +170,7 @@ def evaluate(
     if set(names) != set(meta.labels):
         raise ModelError(f"the data's labels ({', '.join(names)}) differ from the model's ({', '.join(meta.labels)})")
 
-    reporter.log(f"evaluating {engine_name} on {split_name}: {len(sentences)} sentences")
+    reporter.log(f"running {engine_name} on {split_name}: {len(sentences)} sentences")
     t0 = time.monotonic()
     logits = predict_logits(
         engine,
@@ -182,21 +184,57 @@ def evaluate(
     )
     seconds = time.monotonic() - t0
     pred = [decode(lg, meta.labels) for lg in logits]
+    if out_path is None and model_dir != run_or_model_dir:
+        out_path = predictions_path(run_or_model_dir, split_name, engine_name)
+    if out_path:
+        _write_predictions(out_path, sentences, gold, pred)
+        reporter.artifact("predictions", out_path)
+    return sentences, gold, pred, seconds
+
+
+def predictions_path(run_dir: str, split_name: str, engine_name: str) -> str:
+    return os.path.join(run_dir, EVAL_DIR, f"{split_name}-{engine_name}.predictions.jsonl")
+
+
+def evaluate(
+    run_or_model_dir: str,
+    dataset,
+    split_name: str,
+    reporter: Reporter,
+    engine_name: str = "torch",
+    strict: bool = False,
+    batch_size: int = 64,
+) -> dict:
+    """Score a model on a split with one engine; saves scores and predictions when in a run."""
+    _, gold, pred, seconds = infer(run_or_model_dir, dataset, split_name, reporter, engine_name, batch_size)
     scores = ner_metrics(gold, pred, strict=strict)
     scores.update(engine=engine_name, split=split_name, seconds=round(seconds, 2))
     for key in ("f1", "precision", "recall", "accuracy"):
         reporter.metric(f"{split_name}_{key}", scores[key])
-    if is_run:
-        out = os.path.join(run_or_model_dir, EVAL_DIR, f"{split_name}-{engine_name}")
-        reference = os.path.join(run_or_model_dir, EVAL_DIR, f"{split_name}-torch.predictions.jsonl")
+    if resolve_model_dir(run_or_model_dir) != run_or_model_dir:
+        reference = predictions_path(run_or_model_dir, split_name, "torch")
         if engine_name != "torch" and os.path.isfile(reference):
             # How faithful a compiled / quantised engine is to eager PyTorch, tag by tag.
             scores["agreement_with_torch"] = _agreement(reference, pred)
             reporter.metric("agreement_with_torch", scores["agreement_with_torch"])
-        write_json(out + ".json", scores)
-        _write_predictions(out + ".predictions.jsonl", sentences, gold, pred)
-        reporter.artifact("scores", out + ".json")
+        out = os.path.join(run_or_model_dir, EVAL_DIR, f"{split_name}-{engine_name}.json")
+        write_json(out, scores)
+        reporter.artifact("scores", out)
     return scores
+
+
+def score_predictions(path: str, strict: bool = False) -> dict:
+    """Scores of a saved predictions file (from ``infer`` or ``eval``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such predictions file") from None
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}: not a predictions file (line {err.lineno}: {err.msg})") from None
+    if not rows or not all({"gold", "pred"} <= set(r) for r in rows):
+        raise ModelError(f"{path}: not a predictions file (each line needs gold and pred)")
+    return ner_metrics([r["gold"] for r in rows], [r["pred"] for r in rows], strict=strict)
 
 
 def _agreement(reference_path: str, pred: list[list[str]]) -> float | None:
@@ -210,6 +248,7 @@ def _agreement(reference_path: str, pred: list[list[str]]) -> float | None:
 
 
 def _write_predictions(path: str, sentences, gold, pred) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         for chars, g, p in zip(sentences, gold, pred):
@@ -217,15 +256,13 @@ def _write_predictions(path: str, sentences, gold, pred) -> None:
     os.replace(tmp, path)
 
 
-def evaluate_spec(run_or_model_dir: str, spec: str, reporter: Reporter, **kwargs) -> dict:
-    """Evaluate on a CLI data spec (``conll:PATH``, ``msra:test``, ``hub:ID:test``)."""
+def split_from_spec(run_or_model_dir: str, spec: str):
+    """(dataset, split name) for a CLI data spec (``conll:PATH``, ``msra:test``, ``hub:ID:test``)."""
     meta = ModelMeta.load(resolve_model_dir(run_or_model_dir))
     dataset = load_split(spec, meta.labels)
     if spec.startswith("conll:"):
-        split_name = "conll-" + os.path.splitext(os.path.basename(spec[len("conll:") :]))[0]
-    else:
-        split_name = spec.replace(":", "-")
-    return evaluate(run_or_model_dir, dataset, split_name, reporter, **kwargs)
+        return dataset, "conll-" + os.path.splitext(os.path.basename(spec[len("conll:") :]))[0]
+    return dataset, spec.replace(":", "-")
 
 
 def record_metrics(run_dir: str, stage: str, metrics: dict) -> None:

@@ -88,3 +88,22 @@ def test_pretrained_local_directory_starts_from_those_weights(toy_run):
     for (name, a), (_, b) in zip(trained.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), name
     assert fresh_meta.source == model_dir and len(tokenizer) == 21128
+
+
+def test_cli_infer_then_eval_scores_the_saved_predictions(toy_run, tmp_path, capsys):
+    run, _, _, corpus, runs_dir = toy_run
+    out = tmp_path / "pred.jsonl"
+    assert main(["infer", "--model", run.id, "--runs-dir", runs_dir, "--data", f"conll:{corpus}", "--out", str(out), "--quiet"]) == 0
+    first = json.loads(out.read_text(encoding="utf-8").splitlines()[0])
+    assert first["text"] == "张三在北京工作" and first["pred"][:2] == ["B-PER", "I-PER"]
+    capsys.readouterr()
+    assert main(["eval", "--predictions", str(out), "--json", "-"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["f1"] == 1.0 and scores["per_type"]["LOC"]["support"] == 24  # 北京, 上海, 广州 x 8 copies
+
+
+def test_cli_eval_rejects_a_file_that_is_not_predictions(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "x"}\n', encoding="utf-8")
+    assert main(["eval", "--predictions", str(bad)]) == 2
+    assert "not a predictions file (each line needs gold and pred)" in capsys.readouterr().err

@@ -42,9 +42,10 @@ ACTIONS = (
     Action("eval", "eval: score a run's model", "run"),
     Action("compile", "compile: TVM artifacts of a run (its config's precisions)", "run"),
     Action("bench", "bench: latency / throughput of a run's engines", "run"),
+    Action("infer", "infer: a run's engine over its eval split, predictions saved", "run"),
     Action("pretrain", "pretrain: masked-LM pretraining of a config's preset", "config"),
     Action("validate", "validate: check a config", "config"),
-    *(Action(n, n, None, False, NOT_BUILT) for n in ("infer", "distill")),
+    Action("distill", "distill", None, False, NOT_BUILT),
 )
 
 
@@ -226,8 +227,8 @@ class Backend:
             return ["validate", target]
         if action in ("export", "compile", "bench"):
             return [action, "--model", target, *runs]
-        if action == "eval":
-            return ["eval", "--model", target, "--engine", engine, *runs]
+        if action in ("eval", "infer"):
+            return [action, "--model", target, "--engine", engine, *runs]
         raise ValueError(f"{action}: {NOT_BUILT}")
 
     def start_job(self, argv: list[str], title: str | None = None) -> Job:

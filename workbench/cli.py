@@ -60,9 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="masked-LM pretraining of the config's preset on unlabeled text")
     run_args(p)
 
-    def model_command(name: str, help: str, model_help: str = "run id, name or directory") -> argparse.ArgumentParser:
+    def model_command(name: str, help: str, model_help: str = "run id, name or directory", required: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
-        p.add_argument("--model", required=True, help=model_help)
+        p.add_argument("--model", required=required, help=model_help)
         runs_dir_arg(p)
         p.add_argument("--quiet", action="store_true", help="no progress bars or logs, just the result")
         return p
@@ -82,9 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the report as JSON (- for stdout)")
 
-    p = model_command("eval", "entity-level P/R/F1 and token accuracy of a model on a split", "run id, name or directory, or a model directory")
-    p.add_argument("--data", default=None, help="conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT] (default: the run's eval split)")
+    data_help = "conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT] (default: the run's eval split)"
+    model_or_dir = "run id, name or directory, or a model directory"
+    p = model_command("infer", "run an engine over a split and save its predictions (JSON lines)", model_or_dir)
+    p.add_argument("--data", default=None, help=data_help)
     p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
+    p.add_argument("--out", default=None, help="predictions file (default: the run's eval/SPLIT-ENGINE.predictions.jsonl)")
+
+    p = model_command("eval", "entity-level P/R/F1 and token accuracy of a model on a split", model_or_dir, required=False)
+    p.add_argument("--data", default=None, help=data_help)
+    p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
+    p.add_argument("--predictions", default=None, metavar="FILE", help="score saved predictions (from infer) instead of running a model")
     p.add_argument("--strict", action="store_true", help="seqeval strict IOB2 mode")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the scores as JSON (- for stdout)")
 
@@ -377,28 +385,55 @@ def _print_bench(report: dict, out) -> None:
         out.print(f"[dim]skipped {s['engine']} at {s['batch']}x{s['seq']}: {s['reason']}[/]")
 
 
+def _split_for(args, path: str, run):
+    """(dataset, split name, strict by default) from --data, else the run's eval split, else MSRA test."""
+    from pipelines.stages import data_for, split_from_spec
+
+    if args.data or run is None:
+        return (*split_from_spec(path, args.data or "msra:test"), False)
+    cfg = _run_config(run)
+    return data_for(cfg).splits[cfg.eval.split], cfg.eval.split, cfg.eval.strict
+
+
+def cmd_infer(args) -> int:
+    from rich.console import Console
+
+    from pipelines.events import Reporter
+    from pipelines.stages import infer, predictions_path
+
+    path, run = _resolve_model(args.model, args.runs_dir)
+    dataset, split, _ = _split_for(args, path, run)
+    out = args.out or (predictions_path(path, split, args.engine) if run else None)
+    if out is None:
+        raise CliError("--out is needed for a model directory outside a run")
+    sinks = _Sinks(args.quiet)
+    try:
+        sentences, _, _, seconds = infer(path, dataset, split, Reporter(*sinks, stage="infer"), args.engine, out_path=out)
+    finally:
+        sinks.close()
+    Console().print(f"{len(sentences)} sentences of {split} through {args.engine} in {seconds:.1f} s → {out}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from rich.console import Console
 
     from pipelines.events import Reporter
-    from pipelines.stages import evaluate, evaluate_spec
+    from pipelines.stages import evaluate, score_predictions
 
-    path, run = _resolve_model(args.model, args.runs_dir)
-    sinks = _Sinks(args.quiet)
-    reporter = Reporter(*sinks, stage="eval")
-    try:
-        if args.data:
-            scores = evaluate_spec(path, args.data, reporter, engine_name=args.engine, strict=args.strict)
-        elif run is not None:
-            cfg = _run_config(run)
-            from pipelines.stages import data_for
-
-            split = cfg.eval.split
-            scores = evaluate(path, data_for(cfg).splits[split], split, reporter, engine_name=args.engine, strict=args.strict or cfg.eval.strict)
-        else:
-            scores = evaluate_spec(path, "msra:test", reporter, engine_name=args.engine, strict=args.strict)
-    finally:
-        sinks.close()
+    if args.predictions:
+        scores = score_predictions(args.predictions, args.strict)
+    else:
+        if not args.model:
+            raise CliError("eval needs --model RUN (or --predictions FILE)")
+        path, run = _resolve_model(args.model, args.runs_dir)
+        dataset, split, strict = _split_for(args, path, run)
+        sinks = _Sinks(args.quiet)
+        try:
+            reporter = Reporter(*sinks, stage="eval")
+            scores = evaluate(path, dataset, split, reporter, engine_name=args.engine, strict=args.strict or strict)
+        finally:
+            sinks.close()
     if args.json_out == "-":
         print(json.dumps(scores, ensure_ascii=False, indent=2))
     else:
@@ -408,7 +443,6 @@ def cmd_eval(args) -> int:
 
             write_json(args.json_out, scores)
     return 0
-
 
 def cmd_tag(args) -> int:
     from rich.console import Console
@@ -479,6 +513,7 @@ COMMANDS = {
     "export": cmd_export,
     "compile": cmd_compile,
     "bench": cmd_bench,
+    "infer": cmd_infer,
     "eval": cmd_eval,
     "tag": cmd_tag,
     "runs": cmd_runs,
