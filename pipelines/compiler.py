@@ -18,6 +18,7 @@ import time
 
 from .events import Event, Reporter
 from .files import replace_dir, write_json
+from .models import ModelMeta
 
 ARTIFACT_META = "artifact.json"
 LIBRARY = "model.so"
@@ -133,8 +134,7 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
             src = os.path.join(request["model_dir"], name)
             if os.path.isfile(src):
                 shutil.copy(src, tmp)
-        with open(os.path.join(request["model_dir"], "workbench.json"), encoding="utf-8") as f:
-            labels = json.load(f)["labels"]
+        labels = ModelMeta.load(request["model_dir"]).labels
         write_json(
             os.path.join(tmp, ARTIFACT_META),
             {

@@ -166,7 +166,7 @@ def _parse_overrides(pairs: list[str]) -> dict:
     return out
 
 
-class _Sinks(list):  # noqa: N801
+class _Sinks(list):
     """The Rich renderer, plus a JSON-lines copy of every event when run as a job."""
 
     def __init__(self, quiet: bool) -> None:
