@@ -16,15 +16,21 @@ from tui_helpers import copy_configs, static_text, wait_until
 SIZE = (120, 40)
 
 
+async def open_highlighter(app, pilot):
+    """F5, then wait until the first run's model is loaded; returns the screen."""
+    await pilot.press("f5")
+    screen = app.screen
+    await wait_until(pilot, lambda: screen.tagger is not None, what="model loaded")
+    return screen
+
+
 def test_typing_highlights_the_entities(toy_run, tmp_path):
     run, _, _, _, runs_dir = toy_run
 
     async def scenario():
         app = WorkbenchApp(runs_dir=runs_dir, configs_dir=copy_configs(tmp_path / "configs"))
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("f5")
-            screen = app.screen
-            await wait_until(pilot, lambda: screen.tagger is not None, what="model loaded")
+            screen = await open_highlighter(app, pilot)
             assert screen.query_one("#model", Select).value == run.id
             await pilot.press(*"张三在北京工作")
             await wait_until(pilot, lambda: screen.result is not None and len(screen.result.entities) == 2, what="entities")
@@ -51,9 +57,7 @@ def test_bad_text_never_crashes(toy_run, tmp_path):
     async def scenario():
         app = WorkbenchApp(runs_dir=runs_dir, configs_dir=copy_configs(tmp_path / "configs"))
         async with app.run_test(size=SIZE) as pilot:
-            await pilot.press("f5")
-            screen = app.screen
-            await wait_until(pilot, lambda: screen.tagger is not None, what="model loaded")
+            screen = await open_highlighter(app, pilot)
             area = screen.query_one("#input", TextArea)
             # a 10,000-character paste of Chinese, Latin and emoji (one long "sentence" is windowed)
             chunk = "张三在北京工作 Hello wörld 👋🏽👨‍👩‍👧 " * 5
