@@ -111,14 +111,12 @@ class OrtEngine:
 
     fixed_shape = None
 
-    def __init__(self, path: str, name: str, threads: int | None = None, spin: bool = True) -> None:
+    def __init__(self, path: str, name: str, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
-        if not spin:  # idle threads sleep instead of spinning (engines sharing cores)
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         self.name = name
 
@@ -157,7 +155,7 @@ def _shape_key(path: str) -> tuple[int, int]:
     return int(seq), -int(batch)
 
 
-def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, shape=None, spin: bool = True):
+def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, shape=None):
     """An engine by its product-wide name, for a run (or a bare model directory)."""
     from .models import load_model
     from .stages import resolve_model_dir
@@ -176,7 +174,7 @@ def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, sh
         return TorchScriptEngine(os.path.join(export_dir, meta["files"]["torchscript"]), meta["shape"])
     if name in ("ort", "ort-int8"):
         out_dir = os.path.join(run_or_model_dir if in_run else model_dir, ONNX_DIR)
-        return OrtEngine(onnx_model(model_dir, out_dir, int8=name == "ort-int8"), name, threads, spin)
+        return OrtEngine(onnx_model(model_dir, out_dir, int8=name == "ort-int8"), name, threads)
     if name.startswith("tvm-"):
         artifacts = compiled_artifacts(run_or_model_dir, name, shape) if in_run else []
         if not artifacts:
