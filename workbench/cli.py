@@ -187,7 +187,6 @@ class _Sinks(list):
 def cmd_run(args, stages: list[str] | None = None) -> int:
     from pipelines.config import load_config
 
-    from .runner import execute
     from .store import RunStore
 
     cfg = load_config(args.config, _parse_overrides(args.set))
@@ -205,12 +204,7 @@ def cmd_run(args, stages: list[str] | None = None) -> int:
             raise CliError(f"--resume: no run {args.resume!r} (see `ner-workbench runs`)")
     else:
         run = store.create_run(cfg, os.path.abspath(args.config))
-    sinks = _Sinks(args.quiet)
-    try:
-        results = execute(cfg, store, run, stages, sinks)
-    finally:
-        sinks.close()
-    _print_summary(run.dir, results)
+    _print_summary(run.dir, _execute(args, run, cfg, stages, store))
     return 0
 
 
@@ -287,7 +281,7 @@ def cmd_export(args) -> int:
     run, cfg = _run_of(args, "export")
     if args.shape:
         [cfg.export.shape] = _shapes(args.shape, "--shape")[:1]
-    _print_summary(run.dir, _run_stage(args, "export", cfg))
+    _print_summary(run.dir, _execute(args, run, cfg, ["export"]))
     return 0
 
 
@@ -305,14 +299,14 @@ def _ints(text: str, flag: str) -> list[int]:
         raise CliError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
-def _run_stage(args, stage: str, cfg) -> dict:
+def _execute(args, run, cfg, stages: list[str], store=None) -> dict:
+    """Run stages of a run in this process, rendering their events."""
     from .runner import execute
     from .store import RunStore
 
-    run = _resolve_model(args.model, args.runs_dir)[1]
     sinks = _Sinks(args.quiet)
     try:
-        return execute(cfg, RunStore(args.runs_dir), run, [stage], sinks)
+        return execute(cfg, store or RunStore(args.runs_dir), run, stages, sinks)
     finally:
         sinks.close()
 
@@ -327,7 +321,7 @@ def cmd_compile(args) -> int:
         cfg.compile.shapes = _shapes(args.shape, "--shape")
     if args.target:
         cfg.compile.target = args.target
-    results = _run_stage(args, "compile", cfg)["compile"]
+    results = _execute(args, run, cfg, ["compile"])["compile"]
     out = Console()
     for name, info in results.items():
         out.print(f"{name}: {info['artifact_mb']:.1f} MB, compiled in {info['compile_s']:.1f} s → {run.dir}/compiled/{name}")
@@ -351,7 +345,7 @@ def cmd_bench(args) -> int:
         cfg.bench.seq = _ints(args.seq, "--seq")
     if args.iterations:
         cfg.bench.iterations = args.iterations
-    _run_stage(args, "bench", cfg)
+    _execute(args, run, cfg, ["bench"])
     from pipelines.files import read_json
 
     report = read_json(os.path.join(run.dir, "bench.json"))
