@@ -58,31 +58,53 @@ def _fast_softmax(bb, call):
     return bb.call_te(topi.nn.fast_softmax, call.args[0], call.attrs.axis, primfunc_name_hint="softmax")
 
 
-def cpu_pipeline(target, log=None):
-    """The CPU backend's passes, with fast GELU and default schedules added."""
-    import tvm
-    from tvm import relax
+def default_rules(log=None):
+    """Default CPU schedules; a rule that fails on a kernel is logged and skipped."""
     from tvm.s_tir import dlight as dl
 
-    from .tvm_schedules import FirstThatWorks, Injective, Matmul
+    from .tvm_schedules import FirstThatWorks, Injective, Matmul, RowReduction
 
     def on_error(rule, func, err):
         if log:
             log(f"schedule rule {type(rule).__name__} skipped a kernel: {str(err).strip().splitlines()[0][:160]}")
 
-    rules = FirstThatWorks(Matmul(), dl.cpu.Reduction(), dl.cpu.GEMV(), Injective(), on_error=on_error)
+    return FirstThatWorks(Matmul(), RowReduction(), dl.cpu.Reduction(), dl.cpu.GEMV(), Injective(), on_error=on_error)
+
+
+def fuse(mod, target):
+    """Relax graph -> fused TIR kernels, not yet scheduled (what tuning works on)."""
+    import tvm
+    from tvm import relax
+
+    passes = [
+        relax.backend.DispatchSampling(),
+        relax.backend.DispatchSortScan(),
+        relax.transform.LegalizeOps({"relax.nn.gelu": _fast_gelu, "relax.nn.softmax": _fast_softmax}),
+        relax.transform.AnnotateTIROpPattern(),
+        relax.transform.FoldConstant(),  # weights are constants: transposes fold away
+        relax.transform.FuseOps(),
+        relax.transform.FuseTIR(),
+    ]
+    with target:
+        return tvm.transform.Sequential(passes)(mod)
+
+
+def cpu_pipeline(target, log=None, fused: bool = False, tuned: bool = False):
+    """The CPU backend's passes: fusion (unless ``fused``), tuned schedules from the
+    current MetaSchedule database (if ``tuned``), default schedules for the rest."""
+    import tvm
+    from tvm import relax
+    from tvm.s_tir import dlight as dl
+
+    rules = default_rules(log)
 
     @tvm.transform.module_pass(opt_level=0)
     def pipeline(mod, _ctx):
+        if not fused:
+            mod = fuse(mod, target)
         with target:
-            passes = [
-                relax.backend.DispatchSampling(),
-                relax.backend.DispatchSortScan(),
-                relax.transform.LegalizeOps({"relax.nn.gelu": _fast_gelu, "relax.nn.softmax": _fast_softmax}),
-                relax.transform.AnnotateTIROpPattern(),
-                relax.transform.FoldConstant(),  # weights are constants: transposes fold away
-                relax.transform.FuseOps(),
-                relax.transform.FuseTIR(),
+            passes = [relax.transform.MetaScheduleApplyDatabase()] if tuned else []
+            passes += [
                 dl.ApplyDefaultSchedule(rules),
                 relax.transform.RewriteDataflowReshape(),
                 relax.transform.ToNonDataflow(),
@@ -120,12 +142,36 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
     if precision == "fp16":
         # fp16 weights and matmuls; softmax, LayerNorm and reductions stay in fp32.
         mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
+    elif precision == "int8":
+        # Calibrated linear layers -> VNNI int8 kernels (pipelines.int8); the rest stays fp32.
+        from .int8 import rewrite_from_request
+
+        mod, quantization = rewrite_from_request(mod, request["quantize"])
     elif precision != "fp32":
-        raise ValueError(f"precision {precision!r} is not supported by the compile stage (fp32, fp16)")
+        raise ValueError(f"precision {precision!r} is not supported by the compile stage (fp32, fp16, int8)")
     reporter.progress(2, steps, "steps", step="converted")
-    pipeline = cpu_pipeline(target, reporter.log) if target.kind.name == "llvm" else "default"
-    executable = tvm.compile(mod, target=target, relax_pipeline=pipeline)
+    tuning = request.get("tuning") or {}
+    tuning_records = 0
+    if target.kind.name != "llvm":
+        executable = tvm.compile(mod, target=target, relax_pipeline="default")
+    elif tuning.get("database") and (tuning.get("trials") or os.path.isdir(tuning["database"])):
+        # Tune within the budget (0 trials: only reuse what earlier compiles measured).
+        from .tuning import TuningBudget, database_dir, tune
+
+        fused = fuse(mod, target)
+        budget = TuningBudget(tuning.get("trials") or 0, tuning.get("max_minutes"))
+        database = tune(fused, target, database_dir(tuning["database"], target), budget, default_rules(), reporter)
+        tuning_records = len(database)
+        with database:
+            executable = tvm.compile(fused, target=target, relax_pipeline=cpu_pipeline(target, reporter.log, fused=True, tuned=True))
+    else:
+        executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target, reporter.log))
     reporter.progress(3, steps, "steps", step="built")
+    if precision == "int8":
+        from .int8 import count_vnni
+
+        quantization["vpdpbusd"] = count_vnni(executable)  # 0: the int8 GEMMs lost their VNNI code
+        reporter.log(f"int8: {quantization['int8_layers']} int8 linear layers, {quantization['vpdpbusd']} vpdpbusd in the code")
     compile_s = time.monotonic() - t0
 
     def write(tmp: str) -> None:
@@ -146,9 +192,10 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
                 "target": str(target),
                 "tvm_version": tvm.__version__,
                 "compile_s": round(compile_s, 2),
-                "tuning": {"trials": 0},
+                "tuning": {"trials": tuning.get("trials") or 0, "max_minutes": tuning.get("max_minutes"), "records": tuning_records},
                 "config_hash": request.get("config_hash"),
                 "library": LIBRARY,
+                "quantization": quantization if precision == "int8" else None,
             },
         )
 

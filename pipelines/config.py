@@ -97,15 +97,51 @@ class EvalConfig(_Section):
     # seqeval strict IOB2 mode instead of the default (conlleval-style) mode.
     strict: bool = False
     batch_size: int = Field(64, ge=1)
+    # argmax: each character's most likely tag. bio: the most likely valid BIO sequence
+    # (no I-X after O or another type), constrained Viterbi on the logits; every engine,
+    # `tag` and the highlighter decode the same way.
+    decode: Literal["argmax", "bio"] = "bio"
+
+
+class TuningConfig(_Section):
+    # MetaSchedule trials in all (measured candidates); 0 = no tuning, but records
+    # that earlier compiles measured for the same kernels are still used.
+    trials: int = Field(0, ge=0)
+    # Stop tuning after this long, keeping what was measured.
+    max_minutes: Optional[float] = Field(None, gt=0)
+    # Tuning database shared by compiles; default: tuning-db/ beside the runs.
+    database: Optional[str] = None
+
+
+class QuantizeConfig(_Section):
+    """int8 post-training static quantisation (the reference recipe's backend.quantize keys)."""
+
+    # Activation range per layer input: max (min/max seen), percentile (the central
+    # `calibrate_range` share of values), entropy (TensorRT's KL threshold).
+    calibrate_mode: Literal["max", "percentile", "entropy"] = "percentile"
+    calibrate_range: float = Field(0.99999, gt=0.5, le=1)
+    # int8 weight scales per output channel (true) or one per tensor.
+    quantize_per_channel: bool = True
+    # Calibration sentences (dataset.sampler.get_data_num), drawn with the run's seed.
+    calibration_split: Literal["train", "dev"] = "train"
+    get_data_num: int = Field(256, ge=1)
+    # Accuracy budget: entity-F1 points (simulated, on dev) int8 may lose against fp32;
+    # the most sensitive layers stay fp32 until it holds. null = every layer int8.
+    max_f1_drop: Optional[float] = Field(0.3, ge=0)
+    budget_samples: int = Field(500, ge=1)
+    # Linear layers never to quantise (names as in the model, e.g. bert.encoder.layer.0.output.dense).
+    keep_fp32: list[str] = Field(default_factory=list)
 
 
 class CompileConfig(_Section):
-    # Precisions to build, one artifact each (int8 is its own issue; bf16 has no Relax pass).
-    precisions: list[Literal["fp32", "fp16"]] = Field(default_factory=lambda: ["fp32"])
+    # Precisions to build, one artifact each (int8: static, calibrated; bf16 has no Relax pass).
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32"])
     # "host" = LLVM for this CPU (detected), "cuda", or a TVM target dict / string.
     target: Any = "host"
     # Static shapes [batch, sequence] to build; default: the export shape.
     shapes: Optional[list[list[int]]] = None
+    quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
     # What the reference recipe's vendor keys (frontend, backend, ...) turned into.
     _notices: list[str] = PrivateAttr(default_factory=list)
 
@@ -161,19 +197,54 @@ class PretrainConfig(_Section):
     threads: Optional[int] = Field(None, ge=1)
 
 
+class DistillConfig(_Section):
+    # The fine-tuned teacher: a run or model directory (the CLI also takes a run id or
+    # name). It must use the student's tokenizer; its labels are matched by name.
+    teacher: Optional[str] = None
+    # Transfer text, as pretrain.sources; sentences overlapping the test split are dropped.
+    sources: list[str] = Field(default_factory=lambda: ["peoples_daily_1998", "msra_train"])
+    steps: int = Field(1000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    max_length: int = Field(128, ge=8, le=512)
+    learning_rate: float = Field(5e-4, gt=0, le=1)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    # Softmax temperature of teacher and student; the KL term is scaled by T^2.
+    temperature: float = Field(2.0, gt=0)
+    # Weight of the hard-label cross-entropy on the data's train split (KL gets 1 - alpha).
+    # 0 = pure distillation as in Well-Read Students; the train stage fine-tunes after.
+    alpha: float = Field(0.0, ge=0, le=1)
+    checkpoint_every: int = Field(500, ge=1)
+    holdout: int = Field(256, ge=0)  # windows held out to measure agreement with the teacher
+    max_minutes: Optional[float] = Field(None, gt=0)
+    threads: Optional[int] = Field(None, ge=1)
+
+
 class RunConfig(_Section):
     name: str = "run"
     description: str = ""
     seed: int = 42
-    stages: list[Literal["pretrain", "train", "export", "eval", "compile", "bench"]] = Field(default_factory=lambda: list(STAGE_NAMES))
+    stages: list[Literal["pretrain", "distill", "train", "export", "eval", "compile", "bench"]] = Field(default_factory=lambda: list(STAGE_NAMES))
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     export: ExportConfig = Field(default_factory=ExportConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
     compile: CompileConfig = Field(default_factory=CompileConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+
+    @model_validator(mode="after")
+    def _distill_needs(self) -> "RunConfig":
+        if "distill" in self.stages:
+            if not self.distill.teacher:
+                raise ValueError("stages include distill: set distill.teacher (a fine-tuned run or model directory)")
+            # distill starts from pretrain's weights and hands its own to train
+            at = {stage: i for i, stage in enumerate(self.stages)}
+            if at.get("pretrain", -1) > at["distill"] or at.get("train", len(self.stages)) < at["distill"]:
+                raise ValueError("stages: distill must come after pretrain and before train")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -238,7 +309,7 @@ def _describe(error: dict, root: type[BaseModel]) -> str:
     got = error.get("input")
     if kind != "missing" and not isinstance(got, (dict, list)):
         message += f" (got {got!r})"
-    return f"{path}: {message}"
+    return f"{path}: {message}" if loc else message  # a cross-section check names its keys itself
 
 
 def _fields_at(model: type[BaseModel], loc: list[str]) -> list[str]:

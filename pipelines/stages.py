@@ -41,27 +41,60 @@ def data_for(cfg: RunConfig) -> NerData:
     return _cached_data(cfg.data.model_dump_json(), cfg.seed)
 
 
-def stage_pretrain(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+def transfer_text(sources, cfg: RunConfig, reporter: Reporter):
+    """Unlabeled sentences from ``sources``, less any that share text with the test split."""
     from .corpus import drop_leaks, load_corpus
-    from .pretrain import pretrain
 
-    sentences = load_corpus(cfg.pretrain.sources)
+    sentences = load_corpus(sources)
     test = data_for(cfg).splits.get("test")
     if test is not None:
         sentences, dropped = drop_leaks(sentences, ("".join(t) for t in test["tokens"]))
         reporter.log(f"dropped {dropped} sentences sharing text with the test split")
-    return pretrain(cfg, sentences, run_dir, reporter)
+    return sentences
+
+
+def with_run_weights(cfg: RunConfig, run_dir: str, reporter: Reporter, upstream: tuple[str, ...]) -> RunConfig:
+    """``cfg`` starting from this run's own weights of the first of ``upstream`` stages
+    it lists that left them: distill's student, else pretrain's MLM checkpoint. The
+    user's ``model.pretrained`` beats pretrain's weights but not distill's, since
+    distill itself started from it."""
+    from .distill import DISTILLED_DIR
+    from .pretrain import PRETRAINED_DIR
+
+    for stage, name in (("distill", DISTILLED_DIR), ("pretrain", PRETRAINED_DIR)):
+        path = os.path.join(run_dir, name)
+        if stage not in upstream or stage not in cfg.stages or not os.path.isdir(path):
+            continue
+        if stage == "pretrain" and cfg.model.pretrained:
+            continue
+        cfg = cfg.model_copy(deep=True)
+        cfg.model.pretrained = path
+        reporter.log(f"starting from this run's {stage} weights ({path})")
+        break
+    return cfg
+
+
+def stage_pretrain(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+    from .pretrain import pretrain
+
+    return pretrain(cfg, transfer_text(cfg.pretrain.sources, cfg, reporter), run_dir, reporter)
+
+
+def stage_distill(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
+    from .config import ConfigError
+    from .distill import distill
+
+    if not cfg.distill.teacher:
+        raise ConfigError("distill.teacher is not set (a fine-tuned run or model directory)")
+    teacher = resolve_model_dir(cfg.distill.teacher)
+    cfg = with_run_weights(cfg, run_dir, reporter, ("pretrain",))
+    return distill(cfg, teacher, transfer_text(cfg.distill.sources, cfg, reporter), data_for(cfg), run_dir, reporter)
 
 
 def stage_train(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
-    from .pretrain import PRETRAINED_DIR
     from .train import train
 
-    pretrained = os.path.join(run_dir, PRETRAINED_DIR)
-    if "pretrain" in cfg.stages and not cfg.model.pretrained and os.path.isdir(pretrained):
-        cfg = cfg.model_copy(deep=True)
-        cfg.model.pretrained = pretrained  # this run's own MLM checkpoint
-        reporter.log(f"starting from this run's pretrained weights ({pretrained})")
+    cfg = with_run_weights(cfg, run_dir, reporter, ("distill", "pretrain"))
     data = data_for(cfg)
     sizes = ", ".join(f"{name} {len(ds)}" for name, ds in data.splits.items())
     reporter.log(f"data: {cfg.data.source} ({sizes} sentences); labels {' '.join(data.labels)}")
@@ -77,7 +110,8 @@ def stage_export(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
 
 def stage_eval(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     dataset = data_for(cfg).splits[cfg.eval.split]
-    return evaluate(run_dir, dataset, cfg.eval.split, reporter, strict=cfg.eval.strict, batch_size=cfg.eval.batch_size)
+    ec = cfg.eval
+    return evaluate(run_dir, dataset, ec.split, reporter, strict=ec.strict, batch_size=ec.batch_size, decoder=ec.decode)
 
 
 def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
@@ -90,6 +124,14 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
         reporter.log(notice, level="warning")
     export_meta = read_export_meta(os.path.join(run_dir, EXPORT_DIR)) or {}
     results = {}
+    tuning = cfg.compile.tuning
+    default_db = os.path.join(os.path.dirname(os.path.abspath(run_dir)), "tuning-db")
+    quantize = None
+    if "int8" in cfg.compile.precisions:  # calibrated once, for every shape
+        from .calibrate import QUANT_FILE, prepare_int8
+
+        quant_path = os.path.join(run_dir, COMPILED_DIR, QUANT_FILE)
+        quantize = prepare_int8(cfg.compile.quantize, data_for(cfg), model_dir, quant_path, cfg.seed, reporter, cfg.eval.decode)
     for shape in cfg.compile.shapes or [cfg.export.shape]:
         tag = f"{shape[0]}x{shape[1]}"
         program = os.path.join(run_dir, EXPORT_DIR, "model.pt2")
@@ -109,6 +151,8 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
                 "model_dir": model_dir,
                 "shape": list(shape),
                 "config_hash": cfg.digest(),
+                "tuning": {**tuning.model_dump(), "database": tuning.database or default_db},
+                "quantize": quantize,
             }
             log = os.path.join(run_dir, COMPILED_DIR, f"{name}.log")
             results[name] = run_isolated("pipelines.compiler", request, reporter, log)
@@ -127,6 +171,7 @@ def stage_bench(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
 
 STAGES: dict[str, Callable[[RunConfig, str, Reporter], dict]] = {
     "pretrain": stage_pretrain,
+    "distill": stage_distill,
     "train": stage_train,
     "export": stage_export,
     "eval": stage_eval,
@@ -155,6 +200,7 @@ def infer(
     engine_name: str = "torch",
     batch_size: int = 64,
     out_path: str | None = None,
+    decoder: str | None = None,
 ) -> tuple[list, list, list, float]:
     """Run one engine over a split: (sentences, gold tags, predicted tags, seconds).
 
@@ -183,13 +229,29 @@ def infer(
         on_batch=lambda n, total: reporter.progress(n, total, "batches"),
     )
     seconds = time.monotonic() - t0
-    pred = [decode(lg, meta.labels) for lg in logits]
+    decoder = decoder or run_decoder(run_or_model_dir)
+    pred = [decode(lg, meta.labels, decoder) for lg in logits]
     if out_path is None and model_dir != run_or_model_dir:
         out_path = predictions_path(run_or_model_dir, split_name, engine_name)
     if out_path:
         _write_predictions(out_path, sentences, gold, pred)
         reporter.artifact("predictions", out_path)
     return sentences, gold, pred, seconds
+
+
+def run_decoder(run_or_model_dir: str) -> str:
+    """The run's ``eval.decode`` (the default for a bare model directory), so `tag`, the
+    highlighter and `eval` decode a run's model the way its eval stage did."""
+    import yaml
+
+    from .config import EvalConfig
+
+    try:
+        with open(os.path.join(run_or_model_dir, "config.yaml"), encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+        return EvalConfig.model_validate((raw or {}).get("eval") or {}).decode
+    except (OSError, yaml.YAMLError, ValueError, AttributeError):
+        return EvalConfig().decode
 
 
 def predictions_path(run_dir: str, split_name: str, engine_name: str) -> str:
@@ -204,11 +266,14 @@ def evaluate(
     engine_name: str = "torch",
     strict: bool = False,
     batch_size: int = 64,
+    decoder: str | None = None,
 ) -> dict:
-    """Score a model on a split with one engine; saves scores and predictions when in a run."""
-    _, gold, pred, seconds = infer(run_or_model_dir, dataset, split_name, reporter, engine_name, batch_size)
+    """Score a model on a split with one engine; saves scores and predictions when in a run.
+    ``decoder`` None: the run's ``eval.decode``."""
+    decoder = decoder or run_decoder(run_or_model_dir)
+    _, gold, pred, seconds = infer(run_or_model_dir, dataset, split_name, reporter, engine_name, batch_size, decoder=decoder)
     scores = ner_metrics(gold, pred, strict=strict)
-    scores.update(engine=engine_name, split=split_name, seconds=round(seconds, 2))
+    scores.update(engine=engine_name, split=split_name, seconds=round(seconds, 2), decode=decoder)
     for key in ("f1", "precision", "recall", "accuracy"):
         reporter.metric(f"{split_name}_{key}", scores[key])
     if resolve_model_dir(run_or_model_dir) != run_or_model_dir:

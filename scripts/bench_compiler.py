@@ -1,10 +1,11 @@
-"""Compiler benchmark: TVM (default schedules, no tuning) against PyTorch and ONNX Runtime.
+"""Compiler benchmark: TVM (default schedules, or tuned) against PyTorch and ONNX Runtime.
 
 Builds random-weight models of the given presets (speed does not depend on the
 weights), compiles them at each sequence length, and times every engine in one
 interleaved run. Prints a Markdown table and writes the full JSON report.
 
-    python scripts/bench_compiler.py --presets mini,base --seq 128,256 --out bench-compiler.json
+    python scripts/bench_compiler.py --presets mini,base --seq 128,256 --tuning-db '' --out bench-compiler.json
+    python scripts/bench_compiler.py --presets mini --seq 128 --tune-trials 2000 --tune-minutes 7
 """
 
 from __future__ import annotations
@@ -39,6 +40,9 @@ def main() -> int:
     parser.add_argument("--precisions", default="fp32,fp16")
     parser.add_argument("--engines", default="torch,ort,ort-int8,tvm-fp32,tvm-fp16")
     parser.add_argument("--iterations", type=int, default=30)
+    parser.add_argument("--tune-trials", type=int, default=0, help="MetaSchedule trials per compile (0: default schedules)")
+    parser.add_argument("--tune-minutes", type=float, default=None, help="time budget per tuned compile")
+    parser.add_argument("--tuning-db", default="runs/tuning-db", help="tuning database, kept: a later run with --tune-trials 0 reuses it; '' = none (default schedules only)")
     parser.add_argument("--out", default="bench-compiler.json")
     args = parser.parse_args()
     seqs = [int(s) for s in args.seq.split(",")]
@@ -47,7 +51,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as root:
         for preset in args.presets.split(","):
             run_dir = make_run(root, preset)
-            cfg = parse_config({"compile": {"precisions": args.precisions.split(","), "shapes": [[1, s] for s in seqs]}})
+            tuning = {"trials": args.tune_trials, "max_minutes": args.tune_minutes, "database": os.path.abspath(args.tuning_db) if args.tuning_db else None}
+            cfg = parse_config({"compile": {"precisions": args.precisions.split(","), "shapes": [[1, s] for s in seqs], "tuning": tuning}})
             compiled = stage_compile(cfg, run_dir, log)
             times = ", ".join(f"{name} in {info['compile_s']} s" for name, info in compiled.items())
             print(f"{preset}: compiled {times}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -137,3 +138,33 @@ def test_bench_reports_every_field(compiled):
     tvm = next(r for r in report["results"] if r["engine"] == "tvm-fp32")
     assert tvm["compile_s"] > 0
     assert report["machine"]["cores"] >= 1
+
+
+def test_tuning_reports_live_progress_stops_at_its_time_budget_and_is_reused(toy_run, tmp_path):
+    run, *_ = toy_run
+    run_dir = tmp_path / "run"
+    shutil.copytree(os.path.join(run.dir, "model"), run_dir / "model")  # the shared toy run keeps its artifacts
+    database = str(tmp_path / "tuning-db")
+
+    def compile_with(tuning):
+        cfg = parse_config({"export": {"shape": [1, 16]}, "compile": {"tuning": {**tuning, "database": database}}})
+        events = []
+        stage_compile(cfg, str(run_dir), Reporter(events.append, stage="compile"))
+        [art] = compiled_artifacts(str(run_dir), "tvm-fp32")
+        return events, json.load(open(os.path.join(art, "artifact.json")))["tuning"]
+
+    # A budget of 40 trials but only a moment: tuning stops after its first round.
+    events, tuning = compile_with({"trials": 40, "max_minutes": 1e-4})
+    trials = [e for e in events if e.kind == "progress" and e.unit == "trials"]
+    assert trials and trials[-1].total == 40 and 0 < trials[-1].n < 40
+    assert {"task", "tasks", "best_us", "eta_s"} <= set(trials[-1].data)
+    # Each kernel's default schedule is measured and stored too, so records > trials.
+    assert tuning["trials"] == 40 and tuning["records"] > trials[-1].n
+    ids, mask = _ids()
+    ref = open_engine("torch", str(run_dir)).logits(ids, mask)
+    tuned = open_engine("tvm-fp32", str(run_dir)).logits(ids, mask)
+    assert np.abs(tuned - ref)[mask.astype(bool)].max() < 1e-4
+
+    events, reused = compile_with({"trials": 0})
+    assert not any(e.kind == "progress" and e.unit == "trials" for e in events)
+    assert reused["records"] == tuning["records"]  # nothing new measured, everything reused

@@ -48,7 +48,7 @@ def test_yaml_float_without_dot_is_accepted(tmp_path):
         ("model:\n  preset: huge\n", "model.preset: Input should be 'tiny', 'mini', 'small', 'medium' or 'base' (got 'huge')"),
         ("data:\n  source: hub\n", "data: hub_id is required when source is 'hub'"),
         ("export:\n  shape: [1]\n", "export.shape: must be [batch, sequence]"),
-        ("stages: [train, fly]\n", "stages.1: Input should be 'pretrain', 'train', 'export', 'eval', 'compile' or 'bench' (got 'fly')"),
+        ("stages: [train, fly]\n", "stages.1: Input should be 'pretrain', 'distill', 'train', 'export', 'eval', 'compile' or 'bench' (got 'fly')"),
         ("colour: blue\n", "colour: unknown key (allowed: name, description, seed, stages, data, model"),
         ("- just\n- a list\n", "the top level must be a mapping"),
     ],
@@ -99,7 +99,8 @@ def test_reference_recipe_compiler_keys_map_onto_ours_with_notices():
     [
         ("backend: {colour: red}", "compile: backend.colour: unknown key (allowed: compile, dtype, quantize, type)"),
         ("backend: {type: tensorrt}", "backend.type: 'tensorrt' is not supported"),
-        ("backend: {dtype: int8}", "backend.dtype: int8 is not built yet (fp32, fp16)"),
+        ("backend: {quantize: {calibrate_method: max}}", "backend.quantize.calibrate_method: unknown key (allowed: calibrate_mode"),
+        ("backend: {dtype: int8, quantize: {calibrate_mode: minmax}}", "compile.quantize.calibrate_mode: Input should be 'max', 'percentile' or 'entropy'"),
         ("frontend: {type: onnx}", "frontend.type: 'onnx' is not supported (pytorch)"),
     ],
 )

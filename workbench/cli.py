@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("pretrain", help="masked-LM pretraining of the config's preset on unlabeled text")
     run_args(p)
 
+    p = sub.add_parser("distill", help="a compact student learns a fine-tuned teacher's soft labels on unlabeled text")
+    run_args(p)
+
     def model_command(name: str, help: str, model_help: str = "run id, name or directory", required: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("--model", required=required, help=model_help)
@@ -71,9 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", default=None, help="BATCHxSEQ, default from the run's config (1x256)")
 
     p = model_command("compile", "compile a run's model with TVM (one artifact per precision and shape)")
-    p.add_argument("--precision", default=None, help="comma-separated: fp32,fp16 (default: the run's config)")
+    p.add_argument("--precision", default=None, help="comma-separated: fp32,fp16,int8 (default: the run's config)")
     p.add_argument("--shape", default=None, help="comma-separated BATCHxSEQ list, e.g. 1x128,1x256 (default: the export shape)")
     p.add_argument("--target", default=None, help="host (this CPU, default), cuda, or a TVM target string")
+    p.add_argument("--tune-trials", type=int, default=None, help="MetaSchedule trials in all (0: default schedules plus earlier records)")
+    p.add_argument("--tune-minutes", type=float, default=None, help="stop tuning after this long, keeping what was measured")
 
     p = model_command("bench", "latency / throughput of engines side by side, interleaved in one process")
     p.add_argument("--engines", default=None, help=f"comma-separated: {', '.join(ENGINE_NAMES)}")
@@ -94,12 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
     p.add_argument("--predictions", default=None, metavar="FILE", help="score saved predictions (from infer) instead of running a model")
     p.add_argument("--strict", action="store_true", help="seqeval strict IOB2 mode")
+    p.add_argument("--decode", choices=("argmax", "bio"), default=None, help="argmax, or bio: valid BIO only (default: the run's eval.decode)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the scores as JSON (- for stdout)")
 
     p = sub.add_parser("tag", help="print the entities in a text")
     p.add_argument("--model", required=True, help="run id, name or directory, or a model directory")
     p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
     p.add_argument("--json", action="store_true", help="print entities as JSON")
+    p.add_argument("--decode", choices=("argmax", "bio"), default=None, help="argmax, or bio: valid BIO only (default: the run's eval.decode)")
     p.add_argument("text", nargs="+", help="text to tag (- reads standard input)")
     runs_dir_arg(p)
 
@@ -198,6 +205,9 @@ def cmd_run(args, stages: list[str] | None = None) -> int:
             if unknown:
                 raise CliError(f"--stages: {', '.join(unknown)} not among the configured stages ({', '.join(cfg.stages)})")
     store = RunStore(args.runs_dir)
+    teacher = cfg.distill.teacher
+    if "distill" in stages and teacher and not os.path.isdir(teacher) and (found := store.find(teacher)):
+        cfg.distill.teacher = found.dir  # a run id or name; the run's config.yaml records its directory
     if args.resume:
         run = store.find(args.resume)
         if run is None:
@@ -216,6 +226,10 @@ def cmd_pretrain(args) -> int:
     return cmd_run(args, ["pretrain"])
 
 
+def cmd_distill(args) -> int:
+    return cmd_run(args, ["distill"])
+
+
 def _print_summary(run_dir: str, results: dict) -> None:
     from rich.console import Console
 
@@ -225,6 +239,9 @@ def _print_summary(run_dir: str, results: dict) -> None:
     if "pretrain" in results:
         p = results["pretrain"]
         out.print(f"pretrain: {p['steps']} steps, held-out MLM accuracy {p['mlm_accuracy']:.4f}, {p['seconds']:.0f} s, {p['tokens_per_s']} tokens/s")
+    if "distill" in results:
+        d = results["distill"]
+        out.print(f"distill: {d['steps']} steps, agreement with the teacher {d['teacher_agreement']:.4f}, {d['seconds']:.0f} s, {d['tokens_per_s']} tokens/s")
     if "compile" in results:
         for name, info in results["compile"].items():
             out.print(f"compile {name}: {info['artifact_mb']:.1f} MB in {info['compile_s']:.1f} s")
@@ -241,7 +258,7 @@ def _print_summary(run_dir: str, results: dict) -> None:
 def _print_scores(scores: dict, out) -> None:
     from rich.table import Table
 
-    table = Table(title=f"{scores.get('split', '')} · {scores.get('engine', '')} · {scores.get('sentences', '?')} sentences ({scores.get('mode', 'default')} mode)")
+    table = Table(title=f"{scores.get('split', '')} · {scores.get('engine', '')} · {scores.get('sentences', '?')} sentences ({scores.get('mode', 'default')} mode, {scores.get('decode', 'argmax')} decoding)")
     for col in ("type", "precision", "recall", "F1", "support"):
         table.add_column(col, justify="right" if col != "type" else "left")
     for name, row in scores["per_type"].items():
@@ -314,6 +331,8 @@ def _execute(args, run, cfg, stages: list[str], store=None) -> dict:
 def cmd_compile(args) -> int:
     from rich.console import Console
 
+    from pipelines.files import read_json
+
     run, cfg = _run_of(args, "compile")
     if args.precision:
         cfg.compile.precisions = [p.strip() for p in args.precision.split(",")]
@@ -321,10 +340,22 @@ def cmd_compile(args) -> int:
         cfg.compile.shapes = _shapes(args.shape, "--shape")
     if args.target:
         cfg.compile.target = args.target
+    if args.tune_trials is not None:
+        cfg.compile.tuning.trials = args.tune_trials
+    if args.tune_minutes is not None:
+        cfg.compile.tuning.max_minutes = args.tune_minutes
     results = _execute(args, run, cfg, ["compile"])["compile"]
     out = Console()
     for name, info in results.items():
         out.print(f"{name}: {info['artifact_mb']:.1f} MB, compiled in {info['compile_s']:.1f} s → {run.dir}/compiled/{name}")
+        meta = read_json(os.path.join(run.dir, "compiled", name, "artifact.json"), {}) or {}
+        if (meta.get("tuning") or {}).get("records"):
+            t = meta["tuning"]
+            out.print(f"  tuning: {t['trials']} trials this compile, {t['records']} records in the database used")
+        if meta.get("quantization"):  # int8: which layers are int8, which the budget kept fp32, and why
+            from workbench.int8_report import quantization_table
+
+            out.print(quantization_table(meta["quantization"]))
     return 0
 
 
@@ -425,7 +456,7 @@ def cmd_eval(args) -> int:
         sinks = _Sinks(args.quiet)
         try:
             reporter = Reporter(*sinks, stage="eval")
-            scores = evaluate(path, dataset, split, reporter, engine_name=args.engine, strict=args.strict or strict)
+            scores = evaluate(path, dataset, split, reporter, engine_name=args.engine, strict=args.strict or strict, decoder=args.decode)
         finally:
             sinks.close()
     if args.json_out == "-":
@@ -447,7 +478,7 @@ def cmd_tag(args) -> int:
 
     path, _ = _resolve_model(args.model, args.runs_dir)
     text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
-    tagger = Tagger.open(path, args.engine)
+    tagger = Tagger.open(path, args.engine, args.decode)
     entities = tagger.tag(text)
     if args.json:
         print(json.dumps({"text": text, "entities": [e.as_dict() for e in entities]}, ensure_ascii=False, indent=2))
@@ -504,6 +535,7 @@ COMMANDS = {
     "run": cmd_run,
     "train": cmd_train,
     "pretrain": cmd_pretrain,
+    "distill": cmd_distill,
     "export": cmd_export,
     "compile": cmd_compile,
     "bench": cmd_bench,

@@ -17,7 +17,8 @@ from pipelines.events import Event
 from pipelines.files import read_json
 
 # Progress extras shown next to the bar, in this order (as the CLI does).
-EXTRAS = ("epoch", "loss", "tokens_per_s")
+# Progress data worth showing beside a bar: training, then tuning (kernel and its best time).
+EXTRAS = ("epoch", "loss", "tokens_per_s", "task", "best_us")
 
 
 @dataclass

@@ -8,8 +8,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipelines.events import Event
 
-# Progress extras worth showing next to the bar, in this order.
-_EXTRAS = ("epoch", "loss", "tokens_per_s")
+from .progress import EXTRAS, format_extra
 
 
 class RichRenderer:
@@ -38,7 +37,7 @@ class RichRenderer:
         stage = event.stage or "-"
         if event.kind == "progress":
             task = self.tasks.get(stage)
-            extra = "  ".join(f"{k} {event.data[k]}" for k in _EXTRAS if event.data and k in event.data)
+            extra = "  ".join(f"{k} {format_extra(event.data[k])}" for k in EXTRAS if event.data and k in event.data)
             if task is None:
                 task = self.tasks[stage] = self.progress.add_task(
                     "", total=event.total, stage=stage, unit=event.unit or "", extra=extra

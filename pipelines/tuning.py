@@ -1,0 +1,244 @@
+"""MetaSchedule tuning for the compile stage, made affordable on a small CPU.
+
+What made a 40-trial run take 940 s here, and what this module does instead:
+
+- MetaSchedule's ``LocalBuilder`` starts a fresh process pool for every batch of
+  builds, and each worker re-imports TVM's tensor intrinsics (~20 s of Python on 2
+  cores). ``PooledBuilder`` keeps one pool for the whole run.
+- The evolutionary search's defaults (population 512, 4 genetic rounds, 50 random
+  unmeasured candidates) cost many seconds of Python per round; a smaller search
+  costs about one.
+- Layout-only kernels (reshape, transpose, take, cast) are not worth a trial.
+- Each kernel's default schedule (``tvm_schedules``) is measured first and stored
+  in the database as a candidate like any other, so the build takes whichever is
+  faster: tuning can only help, and kernels the budget never reached keep the
+  default schedule.
+
+Tuning records live in a JSON database that later compiles of the same kernels
+(same shapes, same target) reuse: a second compile costs no trials for them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from .events import Reporter
+
+# Kernels that only move data: tuning them spends trials for nothing.
+TRIVIAL_KERNELS = ("reshape", "transpose", "take", "index_tensor", "cast", "squeeze", "expand_dims", "concatenate", "strided_slice")
+
+
+class TimeBudgetReached(Exception):
+    pass
+
+
+@dataclass
+class TuningBudget:
+    trials: int  # total measured candidates across all kernels
+    max_minutes: float | None = None  # stop early (what was measured so far is kept)
+
+    def trials_per_iter(self, tasks: int) -> int:
+        """Small rounds for small budgets, so every kernel gets some trials."""
+        return max(4, min(32, self.trials // max(2 * tasks, 1)))
+
+
+def tunable(task) -> bool:
+    """Not a layout-only kernel, and not one scheduled by hand (the int8 VNNI GEMMs)."""
+    attrs = task.dispatched[0]["main"].attrs
+    scheduled = attrs is not None and bool(attrs.get("tirx.is_scheduled", False))
+    return not scheduled and not any(word in task.task_name for word in TRIVIAL_KERNELS)
+
+
+def database_dir(root: str, target) -> str:
+    """One database per target (records do not transfer across CPUs)."""
+    key = "-".join(str(target.attrs.get(k, "")) for k in ("mcpu", "num-cores")) or "default"
+    return os.path.join(root, f"{target.kind.name}-{key}".strip("-"))
+
+
+def build_kernel(mod, target, _params):
+    """MetaSchedule's default build minus its import of every tensor intrinsic
+    (20 s of TVMScript parsing per worker here; fp32 search spaces use none)."""
+    from tvm.driver import build as tvm_build
+    from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
+
+    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+
+
+def _pooled_builder(workers: int):
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import _serialize_params, _worker_func
+    from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
+
+    @derived_object
+    class PooledBuilder(PyBuilder):
+        """LocalBuilder's work with one worker pool for the whole run (recycled every
+        ``recycle`` batches: TVM restarts it each batch for a slow memory leak)."""
+
+        recycle = 25
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.pool, self.batches = None, 0
+
+        def build(self, build_inputs):
+            if self.pool is None or self.batches >= self.recycle:
+                self.close()
+                self.pool = PopenPoolExecutor(max_workers=workers, timeout=120)
+            self.batches += 1
+            jobs = [(build_kernel, None, b.mod, b.target, _serialize_params(b.params)) for b in build_inputs]
+            results = []
+            for res in self.pool.map_with_error_catching(lambda x: _worker_func(*x), jobs):
+                if res.status == StatusKind.COMPLETE:
+                    results.append(BuilderResult(res.value, None))
+                else:
+                    results.append(BuilderResult(None, f"LocalBuilder: {res.status.name.lower()}: {res.value}"))
+            return results
+
+        def close(self) -> None:
+            if self.pool is not None:
+                self.pool.shutdown()
+            self.pool, self.batches = None, 0
+
+    return PooledBuilder()
+
+
+def _progress_callback(reporter: Reporter, budget: TuningBudget, task_names: list[str], deadline: float | None):
+    from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+    from tvm.ir.utils import derived_object
+
+    start = time.monotonic()
+    best_us: dict[int, float] = {}
+    state = {"trials": 0, "out_of_time": False}
+
+    @derived_object
+    class Progress(PyMeasureCallback):
+        """One progress event per measured batch: trials, kernels touched, the best
+        time of the batch's kernel, ETA. Past the deadline it stops every task."""
+
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+            state["trials"] += len(measure_candidates)
+            times = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in runner_results if r.run_secs]
+            if times:
+                best_us[task_id] = min(best_us.get(task_id, float("inf")), min(times) * 1e6)
+            elapsed = time.monotonic() - start
+            done = min(state["trials"], budget.trials)
+            eta = elapsed / done * (budget.trials - done) if done else None
+            reporter.progress(
+                done,
+                budget.trials,
+                "trials",
+                step="tuning",
+                task=task_names[task_id],
+                tasks_touched=len(best_us),
+                tasks=len(task_names),
+                best_us=round(best_us.get(task_id, 0.0), 1),
+                eta_s=round(eta, 1) if eta is not None else None,
+            )
+            if deadline is not None and time.monotonic() > deadline:
+                # The scheduler itself terminates the task being joined, so stopping
+                # tasks from here trips its checks: unwind instead. Every measured
+                # record is already in the database (that callback runs first).
+                state["out_of_time"] = True
+                raise TimeBudgetReached(f"tuning time budget reached after {state['trials']} trials")
+
+    return Progress(), state
+
+
+def seed_default_schedules(tasks, database, rules, builder, runner, reporter: Reporter) -> int:
+    """Measure each kernel's default schedule and commit it as a tuning record.
+    Returns how many were stored (kernels a rule does not apply to are skipped)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    todo = []
+    for task in tasks:
+        func = task.dispatched[0]["main"]
+        workload = database.commit_workload(task.dispatched[0])
+        if database.get_top_k(workload, 1):
+            continue  # already measured by an earlier compile
+        try:
+            sch = rules.apply(func, task.target, False)
+        except Exception:  # noqa: BLE001 - a rule that fails leaves the kernel to tuning
+            sch = None
+        if sch is not None:
+            todo.append((task, workload, sch))
+    if not todo:
+        return 0
+    built = builder.build([ms.builder.BuilderInput(sch.mod, task.target) for task, _, sch in todo])
+    inputs, kept, errors = [], [], []
+    for (task, workload, sch), b in zip(todo, built):
+        if b.error_msg is not None:
+            errors.append(f"{task.task_name}: {b.error_msg.strip().splitlines()[-1][:200]}")
+        else:
+            args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
+            inputs.append(ms.runner.RunnerInput(b.artifact_path, "cpu" if task.target.kind.name == "llvm" else task.target.kind.name, args))
+            kept.append((task, workload, sch, args))
+    stored = 0
+    for (task, workload, sch, args), future in zip(kept, runner.run(inputs)):
+        res = future.result()
+        if res.error_msg is not None:
+            errors.append(f"{task.task_name}: {res.error_msg.strip().splitlines()[-1][:200]}")
+        else:
+            database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, res.run_secs, task.target, args))
+            stored += 1
+    reporter.log(f"default schedules measured for {stored} of {len(tasks)} kernels")
+    for error in errors[:3]:
+        reporter.log(f"default schedule not measured: {error}", level="warning")
+    return stored
+
+
+def tune(mod, target, db_dir: str, budget: TuningBudget, rules, reporter: Reporter):
+    """Tune ``mod`` (fused TIR kernels, not yet scheduled) within ``budget``; returns
+    the database to build with (defaults and tuned records, best per kernel)."""
+    from tvm.s_tir import meta_schedule as ms
+    from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+
+    os.makedirs(db_dir, exist_ok=True)
+    database = ms.database.JSONDatabase(work_dir=db_dir)
+    tasks = [t for t in extract_tasks(mod, target) if tunable(t)]
+    cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
+    builder = _pooled_builder(cores)
+    # Short kernels: 10 runs per measurement is enough; the default 100 ms minimum
+    # per candidate would dominate a small budget.
+    runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=10, repeat=1, min_repeat_ms=5))
+    try:
+        seed_default_schedules(tasks, database, rules, builder, runner, reporter)
+        if budget.trials > 0 and tasks:
+            deadline = time.monotonic() + budget.max_minutes * 60 if budget.max_minutes else None
+            progress, state = _progress_callback(reporter, budget, [t.task_name for t in tasks], deadline)
+            strategy = ms.search_strategy.EvolutionarySearch(
+                population_size=128, init_min_unmeasured=16, genetic_num_iters=2, max_fail_count=3
+            )
+            contexts = [
+                ms.TuneContext(
+                    mod=t.dispatched[0],
+                    target=t.target,
+                    space_generator="post-order-apply",
+                    search_strategy=strategy,
+                    task_name=t.task_name,
+                    num_threads=cores,
+                ).clone()
+                for t in tasks
+            ]
+            reporter.log(f"tuning {len(tasks)} kernels, {budget.trials} trials" + (f", at most {budget.max_minutes} min" if deadline else ""))
+            try:
+                ms.tune_tasks(
+                    tasks=contexts,
+                    task_weights=[float(t.weight) for t in tasks],
+                    work_dir=db_dir,
+                    max_trials_global=budget.trials,
+                    num_trials_per_iter=budget.trials_per_iter(len(tasks)),
+                    builder=builder,
+                    runner=runner,
+                    database=database,
+                    measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
+                )
+            except Exception:  # noqa: BLE001 - the FFI may re-wrap our own exception
+                if not state["out_of_time"]:
+                    raise
+                reporter.log(f"tuning stopped at its time budget ({budget.max_minutes} min) after {state['trials']} trials")
+    finally:
+        builder.close()
+    return database
