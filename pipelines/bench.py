@@ -37,7 +37,7 @@ def _artifact_info(run_dir: str, engine: str, shape) -> tuple[float | None, floa
         meta = read_json(os.path.join(run_dir, EXPORT_DIR, "export.json"), {})
         return size(os.path.join(run_dir, EXPORT_DIR, "model.ts")), meta.get("torchscript", {}).get("seconds")
     if engine.startswith("ort"):
-        name = "model.int8.onnx" if engine == "ort-int8" else "model.onnx"
+        name = {"ort-int8": "model.int8.onnx", "ort-int8-static": "model.int8-static.onnx"}.get(engine, "model.onnx")
         return size(os.path.join(run_dir, "onnx", name)), None
     if engine.startswith("tvm-"):
         [art] = compiled_artifacts(run_dir, engine, shape)[:1] or [None]

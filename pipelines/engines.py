@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-ENGINE_NAMES = ("torch", "torchscript", "ort", "ort-int8", "tvm-fp32", "tvm-fp16")
+ENGINE_NAMES = ("torch", "torchscript", "ort", "ort-int8", "ort-int8-static", "tvm-fp32", "tvm-fp16", "tvm-int8")
 MODEL_DIR, EXPORT_DIR, COMPILED_DIR, ONNX_DIR = "model", "export", "compiled", "onnx"
 
 
@@ -172,8 +172,15 @@ def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, sh
         if not meta or "torchscript" not in meta.get("files", {}):
             raise EngineError("no TorchScript export for this model: run `ner-workbench export --model RUN` first")
         return TorchScriptEngine(os.path.join(export_dir, meta["files"]["torchscript"]), meta["shape"])
-    if name in ("ort", "ort-int8"):
+    if name in ("ort", "ort-int8", "ort-int8-static"):
         out_dir = os.path.join(run_or_model_dir if in_run else model_dir, ONNX_DIR)
+        if name == "ort-int8-static":
+            if not in_run:
+                raise EngineError("ort-int8-static needs a run: its config names the calibration split")
+            from .ort_quant import static_int8_model
+
+            path = static_int8_model(run_or_model_dir, model_dir, out_dir, onnx_model(model_dir, out_dir))
+            return OrtEngine(path, name, threads)
         return OrtEngine(onnx_model(model_dir, out_dir, int8=name == "ort-int8"), name, threads)
     if name.startswith("tvm-"):
         artifacts = compiled_artifacts(run_or_model_dir, name, shape) if in_run else []

@@ -46,13 +46,37 @@ def translate(raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         if backend["type"] == "tvm_vacc":
             notices.append("backend.type tvm_vacc: compiled with Apache TVM for this machine's target instead")
     if "dtype" in backend:
-        if backend["dtype"] == "int8":
-            raise ValueError("backend.dtype: int8 is not built yet (fp32, fp16)")
         ours["precisions"] = [backend["dtype"]]
     if "compile" in backend:
         notices.append(f"backend.compile {backend['compile']!r}: compiling is what this stage does; not needed")
-    if "quantize" in backend or "dataset" in raw:
-        notices.append("backend.quantize / dataset: int8 calibration settings; int8 is not built yet, so they are unused")
+    quantize = _quantize_keys(backend.get("quantize") or {}, raw.get("dataset") or {}, notices)
+    if quantize:
+        ours["quantize"] = {**(ours.get("quantize") or {}), **quantize}
+        if backend.get("dtype") != "int8":
+            notices.append("backend.quantize / dataset.sampler: int8 calibration settings, used only when int8 is built")
     if "workspace" in raw:
         notices.append("workspace.path: not used; artifacts go to the run's compiled/ directory")
     return ours, notices
+
+
+_QUANTIZE_KEYS = ("calibrate_mode", "quantize_per_channel", "calibrate_range")
+
+
+def _quantize_keys(quantize: dict, dataset: dict, notices: list[str]) -> dict[str, Any]:
+    """backend.quantize and dataset.sampler -> our compile.quantize (validated there)."""
+    if not isinstance(quantize, dict):
+        raise ValueError(f"backend.quantize: must be a mapping (keys: {', '.join(_QUANTIZE_KEYS)})")
+    for key in sorted(set(quantize) - set(_QUANTIZE_KEYS)):
+        raise ValueError(f"backend.quantize.{key}: unknown key (allowed: {', '.join(_QUANTIZE_KEYS)})")
+    ours = dict(quantize)
+    sampler = dataset.get("sampler") or {}
+    if not isinstance(sampler, dict) or set(sampler) - {"get_data_num"}:
+        raise ValueError("dataset.sampler: only get_data_num is understood (calibration sentences)")
+    if "get_data_num" in sampler:
+        ours["get_data_num"] = sampler["get_data_num"]
+    if "path" in dataset:
+        notices.append(
+            f"dataset.path {dataset['path']!r}: not read; int8 calibration draws from the run's own data "
+            "(compile.quantize.calibration_split, train by default, never test)"
+        )
+    return ours

@@ -3,7 +3,7 @@
 A run holds eval scores per split and engine (``eval/<split>-<engine>.json``) and,
 once benchmarked, ``bench.json`` (latency, throughput, artifact size, compile time
 per engine and shape). What a run lacks stays ``None`` and is shown as "—";
-int8 layers kept comes with the TVM int8 stage, which isn't built yet.
+"int8 kept" is the number of linear layers a tvm-int8 artifact kept in fp32.
 """
 
 from __future__ import annotations
@@ -18,12 +18,12 @@ from pipelines.files import read_json
 
 # Engine name -> numeric precision it runs at (TVM engines arrive with the compile stage).
 PRECISION = {
-    "torch": "fp32", "torchscript": "fp32", "ort": "fp32", "ort-int8": "int8",
+    "torch": "fp32", "torchscript": "fp32", "ort": "fp32", "ort-int8": "int8", "ort-int8-static": "int8",
     "tvm-fp32": "fp32", "tvm-fp16": "fp16", "tvm-int8": "int8",
 }
 ENTITY_TYPES = ("PER", "LOC", "ORG")
 NO_BENCH_NOTE = "latency, throughput, compile time: no data for a run until its bench stage has run (compile first for TVM engines)"
-NOT_BUILT_NOTE = "int8 layers kept: the TVM int8 stage is not built yet"
+NOT_BUILT_NOTE = "int8 layers kept: tvm-int8 not built yet (compile --precision int8)"
 
 
 @dataclass
@@ -44,7 +44,7 @@ class CompareRow:
     latency_p99_ms: float | None = None
     throughput: float | None = None  # sentences/s at that shape
     compile_s: float | None = None
-    int8_layers_kept: int | None = None  # the TVM int8 stage isn't built yet
+    int8_layers_kept: int | None = None  # linear layers a tvm-int8 artifact kept in fp32
     # Against the fp32 torch row of the same run and split.
     delta_f1: float | None = None
     delta_accuracy: float | None = None
@@ -170,7 +170,19 @@ def _row(run_id: str, name: str, run_dir: str, path: str) -> CompareRow | None:
         per_type_f1=per_type,
         eval_sentences_per_s=round(sentences / seconds, 1) if seconds and sentences else None,
         artifact_bytes=artifact_size(run_dir, engine),
+        int8_layers_kept=int8_kept(run_dir) if engine == "tvm-int8" else None,
     )
+
+
+def int8_kept(run_dir: str) -> int | None:
+    """Linear layers the tvm-int8 artifact (longest sequence) kept in fp32: the accuracy budget's choice."""
+    from pipelines.engines import compiled_artifacts
+
+    for art in compiled_artifacts(run_dir, "tvm-int8"):
+        quantization = (read_json(os.path.join(art, "artifact.json"), {}) or {}).get("quantization") or {}
+        if "keep_fp32" in quantization:
+            return len(quantization["keep_fp32"])
+    return None
 
 
 def _num(value: Any) -> float | None:

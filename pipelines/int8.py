@@ -1,0 +1,264 @@
+"""Int8 linear layers for TVM on x86: a Relax rewrite plus a VNNI GEMM kernel.
+
+Each ``matmul(x, W^T) (+ bias)`` with a constant weight whose layer was calibrated
+becomes one scheduled TIR kernel:
+
+    quantise x -> uint8 (per-tensor scale, zero point)       [M, K]
+    int8 GEMM, int32 accumulation with ``vpdpbusd``          [M, N]
+    out = acc * (s_x * s_w[n]) + (bias[n] - z * s_x * s_w[n] * colsum(W_q)[n])
+
+The weight is quantised and packed ahead of time into the layout the dot-product
+instruction reads, ``[N/16, K/4, 16, 4]`` (16 output channels x 4 consecutive k in
+one 64-byte vector): MetaSchedule's auto-tensorize failed on a plain [K, N]
+constant. Layers not calibrated, kept in fp32 by the accuracy budget, or with
+shapes the instruction cannot tile (N % 16, K % 4, e.g. the 7-label classifier)
+stay fp32 matmuls. Attention's activation x activation matmuls stay fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from .quantize import activation_params, quantize_weight, weight_scales
+
+INTRIN = "workbench_vnni_16x4_local"
+ROWS, COL_BLOCKS = 8, 2  # 8 rows x 2 x 16 int32 lanes = 16 zmm accumulators (measured best of 4x4, 8x4, 4x8, 16x2)
+
+
+def register_vnni_intrin() -> str:
+    """``dot_16x4_vnni`` with its accumulator in local scope (so it can be tensorized
+    into a register tile) and ``vpdpbusd``'s LLVM >= 20 signature (<64 x i8>
+    operands; TVM's own intrinsic passes <16 x i32> and fails LLVM verification)."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            for i in T.serial(0, 16):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((16, 4), "int8", offset_factor=1),
+        C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+            T.writes(C[0:16])
+            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64")
+            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+                C.vload([0], dtype="int32x16"),
+                a,
+                B.vload([0, 0], dtype="int8x64"),
+                dtype="int32x16",
+            )
+
+    TensorIntrin.register(INTRIN, desc, impl, override=True)
+    return INTRIN
+
+
+def pack_weight(wq: np.ndarray) -> np.ndarray:
+    """[N, K] int8 -> [N/16, K/4, 16, 4]: one ``vpdpbusd`` operand per (n block, k quad)."""
+    n, k = wq.shape
+    return np.ascontiguousarray(wq.reshape(n // 16, 16, k // 4, 4).transpose(0, 2, 1, 3))
+
+
+def supports(m: int, k: int, n: int) -> bool:
+    return n % 16 == 0 and k % 4 == 0 and m >= 1
+
+
+def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int):
+    """The scheduled kernel ``(x[m, k] f32, w[n/16, k/4, 16, 4] i8, mul[n], off[n]) -> y[m, n] f32``."""
+    from tvm import s_tir, te, tirx
+
+    register_vnni_intrin()
+    f32 = "float32"
+    x = te.placeholder((m, k), f32, name="x")
+    w = te.placeholder((n // 16, k // 4, 16, 4), "int8", name="w")
+    mul = te.placeholder((n,), f32, name="mul")
+    off = te.placeholder((n,), f32, name="off")
+    inv, zp = tirx.const(1.0 / scale, f32), tirx.const(float(zero), f32)
+    q = te.compute(
+        (m, k),
+        lambda i, j: tirx.Cast("uint8", tirx.max(tirx.min(tirx.round(x[i, j] * inv) + zp, tirx.const(255.0, f32)), tirx.const(0.0, f32))),
+        name="quantize",
+    )
+    r = te.reduce_axis((0, k), name="r")
+    acc = te.compute(
+        (m, n),
+        lambda i, j: te.sum(q[i, r].astype("int32") * w[j // 16, r // 4, j % 16, r % 4].astype("int32"), axis=r),
+        name="gemm",
+    )
+    y = te.compute((m, n), lambda i, j: acc[i, j].astype(f32) * mul[j] + off[j], name="rescale")
+    sch = s_tir.Schedule(te.create_prim_func([x, w, mul, off, y]))
+    quant, gemm, rescale = (sch.get_sblock(b) for b in ("quantize", "gemm", "rescale"))
+
+    rows = next(r for r in (ROWS, 4, 2, 1) if m % r == 0)
+    blocks = COL_BLOCKS if (n // 16) % COL_BLOCKS == 0 else 1
+    i, j, kk = sch.get_loops(gemm)
+    i_o, i_i = sch.split(i, [None, rows])
+    j_o, j_b, j_i = sch.split(j, [None, blocks, 16])
+    k_o, k_i = sch.split(kk, [None, 4])
+    # Per k quad: `rows` broadcasts of 4 activation bytes, `blocks` 64-byte weight
+    # loads, rows x blocks dot products into accumulators that stay in registers.
+    sch.reorder(j_o, i_o, k_o, i_i, j_b, j_i, k_i)
+    sch.set_scope(gemm, 0, "local")
+    sch.reverse_compute_at(rescale, i_o, preserve_unit_loops=True)
+    # j outer, i inner: the weight panel of `blocks` x 16 channels stays in cache across row tiles.
+    sch.parallel(sch.fuse(j_o, i_o))
+    init = sch.decompose_reduction(gemm, k_o)
+    sch.tensorize(j_i, INTRIN)
+    sch.unroll(i_i)
+    sch.unroll(j_b)
+    sch.vectorize(sch.get_loops(init)[-1])
+    _, lanes = sch.split(sch.get_loops(rescale)[-1], [None, 16])
+    sch.vectorize(lanes)
+    q_rows, q_cols = sch.get_loops(quant)
+    sch.parallel(q_rows)
+    if k % 16 == 0:
+        sch.vectorize(sch.split(q_cols, [None, 16])[1])
+    # Scheduled here: dlight's default rules must skip it; opaque: FuseOps must not merge it.
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+
+
+def weight_key(w_nk: np.ndarray) -> str:
+    """Identifies a layer's weight by content: how calibrated torch layers are found among Relax constants."""
+    return hashlib.sha1(np.ascontiguousarray(w_nk, dtype=np.float32).tobytes()).hexdigest()
+
+
+def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, keep_fp32=()):
+    """Rewrite the calibrated linear layers of ``main`` into int8 kernels.
+
+    ``layers``: name -> {"key": weight_key(W), "range": [lo, hi]}. Returns (module,
+    per-layer report: name -> {"int8", "K", "N", "scale", "zero", "weight_rel_err"}).
+    """
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    by_key = {spec["key"]: name for name, spec in layers.items()}
+    keep = set(keep_fp32)
+    report: dict[str, dict] = {}
+    matmul_op, add_op, permute_op, call_tir_op = (tvm.ir.Op.get(f"relax.{o}") for o in ("matmul", "add", "permute_dims", "call_tir"))
+
+    def constant(expr, lookup):
+        if isinstance(expr, relax.Var):
+            expr = lookup(expr)
+        return expr.value.numpy() if isinstance(expr, tvm.ir.Constant) else None
+
+    @mutator
+    class Rewriter(PyExprMutator):
+        def __init__(self, mod):
+            super().__init__(mod)
+            self.offsets = {}  # kernel name -> its per-channel offset, for folding a bias into it
+
+        def weight_nk(self, arg):
+            value = self.lookup_binding(arg) if isinstance(arg, relax.Var) else arg
+            if isinstance(value, relax.Call) and value.op.same_as(permute_op):
+                axes = [int(a) for a in value.attrs.axes] if value.attrs.axes is not None else [1, 0]
+                w = constant(value.args[0], self.lookup_binding)
+                return w if w is not None and w.ndim == 2 and axes == [1, 0] else None
+            w = constant(arg, self.lookup_binding)
+            return np.ascontiguousarray(w.T) if w is not None and w.ndim == 2 else None
+
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if call.op.same_as(matmul_op):
+                return self.rewrite_matmul(call)
+            if call.op.same_as(add_op):
+                return self.fold_bias(call)
+            return call
+
+        def rewrite_matmul(self, call):
+            x, w_arg = call.args
+            w = self.weight_nk(w_arg)
+            if w is None or len(x.ty.shape) != 2 or x.ty.dtype != "float32":
+                return call
+            name = by_key.get(weight_key(w))
+            if name is None:
+                return call
+            (m, k), n = [int(d) for d in x.ty.shape], w.shape[0]
+            entry = report.setdefault(name, {"K": k, "N": n, "int8": False})
+            if name in keep or not supports(m, k, n):
+                entry["reason"] = "kept in fp32 (accuracy budget or config)" if name in keep else "shape not tileable for VNNI"
+                return call
+            scale, zero = activation_params(*layers[name]["range"])
+            sw = weight_scales(w, per_channel)
+            wq = quantize_weight(w, sw)
+            mul = (scale * sw * np.ones(n)).astype(np.float32)
+            offset = (-zero * wq.astype(np.int64).sum(axis=1) * mul).astype(np.float32)
+            rel = float(np.abs(wq * (sw[:, None] if sw.size > 1 else sw) - w).max() / max(np.abs(w).max(), 1e-12))
+            entry.update(int8=True, scale=scale, zero=zero, per_channel=per_channel, weight_rel_err=round(rel, 5))
+            fname = f"int8_linear_{len(self.offsets)}"
+            gvar = self.builder_.add_func(int8_linear_func(m, k, n, scale, zero).with_attr("global_symbol", fname), fname)
+            self.offsets[fname] = offset
+            return self.kernel_call(gvar, [x, relax.const(pack_weight(wq)), relax.const(mul)], offset, (m, n))
+
+        @staticmethod
+        def kernel_call(gvar, args, offset, shape):
+            return relax.call_tir(gvar, [*args, relax.const(offset)], relax.TensorType(shape, "float32"))
+
+        def fold_bias(self, call):
+            a, b = call.args
+            for var, other in ((a, b), (b, a)):
+                value = self.lookup_binding(var) if isinstance(var, relax.Var) else None
+                if not (isinstance(value, relax.Call) and value.op.same_as(call_tir_op)):
+                    continue
+                gvar, args = value.args[0], list(value.args[1].fields)
+                offset = self.offsets.get(gvar.name_hint)
+                bias = constant(other, self.lookup_binding) if offset is not None else None
+                if bias is not None and bias.shape == offset.shape and bias.dtype == np.float32:
+                    # The bias joins the kernel's per-channel offset; the bias-less call becomes dead code.
+                    return self.kernel_call(gvar, args[:3], offset + bias, value.ty.shape)
+            return call
+
+    rewriter = Rewriter(mod)
+    main = rewriter.visit_expr(mod["main"])
+    new_mod = rewriter.builder_.get()
+    new_mod["main"] = main
+    new_mod = relax.transform.DeadCodeElimination(["main"])(new_mod)
+    return new_mod, report
+
+
+def count_vnni(executable) -> int:
+    """``vpdpbusd`` instructions in the built code (0 means the int8 path fell back to slower instructions)."""
+    mod = getattr(executable, "mod", executable)
+    total = 0
+    for lib in [mod, *mod._collect_from_import_tree(lambda m: True)] if hasattr(mod, "_collect_from_import_tree") else [mod]:
+        try:
+            total += lib.inspect_source("asm").count("vpdpbusd")
+        except Exception:  # noqa: BLE001 - modules without asm (the VM bytecode) have none to count
+            continue
+    return total
+
+
+def rewrite_from_request(mod, quantize_path: str):
+    """The compile child's int8 step: (rewritten module, the artifact's ``quantization`` record)."""
+    import json
+
+    with open(quantize_path, encoding="utf-8") as f:
+        payload = json.load(f)
+    mod, report = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"])
+    missing = sorted(set(payload["layers"]) - set(report))
+    if missing:  # a calibrated layer the rewrite never met: its weight differs from the model's
+        raise ValueError(f"int8: calibrated layers not found in the program: {', '.join(missing[:3])}")
+    for name, entry in report.items():
+        entry["sensitivity"] = payload["sensitivity"].get(name)
+    record = {k: payload[k] for k in ("settings", "calibration", "budget", "keep_fp32")}
+    record["layers"] = report
+    record["int8_layers"] = sum(e["int8"] for e in report.values())
+    return mod, record
