@@ -99,8 +99,51 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def decode(logits: np.ndarray, labels: Sequence[str]) -> list[str]:
+DECODERS = ("argmax", "bio")
+
+
+def decode(logits: np.ndarray, labels: Sequence[str], method: str = "argmax") -> list[str]:
+    """Tags from ``[chars, labels]`` logits: per-character argmax, or ``bio``: the most
+    probable tag sequence that is valid BIO (constrained Viterbi)."""
+    if method == "bio":
+        return [labels[i] for i in viterbi_bio(logits, labels)]
+    if method != "argmax":
+        raise ValueError(f"unknown decoder {method!r} (use {' or '.join(DECODERS)})")
     return [labels[i] for i in logits.argmax(axis=-1)]
+
+
+def bio_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(allowed first tags ``[L]``, allowed ``[previous, next]`` pairs ``[L, L]``):
+    I-X only after B-X or I-X, so never first and never after O or another type."""
+    inside = [label[2:] if label.startswith("I-") else None for label in labels]
+    entity = [label[2:] if label[:2] in ("B-", "I-") else None for label in labels]
+    start = np.array([t is None for t in inside])
+    allowed = np.array([[inside[j] is None or inside[j] == entity[i] for j in range(len(labels))] for i in range(len(labels))])
+    return start, allowed
+
+
+def viterbi_bio(logits: np.ndarray, labels: Sequence[str]) -> np.ndarray:
+    """Label indices maximising the summed per-character log-softmax scores over
+    valid BIO sequences. Log-softmax, not raw logits: a sequence's score is then its
+    log-probability under the per-character model, which argmax also maximises."""
+    n = len(logits)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    z = logits - logits.max(axis=-1, keepdims=True)
+    scores = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    start, allowed = bio_transitions(labels)
+    transition = np.where(allowed, 0.0, -np.inf)
+    best = np.where(start, scores[0], -np.inf)
+    back = np.zeros((n, len(labels)), dtype=np.int64)
+    for t in range(1, n):
+        candidates = best[:, None] + transition  # [previous, next]
+        back[t] = candidates.argmax(axis=0)
+        best = candidates[back[t], np.arange(len(labels))] + scores[t]
+    path = np.empty(n, dtype=np.int64)
+    path[-1] = best.argmax()
+    for t in range(n - 1, 0, -1):
+        path[t - 1] = back[t, path[t]]
+    return path
 
 
 @dataclass
@@ -127,14 +170,15 @@ def entity_spans(tags: Sequence[str]) -> Iterator[tuple[str, int, int]]:
             etype, start = tag[2:], i
 
 
-def extract_entities(text: str, logits: np.ndarray, labels: Sequence[str]) -> list[Entity]:
+def extract_entities(text: str, logits: np.ndarray, labels: Sequence[str], method: str = "argmax") -> list[Entity]:
     chars = list(text)
     if not chars:
         return []
     probs = softmax(logits)
-    tags = decode(logits, labels)
-    top = probs.max(axis=-1)
+    tags = decode(logits, labels, method)
+    # The probability of the tag chosen (the top one under argmax; not always under bio).
+    chosen = probs[np.arange(len(tags)), [labels.index(t) for t in tags]]
     return [
-        Entity(etype, start, end, "".join(chars[start:end]), float(top[start:end].mean()))
+        Entity(etype, start, end, "".join(chars[start:end]), float(chosen[start:end].mean()))
         for etype, start, end in entity_spans(tags)
     ]

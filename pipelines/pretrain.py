@@ -20,7 +20,7 @@ from .encoding import CharEncoder, load_tokenizer
 from .events import Reporter
 from .files import replace_dir, write_json
 from .models import ModelMeta, bert_config, parameter_count, save_model
-from .optim import make_optimizer, optimizer_step
+from .optim import load_training_state, make_optimizer, optimizer_step, save_training_state
 from .predict import pad_batch
 
 IGNORE = -100
@@ -127,12 +127,8 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
     rng = np.random.default_rng(cfg.seed)
     step = 0
     checkpoint = os.path.join(run_dir, CHECKPOINT_DIR)
-    state_file = os.path.join(checkpoint, "state.pt")
-    if os.path.isfile(state_file):
-        state = torch.load(state_file, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
+    state = load_training_state(checkpoint, model, optimizer, schedule)
+    if state is not None:
         rng.bit_generator.state = state["rng"]
         step = state["step"]
         reporter.log(f"resuming from the checkpoint at step {step}")
@@ -158,16 +154,6 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
         model.train()
         return right / total if total else 0.0
 
-    def save_checkpoint() -> None:
-        def write(tmp: str) -> None:
-            torch.save(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                 "rng": rng.bit_generator.state, "step": step},
-                os.path.join(tmp, "state.pt"),
-            )
-
-        replace_dir(checkpoint, write)
-
     model.train()
     start = time.monotonic()
     deadline = start + pc.max_minutes * 60 if pc.max_minutes else None
@@ -192,7 +178,7 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
             loss_sum, loss_n = 0.0, 0
         out_of_time = deadline is not None and time.monotonic() > deadline
         if step % pc.checkpoint_every == 0 or step == pc.steps or out_of_time:
-            save_checkpoint()
+            save_training_state(checkpoint, model, optimizer, schedule, rng=rng.bit_generator.state, step=step)
             reporter.metric("mlm_accuracy", mlm_accuracy())
         if out_of_time:
             reporter.log(f"time budget of {pc.max_minutes} min reached at step {step}; run again to resume")

@@ -8,7 +8,7 @@ from .encoding import CharEncoder, load_tokenizer
 from .engines import open_engine
 from .models import ModelMeta
 from .predict import Engine, Entity, extract_entities, predict_logits
-from .stages import resolve_model_dir
+from .stages import resolve_model_dir, run_decoder
 
 
 @dataclass
@@ -16,11 +16,16 @@ class Tagger:
     engine: Engine
     encoder: CharEncoder
     meta: ModelMeta
+    decoder: str = "argmax"
 
     @classmethod
-    def open(cls, run_or_model_dir: str, engine: str = "torch") -> "Tagger":
+    def open(cls, run_or_model_dir: str, engine: str = "torch", decoder: str | None = None) -> "Tagger":
+        """``decoder`` None: the run's eval.decode setting."""
         model_dir = resolve_model_dir(run_or_model_dir)
-        return cls(open_engine(engine, run_or_model_dir), CharEncoder(load_tokenizer(model_dir)), ModelMeta.load(model_dir))
+        return cls(
+            open_engine(engine, run_or_model_dir), CharEncoder(load_tokenizer(model_dir)), ModelMeta.load(model_dir),
+            decoder or run_decoder(run_or_model_dir),
+        )
 
     def tag(self, text: str) -> list[Entity]:
         if not text:
@@ -30,4 +35,4 @@ class Tagger:
             self.engine, [list(text)], self.encoder, self.meta.max_length, self.meta.window_stride,
             fixed_length=fixed[1] if fixed else None,
         )
-        return extract_entities(text, logits, self.meta.labels)
+        return extract_entities(text, logits, self.meta.labels, self.decoder)

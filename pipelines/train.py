@@ -57,12 +57,27 @@ def bucketed_batches(examples: list[Example], batch_size: int, rng: random.Rando
     return batches
 
 
-def evaluate_model(model, encoder, sentences, gold_tags, labels, max_length, stride, strict=False) -> dict:
+def evaluate_model(model, encoder, sentences, gold_tags, labels, max_length, stride, strict=False, decoder="argmax") -> dict:
     was_training = model.training
     model.eval()
     logits = predict_logits(TorchEngine(model), sentences, encoder, max_length, stride)
     model.train(was_training)
-    return ner_metrics(gold_tags, [decode(lg, labels) for lg in logits], strict=strict)
+    return ner_metrics(gold_tags, [decode(lg, labels, decoder) for lg in logits], strict=strict)
+
+
+def batch_loss(model, examples: list[Example], batch: list[int], pad_id: int):
+    """(token cross-entropy of a batch of labeled windows, its attention mask)."""
+    import torch
+
+    ids, mask = pad_batch([examples[i].ids for i in batch], pad_id)
+    label_rows = np.full(ids.shape, IGNORE, dtype=np.int64)
+    for row, i in enumerate(batch):
+        label_rows[row, : len(examples[i].labels)] = examples[i].labels
+    logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), torch.from_numpy(label_rows).reshape(-1), ignore_index=IGNORE
+    )
+    return loss, mask
 
 
 def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> dict:
@@ -106,7 +121,7 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
     model.train()
 
     def checkpoint() -> None:
-        scores = evaluate_model(model, encoder, dev_sentences, dev_gold, labels, mc.max_length, mc.window_stride)
+        scores = evaluate_model(model, encoder, dev_sentences, dev_gold, labels, mc.max_length, mc.window_stride, decoder=cfg.eval.decode)
         reporter.metric("dev_f1", scores["f1"])
         reporter.log(f"step {step}: dev F1 {scores['f1']:.4f}, accuracy {scores['accuracy']:.4f}")
         if scores["f1"] > best["f1"]:
@@ -115,14 +130,7 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
 
     while step < total_steps:
         for batch in bucketed_batches(examples, tc.batch_size, rng):
-            ids, mask = pad_batch([examples[i].ids for i in batch], encoder.pad_id)
-            label_rows = np.full(ids.shape, IGNORE, dtype=np.int64)
-            for row, i in enumerate(batch):
-                label_rows[row, : len(examples[i].labels)] = examples[i].labels
-            logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
-            loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]), torch.from_numpy(label_rows).reshape(-1), ignore_index=IGNORE
-            )
+            loss, mask = batch_loss(model, examples, batch, encoder.pad_id)
             loss_sum += optimizer_step(loss, model, optimizer, schedule, tc.grad_clip)
             step += 1
             tokens_seen += int(mask.sum())

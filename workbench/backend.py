@@ -45,7 +45,7 @@ ACTIONS = (
     Action("infer", "infer: a run's engine over its eval split, predictions saved", "run"),
     Action("pretrain", "pretrain: masked-LM pretraining of a config's preset", "config"),
     Action("validate", "validate: check a config", "config"),
-    Action("distill", "distill", None, False, NOT_BUILT),
+    Action("distill", "distill: a config's student learns its teacher's soft labels", "config"),
 )
 
 
@@ -221,7 +221,7 @@ class Backend:
     def job_argv(self, action: str, target: str, engine: str = "torch") -> list[str]:
         """CLI arguments for an action on a config path or a run id."""
         runs = ["--runs-dir", self.runs_dir]
-        if action in ("run", "train", "pretrain"):
+        if action in ("run", "train", "pretrain", "distill"):
             return [action, target, *runs]
         if action == "validate":
             return ["validate", target]

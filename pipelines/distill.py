@@ -1,0 +1,178 @@
+"""Pre-trained distillation (Well-Read Students, step 2): a fine-tuned teacher tags
+unlabeled transfer text with soft labels and a compact student learns them; the
+train stage then fine-tunes the student on the labeled data.
+
+Loss per step: ``(1 - alpha) * T^2 * KL(teacher_T || student_T)`` averaged over the
+real characters of a transfer batch, plus ``alpha *`` the cross-entropy of a labeled
+batch of the data's train split when ``alpha > 0``. The ``T^2`` keeps the soft-label
+gradients on the scale of the hard-label ones whatever the temperature (Hinton et al.).
+
+Soft labels are computed per batch by a teacher forward pass, not cached: a cache of
+``[characters x labels]`` floats for the whole transfer set would be gigabytes, while
+the per-batch cost is one teacher forward per step (no backward). The result's
+``teacher_share`` says what fraction of the time that took: small for a teacher of the
+student's size, most of the step for a bert-base teacher on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from typing import Iterator, Sequence
+
+from .config import RunConfig
+from .data import NerData
+from .encoding import CharEncoder
+from .events import Reporter
+from .files import replace_dir, write_json
+from .models import ModelError, build_model, load_model, parameter_count, save_model
+from .optim import load_training_state, make_optimizer, optimizer_step, save_training_state
+from .predict import make_windows, pad_batch
+from .train import batch_loss, bucketed_batches, make_examples
+
+DISTILLED_DIR, CHECKPOINT_DIR = "distilled", "distill-checkpoint"
+
+
+def kd_loss(student_logits, teacher_logits, temperature: float):
+    """``T^2`` times the mean over rows of KL(softmax(teacher / T) || softmax(student / T));
+    rows are characters, ``[N, labels]``. Exactly 0 when the logits are equal."""
+    import torch.nn.functional as F
+
+    log_student = F.log_softmax(student_logits / temperature, dim=-1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=-1)
+    return F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean") * temperature**2
+
+
+def label_order(teacher_labels: Sequence[str], labels: Sequence[str]) -> list[int]:
+    """Indices that reorder the teacher's logits into the student's label order."""
+    if set(teacher_labels) != set(labels):
+        raise ModelError(f"the teacher's labels ({', '.join(teacher_labels)}) differ from the data's ({', '.join(labels)})")
+    return [list(teacher_labels).index(label) for label in labels]
+
+
+def check_same_vocab(teacher_tokenizer, student_tokenizer, teacher: str) -> None:
+    """Teacher and student read the same ids at the same positions, so their vocabularies must match."""
+    a, b = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if a != b:
+        raise ModelError(
+            f"the teacher ({teacher}, {len(a)} tokens) and the student ({len(b)} tokens) have different vocabularies: "
+            "distillation needs one tokenizer (set model.tokenizer to the teacher's)"
+        )
+
+
+def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir: str, reporter: Reporter) -> dict:
+    """Train the configured student on ``teacher_dir``'s soft labels over ``sentences``
+    (lists of words); the student is saved to ``run_dir/distilled`` for the train stage."""
+    import torch
+
+    dc, mc = cfg.distill, cfg.model
+    if dc.threads:
+        torch.set_num_threads(dc.threads)
+    teacher, teacher_tokenizer, teacher_meta = load_model(teacher_dir)
+    torch.manual_seed(cfg.seed)
+    student, tokenizer, meta = build_model(mc, data.labels)
+    check_same_vocab(teacher_tokenizer, tokenizer, teacher_dir)
+    order = torch.tensor(label_order(teacher_meta.labels, data.labels))
+    encoder = CharEncoder(tokenizer)
+
+    rng = random.Random(cfg.seed)
+    windows = make_windows([[c for word in s for c in word] for s in sentences], encoder, dc.max_length)
+    rng.shuffle(windows)
+    holdout, windows = windows[: dc.holdout], windows[dc.holdout :]
+    if not windows:
+        raise ValueError("the transfer text is empty after the held-out slice")
+    labeled = []
+    if dc.alpha > 0 and "train" in data.splits:
+        train = data.splits["train"]
+        labeled = make_examples(train["tokens"], train["ner_tags"], encoder, dc.max_length, mc.window_stride)
+
+    optimizer, schedule = make_optimizer(student, dc.learning_rate, dc.weight_decay, dc.steps, int(dc.warmup_ratio * dc.steps))
+    checkpoint = os.path.join(run_dir, CHECKPOINT_DIR)
+    step = 0
+    state = load_training_state(checkpoint, student, optimizer, schedule)
+    if state is not None:
+        rng.setstate(state["rng"])
+        step = state["step"]
+        reporter.log(f"resuming from the checkpoint at step {step}")
+    reporter.log(
+        f"distilling {teacher_meta.source or teacher_dir} ({parameter_count(teacher) / 1e6:.1f}M parameters) into "
+        f"{meta.source} ({parameter_count(student) / 1e6:.1f}M) on {len(windows)} windows of <= {dc.max_length}"
+        f"{f' plus {len(labeled)} labeled' if labeled else ''}; {len(holdout)} held out; {dc.steps} steps of batch {dc.batch_size}"
+    )
+
+    def soft_targets(ids, mask):
+        # no_grad, not inference_mode: the targets are saved for the student's backward pass
+        with torch.no_grad():
+            return teacher(input_ids=ids, attention_mask=mask).logits[..., order]
+
+    def tensors(ws):
+        ids, mask = pad_batch([w.ids for w in ws], encoder.pad_id)
+        ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        # the teacher was never trained on [CLS], [SEP] or padding: no targets there
+        return ids, mask, mask.bool() & (ids != encoder.cls_id) & (ids != encoder.sep_id)
+
+    def agreement() -> float:
+        """Share of held-out characters the student tags as the teacher does (argmax)."""
+        student.eval()
+        same = total = 0
+        with torch.no_grad():
+            for i in range(0, len(holdout), 64):
+                ids, mask, real = tensors(holdout[i : i + 64])
+                ours = student(input_ids=ids, attention_mask=mask).logits[real].argmax(-1)
+                same += int((ours == soft_targets(ids, mask)[real].argmax(-1)).sum())
+                total += int(real.sum())
+        student.train()
+        return same / total if total else 0.0
+
+    def endless(examples) -> Iterator[list[int]]:
+        while True:
+            yield from bucketed_batches(examples, dc.batch_size, rng)
+
+    transfer, hard = endless(windows), endless(labeled) if labeled else None
+    student.train()
+    start = time.monotonic()
+    deadline = start + dc.max_minutes * 60 if dc.max_minutes else None
+    tokens, teacher_s, loss_sum, loss_n = 0, 0.0, 0.0, 0
+    first_step = step
+    while step < dc.steps:
+        ids, mask, real = tensors([windows[i] for i in next(transfer)])
+        t0 = time.monotonic()
+        targets = soft_targets(ids, mask)[real]
+        teacher_s += time.monotonic() - t0
+        loss = kd_loss(student(input_ids=ids, attention_mask=mask).logits[real], targets, dc.temperature)
+        tokens += int(mask.sum())
+        if hard is not None:
+            ce, labeled_mask = batch_loss(student, labeled, next(hard), encoder.pad_id)
+            loss = (1 - dc.alpha) * loss + dc.alpha * ce
+            tokens += int(labeled_mask.sum())
+        loss_sum += optimizer_step(loss, student, optimizer, schedule)
+        step += 1
+        loss_n += 1
+        if step % 10 == 0 or step == dc.steps:
+            elapsed = time.monotonic() - start
+            reporter.progress(step, dc.steps, "steps", loss=round(loss_sum / loss_n, 4), lr=schedule.get_last_lr()[0],
+                              tokens_per_s=round(tokens / max(elapsed, 1e-9)))
+            loss_sum, loss_n = 0.0, 0
+        out_of_time = deadline is not None and time.monotonic() > deadline
+        if step % dc.checkpoint_every == 0 or step == dc.steps or out_of_time:
+            save_training_state(checkpoint, student, optimizer, schedule, rng=rng.getstate(), step=step)
+            reporter.metric("teacher_agreement", agreement())
+        if out_of_time:
+            reporter.log(f"time budget of {dc.max_minutes} min reached at step {step}; run again to resume")
+            break
+
+    seconds = time.monotonic() - start
+    meta.source = f"distill:{teacher_meta.source or teacher_dir}->{meta.source}"
+    replace_dir(os.path.join(run_dir, DISTILLED_DIR), lambda tmp: save_model(student, tokenizer, meta, tmp))
+    result = {
+        "steps": step,
+        "teacher_agreement": agreement(),
+        "seconds": round(seconds, 1),
+        "tokens_per_s": round(tokens / max(seconds, 1e-9)),
+        "teacher_share": round(teacher_s / seconds, 3) if step > first_step and seconds > 0 else None,
+        "windows": len(windows),
+        "teacher": teacher_dir,
+    }
+    write_json(os.path.join(run_dir, DISTILLED_DIR, "distill.json"), result)
+    return result
