@@ -65,18 +65,15 @@ def predict_logits(
     max_length: int,
     stride: int | None = None,
     batch_size: int = 64,
-    fixed_length: int | None = None,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
-    """Per-sentence ``[chars, labels]`` logits (stitched across windows).
-
-    ``fixed_length`` pads every batch to one shape, for engines compiled at a static shape.
-    """
+    """Per-sentence ``[chars, labels]`` logits (stitched across windows). Engines
+    compiled at a static shape pad each batch to it themselves (``FixedShapeEngine``)."""
     windows = make_windows(sentences, encoder, max_length, stride)
     pieces: list[np.ndarray | None] = [None] * len(windows)
     batches = length_batches([len(w.ids) for w in windows], batch_size)
     for done, batch in enumerate(batches, 1):
-        ids, mask = pad_batch([windows[i].ids for i in batch], encoder.pad_id, fixed_length)
+        ids, mask = pad_batch([windows[i].ids for i in batch], encoder.pad_id)
         out = engine.logits(ids, mask)
         for row, i in enumerate(batch):
             w = windows[i]

@@ -225,7 +225,6 @@ def infer(
         meta.max_length,
         meta.window_stride,
         batch_size=batch_size,
-        fixed_length=engine.fixed_shape[1] if engine.fixed_shape else None,
         on_batch=lambda n, total: reporter.progress(n, total, "batches"),
     )
     seconds = time.monotonic() - t0

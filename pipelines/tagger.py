@@ -30,9 +30,5 @@ class Tagger:
     def tag(self, text: str) -> list[Entity]:
         if not text:
             return []
-        fixed = getattr(self.engine, "fixed_shape", None)
-        [logits] = predict_logits(
-            self.engine, [list(text)], self.encoder, self.meta.max_length, self.meta.window_stride,
-            fixed_length=fixed[1] if fixed else None,
-        )
+        [logits] = predict_logits(self.engine, [list(text)], self.encoder, self.meta.max_length, self.meta.window_stride)
         return extract_entities(text, logits, self.meta.labels, self.decoder)

@@ -4,6 +4,7 @@ its id alone, so stitched long-text output must equal the per-character answer."
 import numpy as np
 
 from pipelines.encoding import CharEncoder, load_tokenizer
+from pipelines.engines import FixedShapeEngine
 from pipelines.predict import extract_entities, predict_logits
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
@@ -37,10 +38,21 @@ def test_long_text_through_windows_matches_per_character_answer():
     assert [e.text for e in ents if e.type == "LOC"] == ["北京"] * 40
 
 
-def test_fixed_length_pads_every_batch_and_empty_text_is_fine():
+class FixedCharRuleEngine(FixedShapeEngine):
+    """The rule engine built for one [batch, seq], like a compiled artifact."""
+
+    def __init__(self, encoder, shape):
+        super().__init__(shape)
+        self.inner = CharRuleEngine(encoder)
+
+    def run(self, ids, mask):
+        return self.inner.logits(ids, mask)
+
+
+def test_a_fixed_shape_engine_gets_its_shape_every_call_and_empty_text_is_fine():
     encoder = CharEncoder(load_tokenizer())
-    engine = CharRuleEngine(encoder)
-    out = predict_logits(engine, [list("张三"), [], list("北京欢迎你")], encoder, max_length=16, fixed_length=16)
-    assert {shape[1] for shape in engine.calls} == {16}
+    engine = FixedCharRuleEngine(encoder, (2, 16))
+    out = predict_logits(engine, [list("张三"), [], list("北京欢迎你")], encoder, max_length=16)
+    assert set(engine.inner.calls) == {(2, 16)}
     assert [o.shape[0] for o in out] == [2, 0, 5]
     assert extract_entities("北京欢迎你", out[2], LABELS)[0].text == "北京"
