@@ -73,6 +73,32 @@ def machine_info() -> dict:
     return info
 
 
+def time_interleaved(engines: dict, ids, mask, iterations: int, max_seconds: float, on_round=None) -> tuple[dict, dict]:
+    """Per engine: the milliseconds of each call and the peak process memory (MB).
+
+    Rounds of short blocks, engine after engine: drift hits all alike, and the pause
+    lets the previous engine's spinning thread pool (OpenMP, ORT, TVM) go idle
+    instead of stealing the cores from the next one."""
+    times = {name: [] for name in engines}
+    peak = {name: 0.0 for name in engines}
+    rounds = max(1, min(ROUNDS, iterations))
+    block = max(1, iterations // rounds)
+    start = time.monotonic()
+    for r in range(rounds):
+        for name, engine in engines.items():
+            time.sleep(PAUSE_S)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                engine.logits(ids, mask)
+                times[name].append((time.perf_counter() - t0) * 1000)
+            peak[name] = max(peak[name], _rss_mb())
+        if on_round:
+            on_round(r, rounds)
+        if time.monotonic() - start > max_seconds * max(len(engines), 1):
+            break
+    return times, peak
+
+
 def benchmark(
     run_dir: str,
     engines: list[str],
@@ -121,25 +147,10 @@ def benchmark(
             for _ in range(warmup):
                 engine.logits(ids, mask)
             opened[name] = engine
-        times = {name: [] for name in opened}
-        peak = {name: 0.0 for name in opened}
-        # Rounds of short blocks, engine after engine: drift hits all alike, and the
-        # pause lets the previous engine's spinning thread pool (OpenMP, ORT, TVM)
-        # go idle instead of stealing the cores from the next one.
-        rounds = max(1, min(ROUNDS, iterations))
-        block = max(1, iterations // rounds)
-        start = time.monotonic()
-        for r in range(rounds):
-            for name, engine in opened.items():
-                time.sleep(PAUSE_S)
-                for _ in range(block):
-                    t0 = time.perf_counter()
-                    engine.logits(ids, mask)
-                    times[name].append((time.perf_counter() - t0) * 1000)
-                peak[name] = max(peak[name], _rss_mb())
-            reporter.progress(done * rounds + r + 1, len(shapes) * rounds, "rounds")
-            if time.monotonic() - start > max_seconds * max(len(opened), 1):
-                break
+        times, peak = time_interleaved(
+            opened, ids, mask, iterations, max_seconds,
+            on_round=lambda r, rounds: reporter.progress(done * rounds + r + 1, len(shapes) * rounds, "rounds"),
+        )
         for name, ms in times.items():
             size, compile_s = _artifact_info(run_dir, name, (batch, seq))
             p50 = float(np.percentile(ms, 50))
