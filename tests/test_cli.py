@@ -2,6 +2,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from workbench.cli import main
 
 from conftest import REPO
@@ -51,3 +53,10 @@ def test_console_script_exit_code_and_empty_history(tmp_path):
     assert done.returncode == 0 and "no runs yet" in done.stdout
     bad = subprocess.run([sys.executable, "-m", "workbench.cli", "validate", "nope.yaml"], capture_output=True, text=True, env=env)
     assert bad.returncode == 2 and "nope.yaml: no such config file" in bad.stderr
+
+
+def test_a_negative_tuning_budget_is_refused_by_name(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compile", "--model", "any", "--runs-dir", str(tmp_path), "--tune-trials", "-5"])
+    assert exit_info.value.code == 2
+    assert "argument --tune-trials: -5 is below 0" in capsys.readouterr().err

@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="comma-separated: fp32,fp16,int8 (default: the run's config)")
     p.add_argument("--shape", default=None, help="comma-separated BATCHxSEQ list, e.g. 1x128,1x256 (default: the export shape)")
     p.add_argument("--target", default=None, help="host (this CPU, default), cuda, or a TVM target string")
-    p.add_argument("--tune-trials", type=int, default=None, help="MetaSchedule trials in all (0: default schedules plus earlier records)")
-    p.add_argument("--tune-minutes", type=float, default=None, help="stop tuning after this long, keeping what was measured")
+    p.add_argument("--tune-trials", type=_at_least(0, int), default=None, help="MetaSchedule trials in all (0: default schedules plus earlier records)")
+    p.add_argument("--tune-minutes", type=_at_least(0.01, float), default=None, help="stop tuning after this long, keeping what was measured")
 
     p = model_command("bench", "latency / throughput of engines side by side, interleaved in one process")
     p.add_argument("--engines", default=None, help=f"comma-separated: {', '.join(ENGINE_NAMES)}")
@@ -300,6 +300,21 @@ def cmd_export(args) -> int:
         [cfg.export.shape] = _shapes(args.shape, "--shape")[:1]
     _print_summary(run.dir, _execute(args, run, cfg, ["export"]))
     return 0
+
+
+def _at_least(low, kind):
+    """An argparse type: a number of ``kind`` no smaller than ``low``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{text} is below {low}")
+        return value
+
+    return parse
 
 
 def _shapes(text: str, flag: str) -> list[list[int]]:
