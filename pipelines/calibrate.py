@@ -71,7 +71,8 @@ def simulated_int8(model, ranges: dict, per_channel: bool, only: Iterable[str]):
     """Layers in ``only`` compute as the int8 kernel does (u8 activations, s8 weights)."""
     import torch
 
-    layers = {n: m for n, m in linear_layers(model).items() if n in set(only)}
+    only = set(only)
+    layers = {n: m for n, m in linear_layers(model).items() if n in only}
     prepared = {}
     for name, m in layers.items():
         w = m.weight.detach().float().numpy()

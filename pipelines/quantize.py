@@ -148,11 +148,10 @@ def entropy_threshold(abs_hist: np.ndarray, bin_width: float, levels: int = 128)
         counts = np.add.reduceat(nonempty.astype(np.float64), starts)
         sizes = np.diff(np.append(starts, i))
         q = np.repeat(np.divide(sums, counts, out=np.zeros_like(sums), where=counts > 0), sizes) * nonempty
-        mask = p > 0
         pn, qn = p / p.sum(), q / max(q.sum(), 1e-30)
         # TensorRT smooths empty Q bins rather than returning infinity.
         qn = np.where(qn > 0, qn, 1e-10)
-        kl = float(np.sum(pn[mask] * np.log(pn[mask] / qn[mask])))
+        kl = float(np.sum(pn[nonempty] * np.log(pn[nonempty] / qn[nonempty])))
         if kl < best:
             best, best_i = kl, i
     return (best_i + 0.5) * bin_width
