@@ -31,7 +31,11 @@ def test_empty_history_offers_the_quickstart(tmp_path, monkeypatch):
             empty = app.screen.query_one("#empty")
             await wait_until(pilot, lambda: empty.display, what="empty state")
             assert not app.screen.query_one("#runs").display
-            await pilot.click("#quickstart")
+            # A click lands where the button was last laid out: wait until it has a place on screen.
+            button = app.screen.query_one("#quickstart", Button)
+            await wait_until(pilot, lambda: button.region.area > 0, what="quickstart button laid out")
+            await pilot.pause()
+            assert await pilot.click("#quickstart"), "the click missed the quickstart button"
             await wait_until(pilot, lambda: app.current_mode == "jobs", what="jobs screen")
             assert started == [1] and app.selected_job
 
