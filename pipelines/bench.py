@@ -114,9 +114,7 @@ def benchmark(
     # Engines share the cores. Each keeps its own thread-pool policy (a passive OpenMP
     # made eager torch 2.5x slower, a non-spinning ONNX Runtime 2x slower: either would
     # misstate the peer); blocks of calls with a pause between engines keep one
-    # engine's idle spinning out of the next one's timings. TVM's pool would spin
-    # indefinitely, so it alone is told not to.
-    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+    # engine's idle spinning out of the next one's timings (TVM's pool: see tvm_threads).
     if threads:
         import torch
 

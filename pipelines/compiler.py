@@ -19,6 +19,7 @@ import time
 from .events import Event, Reporter
 from .files import replace_dir, write_json
 from .models import ModelMeta
+from .tvm_threads import configure_tvm_threads
 
 ARTIFACT_META = "artifact.json"
 LIBRARY = "model.so"
@@ -210,6 +211,9 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
 
 def _main(request_path: str) -> int:
     """Subprocess entry: events as JSON lines on stdout, the result last."""
+    # Before TVM runs a kernel: FoldConstant and tuning's measurements use the pool,
+    # and tuning's runner processes inherit the setting.
+    configure_tvm_threads()
     with open(request_path, encoding="utf-8") as f:
         request = json.load(f)
 

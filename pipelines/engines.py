@@ -12,6 +12,8 @@ import os
 
 import numpy as np
 
+from .tvm_threads import configure_tvm_threads
+
 ENGINE_NAMES = ("torch", "torchscript", "ort", "ort-int8", "ort-int8-static", "tvm-fp32", "tvm-fp16", "tvm-int8")
 MODEL_DIR, EXPORT_DIR, COMPILED_DIR, ONNX_DIR = "model", "export", "compiled", "onnx"
 
@@ -82,12 +84,10 @@ class TorchScriptEngine(FixedShapeEngine):
 class TVMEngine(FixedShapeEngine):
     """A compiled TVM artifact (needs TVM and numpy; no torch)."""
 
-    def __init__(self, artifact_dir: str) -> None:
+    def __init__(self, artifact_dir: str, threads: int | None = None) -> None:
         import json
 
-        # TVM's worker threads otherwise spin after each call and starve any other
-        # engine (or the UI) sharing the cores.
-        os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
+        configure_tvm_threads(threads)
         import tvm
         from tvm import relax
 
@@ -189,5 +189,5 @@ def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, sh
             raise EngineError(
                 f"no {name} artifact for this model: run `ner-workbench compile --model RUN --precision {precision}` first"
             )
-        return TVMEngine(artifacts[0])
+        return TVMEngine(artifacts[0], threads)
     raise EngineError(f"unknown engine {name!r} (one of: {', '.join(ENGINE_NAMES)})")

@@ -38,7 +38,6 @@ def main() -> int:
     args = parser.parse_args()
     if not os.path.isdir(args.tuning_db):
         parser.error(f"{args.tuning_db}: no tuning database (tune first, see the docstring)")
-    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", "0")
     print("| model | seq | default p50 ms | tuned p50 ms | tuned / default |\n|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as root:
         for preset in args.presets.split(","):
