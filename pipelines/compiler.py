@@ -85,6 +85,7 @@ def fuse(mod, target):
         relax.transform.FoldConstant(),  # weights are constants: transposes fold away
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        relax.transform.AttachAttrLayoutFreeBuffers(),  # which kernel inputs are weights
     ]
     with target:
         return tvm.transform.Sequential(passes)(mod)
@@ -107,6 +108,10 @@ def cpu_pipeline(target, log=None, fused: bool = False, tuned: bool = False):
             passes = [relax.transform.MetaScheduleApplyDatabase()] if tuned else []
             passes += [
                 dl.ApplyDefaultSchedule(rules),
+                # Weights repacked by the schedules: the repacking runs once, here.
+                relax.transform.SplitLayoutRewritePreproc(),
+                relax.transform.FoldConstant(),
+                relax.transform.DeadCodeElimination(),
                 relax.transform.RewriteDataflowReshape(),
                 relax.transform.ToNonDataflow(),
                 relax.transform.RemovePurityChecking(),

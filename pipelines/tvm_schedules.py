@@ -103,6 +103,9 @@ class Matmul(CPUScheduleRule):
             self._fuse_epilogues(sch, infos[main_index + 1 :])
             return sch
 
+        weight = _layout_free_weight(sch, func, block)
+        if weight is not None:
+            _pack_weight_panels(sch, block, weight, cols)
         i_outer, i_inner = sch.split(i, [None, rows])
         j_outer, j_inner = sch.split(j, [None, cols])
         j_vec_outer, j_vec = sch.split(j_inner, [None, lanes])
@@ -141,6 +144,45 @@ class Matmul(CPUScheduleRule):
                 sch.reverse_compute_inline(epilogue.block_rv)
             except Exception:  # noqa: BLE001 - leave it as its own (serial) loop nest
                 _parallel_outer(sch, epilogue.block_rv)
+
+
+# Marks a block whose only job is to repack a constant; relax's SplitLayoutRewritePreproc
+# moves it out of the kernel and FoldConstant then runs it once, at compile time.
+LAYOUT_REWRITE_PREPROC = "meta_schedule.layout_rewrite_preproc"
+
+
+def _layout_free_weight(sch: s_tir.Schedule, func: tirx.PrimFunc, block) -> tuple[int, int] | None:
+    """``(read index, axis of j)`` of the GEMM operand that is a 2-D constant (a
+    weight: relax's AttachAttrLayoutFreeBuffers lists them), else None."""
+    free = (func.attrs or {}).get("layout_free_buffers")
+    if not free:
+        return None
+    weights = [func.params[int(p)] for p in free]  # a param *is* its buffer in TVM 0.27
+    stmt = sch.get(block)
+    *_, j_var, k_var = (iv.var for iv in stmt.iter_vars)
+    for index, region in enumerate(stmt.reads):
+        if len(region.region) != 2 or not any(region.source.same_as(w) for w in weights):
+            continue
+        mins = [r.min for r in region.region]
+        for j_axis in (0, 1):
+            if mins[j_axis].same_as(j_var) and mins[1 - j_axis].same_as(k_var):
+                return index, j_axis
+    return None
+
+
+def _pack_weight_panels(sch: s_tir.Schedule, block, weight: tuple[int, int], cols: int) -> None:
+    """Store the weight as [N / cols, K, cols] panels: the tile's K x cols slice is
+    then contiguous. Read in place from a [K, N] matrix each row of the slice is N
+    floats apart; for N = 1024 or 3072 those rows alias in the cache (the FFN GEMMs
+    ran at 340-400 GFLOP/s instead of 520 here)."""
+    index, j_axis = weight
+    cached = sch.cache_read(block, index, "global")
+    sch.annotate(cached, LAYOUT_REWRITE_PREPROC, True)
+    if j_axis == 1:
+        panels = lambda k, j: (j // cols, k, j % cols)  # noqa: E731
+    else:
+        panels = lambda j, k: (j // cols, k, j % cols)  # noqa: E731
+    sch.transform_layout(block, ("read", index), panels)
 
 
 class Injective(CPUScheduleRule):
