@@ -158,8 +158,12 @@ def test_tuning_reports_live_progress_stops_at_its_time_budget_and_is_reused(toy
     trials = [e for e in events if e.kind == "progress" and e.unit == "trials"]
     assert trials and trials[-1].total == 40 and 0 < trials[-1].n < 40
     assert {"task", "tasks", "best_us", "eta_s"} <= set(trials[-1].data)
-    # Each kernel's default schedule is measured and stored too, so records > trials.
+    # Each kernel's default schedule is measured and stored too, so records > trials;
+    # the GEMMs whose default packs their weights are left out of tuning altogether.
     assert tuning["trials"] == 40 and tuning["records"] > trials[-1].n
+    logs = [e.message for e in events if e.kind == "log"]
+    assert not [m for m in logs if "not measured" in m]
+    assert any(m.endswith("keep their default schedule (weights packed into panels), not tuned") for m in logs)
     ids, mask = _ids()
     ref = open_engine("torch", str(run_dir)).logits(ids, mask)
     tuned = open_engine("tvm-fp32", str(run_dir)).logits(ids, mask)
