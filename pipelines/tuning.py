@@ -21,13 +21,17 @@ Tuning records live in a JSON database that later compiles of the same kernels
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import dataclass
 
 from .events import Reporter
 
-# Kernels that only move data: tuning them spends trials for nothing.
-TRIVIAL_KERNELS = ("reshape", "transpose", "take", "index_tensor", "cast", "squeeze", "expand_dims", "concatenate", "strided_slice")
+# Kernels made only of ops that move data: tuning them spends trials for nothing.
+# A fused kernel is named after its ops (``fused_reshape3_transpose1_broadcast_to4``);
+# one with any other op in it (``fused_matmul_add2_reshape1_add1``) is tuned.
+LAYOUT_OPS = ("reshape", "transpose", "take", "index_tensor", "cast", "squeeze", "expand_dims", "concatenate", "strided_slice", "broadcast_to")
+LAYOUT_ONLY_KERNEL = re.compile(r"^(?:fused_)?(?:(?:%s)\d*(?:_|$))+$" % "|".join(LAYOUT_OPS))
 
 
 class TimeBudgetReached(Exception):
@@ -48,7 +52,7 @@ def tunable(task) -> bool:
     """Not a layout-only kernel, and not one scheduled by hand (the int8 VNNI GEMMs)."""
     attrs = task.dispatched[0]["main"].attrs
     scheduled = attrs is not None and bool(attrs.get("tirx.is_scheduled", False))
-    return not scheduled and not any(word in task.task_name for word in TRIVIAL_KERNELS)
+    return not scheduled and not LAYOUT_ONLY_KERNEL.match(task.task_name)
 
 
 def database_dir(root: str, target) -> str:

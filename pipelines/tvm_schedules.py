@@ -117,6 +117,15 @@ class Matmul(CPUScheduleRule):
         sch.reverse_compute_at(writeback, i_outer, preserve_unit_loops=True)
         last = writeback
         epilogues = [e.block_rv for e in infos[main_index + 1 :]]
+        # Intermediate epilogues (a bias add, a unit reshape) fold into the next one:
+        # the tile then writes the final value once, and no tile-local step is left
+        # that reads a buffer only a reshape defines.
+        for epilogue in epilogues[:-1]:
+            try:
+                sch.compute_inline(epilogue)
+            except Exception:  # noqa: BLE001 - keep it as a step of its own
+                continue
+        epilogues = [e for e in epilogues if _exists(sch, e)]
         if epilogues:
             sch.reverse_compute_at(epilogues[0], i_outer, preserve_unit_loops=True)
             sch.compute_inline(writeback)
@@ -144,6 +153,14 @@ class Matmul(CPUScheduleRule):
                 sch.reverse_compute_inline(epilogue.block_rv)
             except Exception:  # noqa: BLE001 - leave it as its own (serial) loop nest
                 _parallel_outer(sch, epilogue.block_rv)
+
+
+def _exists(sch: s_tir.Schedule, block) -> bool:
+    try:
+        sch.get(block)
+    except Exception:  # noqa: BLE001 - inlined away
+        return False
+    return True
 
 
 # Marks a block whose only job is to repack a constant; relax's SplitLayoutRewritePreproc
@@ -252,6 +269,16 @@ class RowReduction(CPUScheduleRule):
         infos = normalize_prim_func(sch)
         if infos is None or len(infos) < 2 or not infos[-1].is_injective():
             return None
+        # Elementwise steps with one consumer fold into it (softmax's x - max into its
+        # exp; its divide, broadcast and reshape into one write): each would otherwise
+        # be one more vector pass over the row, through memory.
+        for b in infos[:-1]:
+            if b.is_injective() and len(sch.get_consumers(b.block_rv)) == 1:
+                try:
+                    sch.compute_inline(b.block_rv)
+                except Exception:  # noqa: BLE001 - keep it as a step of its own
+                    pass
+        infos = normalize_prim_func(sch)
         reductions = [b for b in infos if not b.is_injective()]
         kinds = [b.dom_kind() for b in infos]
         rows = min(len(k) - len(k.lstrip("S")) for k in kinds)

@@ -172,3 +172,11 @@ def test_tuning_reports_live_progress_stops_at_its_time_budget_and_is_reused(toy
     events, reused = compile_with({"trials": 0})
     assert not any(e.kind == "progress" and e.unit == "trials" for e in events)
     assert reused["records"] == tuning["records"]  # nothing new measured, everything reused
+
+
+def test_only_kernels_that_just_move_data_are_left_out_of_tuning():
+    from pipelines.tuning import LAYOUT_ONLY_KERNEL
+
+    layout = ["take1", "reshape21", "fused_cast_reshape1", "fused_reshape3_transpose1_broadcast_to3_reshape41"]
+    compute = ["fused_matmul_add2_reshape1_add1", "fused_softmax_broadcast_to5_reshape71", "layer_norm1", "fused_bitwise_and1_broadcast_to2_where1"]
+    assert [n for n in layout + compute if LAYOUT_ONLY_KERNEL.match(n)] == layout
