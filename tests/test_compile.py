@@ -164,6 +164,10 @@ def test_tuning_reports_live_progress_stops_at_its_time_budget_and_is_reused(toy
     logs = [e.message for e in events if e.kind == "log"]
     assert not [m for m in logs if "not measured" in m]
     assert any(m.endswith("keep their default schedule (weights packed into panels), not tuned") for m in logs)
+    # The tuned build is kept only if it beats the default one end to end.
+    assert set(tuning["p50_ms"]) == {"tuned", "default"}
+    assert tuning["p50_ms"][tuning["kept"]] == min(tuning["p50_ms"].values())
+    assert any(m.startswith("end to end: ") and m.endswith(f"keeping the {tuning['kept']} build") for m in logs)
     ids, mask = _ids()
     ref = open_engine("torch", str(run_dir)).logits(ids, mask)
     tuned = open_engine("tvm-fp32", str(run_dir)).logits(ids, mask)

@@ -34,3 +34,35 @@ def test_linear_weight_is_packed_into_panels_and_still_correct():
     out = vm["main"](tvm.runtime.tensor(x.numpy()))
     out = out[0] if not hasattr(out, "numpy") else out
     np.testing.assert_allclose(out.numpy(), layer(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+class _FeedForward(torch.nn.Module):
+    """gelu(linear(x)) + x on [1, S, H]: the torch frontend wraps the linear in reshapes."""
+
+    def __init__(self, hidden=64) -> None:
+        super().__init__()
+        self.up = torch.nn.Linear(hidden, hidden)
+
+    def forward(self, x):
+        return torch.nn.functional.gelu(self.up(x)) + x
+
+
+def test_bias_gelu_and_residual_fuse_into_the_gemm_across_unit_reshapes():
+    import tvm
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from pipelines.compiler import fuse
+
+    torch.manual_seed(0)
+    block = _FeedForward().eval()
+    x = torch.randn(1, 16, 64)
+    mod = from_exported_program(torch.export.export(block, (x,)), keep_params_as_input=False)
+    target = tvm.target.Target(host_target())
+    kernels = [gv.name_hint for gv, f in fuse(mod, target).functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
+    [gemm] = [name for name in kernels if "matmul" in name]
+    assert "gelu" in gemm and gemm.count("add") == 2, kernels  # bias and residual, one kernel
+    executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(x.numpy()))
+    out = out[0] if not hasattr(out, "numpy") else out
+    np.testing.assert_allclose(out.numpy(), block(x).detach().numpy(), rtol=1e-5, atol=1e-5)

@@ -367,6 +367,9 @@ def cmd_compile(args) -> int:
         if (meta.get("tuning") or {}).get("records"):
             t = meta["tuning"]
             out.print(f"  tuning: {t['trials']} trials this compile, {t['records']} records in the database used")
+            if t.get("kept"):  # the tuned build must beat the default one end to end
+                times = ", ".join(f"{build} {ms:.2f} ms" for build, ms in t["p50_ms"].items())
+                out.print(f"  end to end: {times} → kept the {t['kept']} build")
         if meta.get("quantization"):  # int8: which layers are int8, which the budget kept fp32, and why
             from workbench.int8_report import quantization_table
 
