@@ -74,11 +74,8 @@ class Matmul(CPUScheduleRule):
         if not (kinds.endswith("R") and kinds.count("R") == 1 and len(kinds) >= 3) or len(sch.get(main.block_rv).reads) != 2:
             return None
         # Producers (transposes, reshapes) are computed inside the GEMM's loads.
-        for producer in reversed(infos[:main_index]):
-            try:
-                sch.compute_inline(producer.block_rv)
-            except Exception:  # noqa: BLE001 - not inlinable: leave it as its own loop nest
-                return None
+        if not all(_try_inline(sch, producer.block_rv) for producer in reversed(infos[:main_index])):
+            return None  # not inlinable: this rule does not apply
         block = main.block_rv
         *batch, i, j, k = sch.get_loops(block)
         extents = [get_extent(sch, loop) for loop in (i, j, k)]
@@ -120,12 +117,7 @@ class Matmul(CPUScheduleRule):
         # Intermediate epilogues (a bias add, a unit reshape) fold into the next one:
         # the tile then writes the final value once, and no tile-local step is left
         # that reads a buffer only a reshape defines.
-        for epilogue in epilogues[:-1]:
-            try:
-                sch.compute_inline(epilogue)
-            except Exception:  # noqa: BLE001 - keep it as a step of its own
-                continue
-        epilogues = [e for e in epilogues if _exists(sch, e)]
+        epilogues = [e for e in epilogues[:-1] if not _try_inline(sch, e)] + epilogues[-1:]
         if epilogues:
             sch.reverse_compute_at(epilogues[0], i_outer, preserve_unit_loops=True)
             sch.compute_inline(writeback)
@@ -155,10 +147,11 @@ class Matmul(CPUScheduleRule):
                 _parallel_outer(sch, epilogue.block_rv)
 
 
-def _exists(sch: s_tir.Schedule, block) -> bool:
+def _try_inline(sch: s_tir.Schedule, block) -> bool:
+    """``compute_inline`` where TVM allows it; False leaves the block as a step of its own."""
     try:
-        sch.get(block)
-    except Exception:  # noqa: BLE001 - inlined away
+        sch.compute_inline(block)
+    except Exception:  # noqa: BLE001 - TVM raises many kinds
         return False
     return True
 
@@ -213,10 +206,7 @@ class Injective(CPUScheduleRule):
         if infos is None or not all(b.is_injective() for b in infos):
             return None
         for producer in reversed(infos[:-1]):
-            try:
-                sch.compute_inline(producer.block_rv)
-            except Exception:  # noqa: BLE001 - keep it; it just runs serially
-                pass
+            _try_inline(sch, producer.block_rv)  # one that stays just runs serially
         last = infos[-1].block_rv
         loops = sch.get_loops(last)
         if not loops:
@@ -274,10 +264,7 @@ class RowReduction(CPUScheduleRule):
         # be one more vector pass over the row, through memory.
         for b in infos[:-1]:
             if b.is_injective() and len(sch.get_consumers(b.block_rv)) == 1:
-                try:
-                    sch.compute_inline(b.block_rv)
-                except Exception:  # noqa: BLE001 - keep it as a step of its own
-                    pass
+                _try_inline(sch, b.block_rv)
         infos = normalize_prim_func(sch)
         reductions = [b for b in infos if not b.is_injective()]
         kinds = [b.dom_kind() for b in infos]
