@@ -98,3 +98,18 @@ def test_markdown_and_csv_exports(tmp_path):
     assert "not built yet" in md
     parsed = list(csv.DictReader(io.StringIO(to_csv(rows))))
     assert parsed[0]["run_id"] == "a-id" and float(parsed[0]["f1"]) == 0.8 and parsed[0]["latency_p50_ms"] == ""
+
+
+def test_a_compiled_engine_shows_its_size_and_compile_time_before_any_bench(tmp_path):
+    a = tmp_path / "a"
+    write_eval(a, "test", "torch", 0.80)
+    write_eval(a, "test", "tvm-fp32", 0.80)
+    write_eval(a, "test", "tvm-fp16", 0.79)
+    for shape, size, seconds in (("1x128", 1000, 3.5), ("1x256", 4096, 4.25)):
+        art = a / "compiled" / f"tvm-fp32-{shape}"
+        art.mkdir(parents=True)
+        (art / "model.so").write_bytes(b"x" * size)
+        (art / "artifact.json").write_text(json.dumps({"library": "model.so", "compile_s": seconds}))
+    by = {r.engine: r for r in collect_rows([("a-id", "a", str(a))])}
+    assert (by["tvm-fp32"].artifact_bytes, by["tvm-fp32"].compile_s) == (4096, 4.25)  # the longest sequence
+    assert (by["tvm-fp16"].artifact_bytes, by["tvm-fp16"].compile_s) == (None, None)  # evaluated, artifact gone

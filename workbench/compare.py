@@ -159,6 +159,7 @@ def _row(run_id: str, name: str, run_dir: str, path: str) -> CompareRow | None:
     split = scores.get("split") or split or stem
     per_type = {t: float(v["f1"]) for t, v in (scores.get("per_type") or {}).items() if isinstance(v, dict) and "f1" in v}
     seconds, sentences = scores.get("seconds"), scores.get("sentences")
+    compiled = compiled_artifact(run_dir, engine) if engine.startswith("tvm-") else {}
     return CompareRow(
         run_id=run_id,
         run_name=name,
@@ -169,9 +170,23 @@ def _row(run_id: str, name: str, run_dir: str, path: str) -> CompareRow | None:
         accuracy=_num(scores.get("accuracy")),
         per_type_f1=per_type,
         eval_sentences_per_s=round(sentences / seconds, 1) if seconds and sentences else None,
-        artifact_bytes=artifact_size(run_dir, engine),
+        artifact_bytes=compiled.get("bytes") if compiled else artifact_size(run_dir, engine),
+        compile_s=_num(compiled.get("compile_s")),  # known once compiled; bench results override both
         int8_layers_kept=int8_kept(run_dir) if engine == "tvm-int8" else None,
     )
+
+
+def compiled_artifact(run_dir: str, engine: str) -> dict:
+    """A TVM engine's compiled artifact (longest sequence): its library's ``bytes`` and
+    ``compile_s``, so size and compile time show before any bench; {} if not built."""
+    from pipelines.engines import compiled_artifacts
+
+    for art in compiled_artifacts(run_dir, engine):
+        meta = read_json(os.path.join(art, "artifact.json"), {}) or {}
+        library = os.path.join(art, meta.get("library") or "model.so")
+        if os.path.isfile(library):
+            return {"bytes": os.path.getsize(library), "compile_s": meta.get("compile_s")}
+    return {}
 
 
 def int8_kept(run_dir: str) -> int | None:
