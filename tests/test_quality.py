@@ -6,9 +6,11 @@ from workbench.quality import quality_row, to_markdown
 
 
 def _run(tmp_path, metrics, preset="tiny"):
+    """A distilled run: its model records the distilled weights as its source, no preset."""
     run = tmp_path / "20261125-171010-distill"
     (run / "model").mkdir(parents=True)
-    (run / "model" / "workbench.json").write_text(json.dumps({"preset": preset, "labels": ["O"]}))
+    (run / "model" / "workbench.json").write_text(json.dumps({"preset": None, "source": "distilled", "labels": ["O"]}))
+    (run / "config.yaml").write_text(f"name: distill\nmodel:\n  preset: {preset}\n")
     (run / "metrics.json").write_text(json.dumps(metrics))
     return str(run)
 

@@ -41,7 +41,7 @@ def quality_row(run_dir: str) -> QualityRow:
         scores = {}  # only test scores go in this table
     return QualityRow(
         run=os.path.basename(os.path.normpath(run_dir)),
-        preset=meta.get("preset"),
+        preset=meta.get("preset") or _config_preset(run_dir),
         parameters=train.get("parameters"),
         minutes={stage: round(metrics[stage][key] / 60, 1) for stage, key in TRAINING_STAGES if (metrics.get(stage) or {}).get(key) is not None},
         epochs=train.get("epochs"),
@@ -51,6 +51,18 @@ def quality_row(run_dir: str) -> QualityRow:
         accuracy=scores.get("accuracy"),
         decode=scores.get("decode"),
     )
+
+
+def _config_preset(run_dir: str) -> str | None:
+    """The run's ``model.preset``: a model fine-tuned from pretrained or distilled weights
+    records those weights as its source, not the preset they were built from."""
+    import yaml
+
+    try:
+        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
+            return ((yaml.safe_load(f) or {}).get("model") or {}).get("preset")
+    except OSError:
+        return None
 
 
 def _cell(value: float | None, digits: int = 4) -> str:
