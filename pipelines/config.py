@@ -73,6 +73,9 @@ class TrainConfig(_Section):
     eval_every: int = Field(0, ge=0)
     # Stop training after this many minutes (the best dev checkpoint so far is kept).
     max_minutes: Optional[float] = Field(None, gt=0)
+    # With max_minutes: decay the learning rate to zero by the time budget if it comes
+    # before the last step, so a run cut by its budget still ends annealed.
+    decay_to_budget: bool = True
     # Torch intra-op threads; null = all cores.
     threads: Optional[int] = Field(None, ge=1)
 

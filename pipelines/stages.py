@@ -231,7 +231,7 @@ def infer(
     decoder = decoder or run_decoder(run_or_model_dir)
     pred = [decode(lg, meta.labels, decoder) for lg in logits]
     if out_path is None and model_dir != run_or_model_dir:
-        out_path = predictions_path(run_or_model_dir, split_name, engine_name)
+        out_path = predictions_path(run_or_model_dir, split_name, engine_name, decoder)
     if out_path:
         _write_predictions(out_path, sentences, gold, pred)
         reporter.artifact("predictions", out_path)
@@ -253,8 +253,18 @@ def run_decoder(run_or_model_dir: str) -> str:
         return EvalConfig().decode
 
 
-def predictions_path(run_dir: str, split_name: str, engine_name: str) -> str:
-    return os.path.join(run_dir, EVAL_DIR, f"{split_name}-{engine_name}.predictions.jsonl")
+def eval_stem(run_dir: str, split_name: str, engine_name: str, decoder: str | None = None) -> str:
+    """Name of a run's scores / predictions for one split, engine and decoding:
+    ``test-torch`` with the run's own ``eval.decode``, ``test-torch@argmax`` with another,
+    so scoring another decoding never overwrites the run's own scores."""
+    stem = f"{split_name}-{engine_name}"
+    if decoder and decoder != run_decoder(run_dir):
+        stem += f"@{decoder}"
+    return stem
+
+
+def predictions_path(run_dir: str, split_name: str, engine_name: str, decoder: str | None = None) -> str:
+    return os.path.join(run_dir, EVAL_DIR, eval_stem(run_dir, split_name, engine_name, decoder) + ".predictions.jsonl")
 
 
 def evaluate(
@@ -276,12 +286,12 @@ def evaluate(
     for key in ("f1", "precision", "recall", "accuracy"):
         reporter.metric(f"{split_name}_{key}", scores[key])
     if resolve_model_dir(run_or_model_dir) != run_or_model_dir:
-        reference = predictions_path(run_or_model_dir, split_name, "torch")
+        reference = predictions_path(run_or_model_dir, split_name, "torch", decoder)
         if engine_name != "torch" and os.path.isfile(reference):
             # How faithful a compiled / quantised engine is to eager PyTorch, tag by tag.
             scores["agreement_with_torch"] = _agreement(reference, pred)
             reporter.metric("agreement_with_torch", scores["agreement_with_torch"])
-        out = os.path.join(run_or_model_dir, EVAL_DIR, f"{split_name}-{engine_name}.json")
+        out = os.path.join(run_or_model_dir, EVAL_DIR, eval_stem(run_or_model_dir, split_name, engine_name, decoder) + ".json")
         write_json(out, scores)
         reporter.artifact("scores", out)
     return scores

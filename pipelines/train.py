@@ -103,7 +103,8 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
     steps_per_epoch = math.ceil(len(examples) / tc.batch_size)
     total_steps = max(1, math.ceil(tc.epochs * steps_per_epoch))
     warmup = max(tc.warmup_steps, int(tc.warmup_ratio * total_steps))
-    optimizer, schedule = make_optimizer(model, tc.learning_rate, tc.weight_decay, total_steps, warmup)
+    budget_s = tc.max_minutes * 60 if tc.max_minutes and tc.decay_to_budget else None
+    optimizer, schedule = make_optimizer(model, tc.learning_rate, tc.weight_decay, total_steps, warmup, budget_s)
     eval_every = tc.eval_every or steps_per_epoch
 
     params = parameter_count(model)

@@ -1,6 +1,8 @@
 """Decoding: argmax, and valid-BIO constrained Viterbi on the per-character log-softmax."""
 
 import itertools
+import json
+import os
 
 import numpy as np
 import pytest
@@ -99,3 +101,31 @@ def test_eval_decode_config_and_the_run_setting(tmp_path):
     (tmp_path / "config.yaml").write_text("eval:\n  decode: argmax\n", encoding="utf-8")
     assert run_decoder(str(tmp_path)) == "argmax"
     assert run_decoder(str(tmp_path / "nowhere")) == "bio"  # a bare model directory: the default
+
+
+def test_scoring_another_decoding_keeps_the_runs_own_scores(toy_run, tmp_path):
+    import shutil
+
+    from pipelines.data import load_split
+    from pipelines.events import Reporter
+    from pipelines.models import ModelMeta
+    from pipelines.stages import evaluate
+    from workbench.compare import collect_rows
+
+    run, _, _, corpus, _ = toy_run
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(run.dir, run_dir, ignore=shutil.ignore_patterns("compiled"))
+    own = os.path.join(run_dir, "eval", "test-torch.json")
+    before = open(own, encoding="utf-8").read()
+    labels = ModelMeta.load(os.path.join(run_dir, "model")).labels
+    scores = evaluate(run_dir, load_split("conll:" + corpus, labels), "test", Reporter(), decoder="argmax")
+
+    assert scores["decode"] == "argmax"
+    assert open(own, encoding="utf-8").read() == before  # the run's bio scores are untouched
+    other = json.loads(open(os.path.join(run_dir, "eval", "test-torch@argmax.json"), encoding="utf-8").read())
+    assert other["decode"] == "argmax" and other["f1"] == scores["f1"]
+    assert os.path.isfile(os.path.join(run_dir, "eval", "test-torch@argmax.predictions.jsonl"))
+    # The compare table stays one row per engine, under the run's own decoding.
+    rows = collect_rows([(run.id, run.name, run_dir)])
+    assert [(r.split, r.engine) for r in rows] == [("test", "torch")]
+    assert rows[0].f1 == json.loads(before)["f1"]

@@ -143,7 +143,9 @@ def _eval_files(run_dir: str) -> list[str]:
         names = sorted(os.listdir(eval_dir))
     except OSError:
         return []
-    return [os.path.join(eval_dir, n) for n in names if n.endswith(".json") and not n.startswith(".")]
+    # Scores under another decoding than the run's (test-torch@argmax.json) are left
+    # out: the table compares engines under one decoding.
+    return [os.path.join(eval_dir, n) for n in names if n.endswith(".json") and not n.startswith(".") and "@" not in n]
 
 
 def _row(run_id: str, name: str, run_dir: str, path: str) -> CompareRow | None:
