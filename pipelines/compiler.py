@@ -154,21 +154,6 @@ def cpu_pipeline(target, log=None, fused: bool = False, tuned: bool = False):
     return pipeline
 
 
-class _Runner:
-    """A built executable as ``bench.time_interleaved`` times engines."""
-
-    def __init__(self, executable) -> None:
-        import tvm
-        from tvm import relax
-
-        self.device = tvm.cpu()
-        self.vm = relax.VirtualMachine(executable, self.device)
-        self.tensor = tvm.runtime.tensor
-
-    def logits(self, ids, mask):
-        return self.vm["main"](self.tensor(ids, self.device), self.tensor(mask, self.device))
-
-
 def faster_build(builds: dict, shape, reporter: Reporter) -> tuple[str, dict]:
     """The name of the build with the lowest median latency end to end, and each one's.
 
@@ -179,9 +164,10 @@ def faster_build(builds: dict, shape, reporter: Reporter) -> tuple[str, dict]:
     import numpy as np
 
     from .bench import time_interleaved
+    from .engines import TVMEngine
 
     ids, mask = np.full(shape, 100, dtype=np.int64), np.ones(shape, dtype=np.int64)
-    runners = {name: _Runner(ex) for name, ex in builds.items()}
+    runners = {name: TVMEngine.from_executable(ex, shape, name) for name, ex in builds.items()}
     for runner in runners.values():
         runner.logits(ids, mask)  # warm-up: first-call allocation
     times, _ = time_interleaved(runners, ids, mask, iterations=40, max_seconds=5)
@@ -214,7 +200,9 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         # Calibrated linear layers -> VNNI int8 kernels (pipelines.int8); the rest stays fp32.
         from .int8 import rewrite_from_request
 
-        mod, quantization = rewrite_from_request(mod, request["quantize"])
+        mod, quantization = rewrite_from_request(mod, request["quantize"], target)
+        if not quantization["kernel"].startswith("vnni"):
+            reporter.log(f"int8: {target.attrs.get('mcpu', 'this CPU')} has no AVX-512 VNNI; the int8 GEMMs use plain int32 vector code (slower)")
     elif precision != "fp32":
         raise ValueError(f"precision {precision!r} is not supported by the compile stage (fp32, fp16, int8)")
     reporter.progress(2, steps, "steps", step="converted")

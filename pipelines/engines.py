@@ -89,15 +89,31 @@ class TVMEngine(FixedShapeEngine):
 
         configure_tvm_threads(threads)
         import tvm
-        from tvm import relax
 
         with open(os.path.join(artifact_dir, "artifact.json"), encoding="utf-8") as f:
             self.meta = json.load(f)
-        super().__init__(self.meta["inputs"][0]["shape"])
-        self.name = self.meta["engine"]
-        self.device = tvm.cuda() if self.meta["target"].startswith("cuda") else tvm.cpu()
-        lib = tvm.runtime.load_module(os.path.join(artifact_dir, self.meta["library"]))
-        self.vm = relax.VirtualMachine(lib, self.device)
+        device = tvm.cuda() if self.meta["target"].startswith("cuda") else tvm.cpu()
+        library = tvm.runtime.load_module(os.path.join(artifact_dir, self.meta["library"]))
+        self._start(library, device, self.meta["inputs"][0]["shape"], self.meta["engine"])
+
+    @classmethod
+    def from_executable(cls, executable, shape, name: str) -> "TVMEngine":
+        """An engine over a build not saved yet (the compiler times its candidates with it)."""
+        import tvm
+
+        engine = cls.__new__(cls)
+        engine.meta = {}
+        engine._start(executable, tvm.cpu(), shape, name)
+        return engine
+
+    def _start(self, executable, device, shape, name: str) -> None:
+        import tvm
+        from tvm import relax
+
+        super().__init__(shape)
+        self.name = name
+        self.device = device
+        self.vm = relax.VirtualMachine(executable, device)
         self._tensor = tvm.runtime.tensor
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -81,11 +81,21 @@ def supports(m: int, k: int, n: int) -> bool:
     return n % 16 == 0 and k % 4 == 0 and m >= 1
 
 
-def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int):
-    """The scheduled kernel ``(x[m, k] f32, w[n/16, k/4, 16, 4] i8, mul[n], off[n]) -> y[m, n] f32``."""
+def has_vnni(target) -> bool:
+    """Whether an LLVM target's CPU has AVX-512 VNNI (``vpdpbusd``); LLVM aborts the
+    whole process on the VNNI kernel for a CPU without it (e.g. znver3)."""
+    import tvm
+    from tvm.target import codegen
+
+    target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
+    return target.kind.name == "llvm" and bool(codegen.target_has_features("avx512vnni", target))
+
+
+def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, vnni: bool = True):
+    """The scheduled kernel ``(x[m, k] f32, w[n/16, k/4, 16, 4] i8, mul[n], off[n]) -> y[m, n] f32``.
+    ``vnni`` False: the same tiling with plain int32 vector arithmetic, for CPUs without VNNI."""
     from tvm import s_tir, te, tirx
 
-    register_vnni_intrin()
     f32 = "float32"
     x = te.placeholder((m, k), f32, name="x")
     w = te.placeholder((n // 16, k // 4, 16, 4), "int8", name="w")
@@ -115,13 +125,18 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int):
     k_o, k_i = sch.split(kk, [None, 4])
     # Per k quad: `rows` broadcasts of 4 activation bytes, `blocks` 64-byte weight
     # loads, rows x blocks dot products into accumulators that stay in registers.
-    sch.reorder(j_o, i_o, k_o, i_i, j_b, j_i, k_i)
+    sch.reorder(j_o, i_o, k_o, i_i, j_b, j_i, k_i) if vnni else sch.reorder(j_o, i_o, k_o, i_i, j_b, k_i, j_i)
     sch.set_scope(gemm, 0, "local")
     sch.reverse_compute_at(rescale, i_o, preserve_unit_loops=True)
     # j outer, i inner: the weight panel of `blocks` x 16 channels stays in cache across row tiles.
     sch.parallel(sch.fuse(j_o, i_o))
     init = sch.decompose_reduction(gemm, k_o)
-    sch.tensorize(j_i, INTRIN)
+    if vnni:
+        sch.tensorize(j_i, register_vnni_intrin())
+    else:
+        # TIR refuses to vectorize a reduction update; 16 contiguous int32 lanes innermost
+        # are left to LLVM's loop vectorizer.
+        sch.unroll(k_i)
     sch.unroll(i_i)
     sch.unroll(j_b)
     sch.vectorize(sch.get_loops(init)[-1])
@@ -140,7 +155,7 @@ def weight_key(w_nk: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(w_nk, dtype=np.float32).tobytes()).hexdigest()
 
 
-def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, keep_fp32=()):
+def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, keep_fp32=(), vnni: bool = True):
     """Rewrite the calibrated linear layers of ``main`` into int8 kernels.
 
     ``layers``: name -> {"key": weight_key(W), "range": [lo, hi]}. Returns (module,
@@ -204,7 +219,7 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             rel = float(np.abs(wq * (sw[:, None] if sw.size > 1 else sw) - w).max() / max(np.abs(w).max(), 1e-12))
             entry.update(int8=True, scale=scale, zero=zero, per_channel=per_channel, weight_rel_err=round(rel, 5))
             fname = f"int8_linear_{len(self.offsets)}"
-            gvar = self.builder_.add_func(int8_linear_func(m, k, n, scale, zero).with_attr("global_symbol", fname), fname)
+            gvar = self.builder_.add_func(int8_linear_func(m, k, n, scale, zero, vnni).with_attr("global_symbol", fname), fname)
             self.offsets[fname] = offset
             return self.kernel_call(gvar, [x, relax.const(pack_weight(wq)), relax.const(mul)], offset, (m, n))
 
@@ -246,13 +261,14 @@ def count_vnni(executable) -> int:
     return total
 
 
-def rewrite_from_request(mod, quantize_path: str):
+def rewrite_from_request(mod, quantize_path: str, target):
     """The compile child's int8 step: (rewritten module, the artifact's ``quantization`` record)."""
     import json
 
     with open(quantize_path, encoding="utf-8") as f:
         payload = json.load(f)
-    mod, report = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"])
+    vnni = has_vnni(target)
+    mod, report = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"], vnni)
     missing = sorted(set(payload["layers"]) - set(report))
     if missing:  # a calibrated layer the rewrite never met: its weight differs from the model's
         raise ValueError(f"int8: calibrated layers not found in the program: {', '.join(missing[:3])}")
@@ -261,4 +277,5 @@ def rewrite_from_request(mod, quantize_path: str):
     record = {k: payload[k] for k in ("settings", "calibration", "budget", "keep_fp32")}
     record["layers"] = report
     record["int8_layers"] = sum(e["int8"] for e in report.values())
+    record["kernel"] = "vnni" if vnni else "int32 vectors (no AVX-512 VNNI on this target)"
     return mod, record

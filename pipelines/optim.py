@@ -18,7 +18,7 @@ def make_optimizer(model, learning_rate: float, weight_decay: float, total_steps
         {"params": [p for n, p in model.named_parameters() if not n.endswith(NO_DECAY)], "weight_decay": weight_decay},
         {"params": [p for n, p in model.named_parameters() if n.endswith(NO_DECAY)], "weight_decay": 0.0},
     ]
-    optimizer = torch.optim.AdamW(groups, lr=learning_rate, fused=True)  # one kernel per step: ~15% faster steps on CPU
+    optimizer = torch.optim.AdamW(groups, lr=learning_rate, fused=True)  # fused update: ~15% faster steps on 2 cores
     warmup = min(warmup_steps, max(total_steps - 1, 0))
     start = time.monotonic()
 

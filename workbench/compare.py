@@ -174,32 +174,23 @@ def _row(run_id: str, name: str, run_dir: str, path: str) -> CompareRow | None:
         eval_sentences_per_s=round(sentences / seconds, 1) if seconds and sentences else None,
         artifact_bytes=compiled.get("bytes") if compiled else artifact_size(run_dir, engine),
         compile_s=_num(compiled.get("compile_s")),  # known once compiled; bench results override both
-        int8_layers_kept=int8_kept(run_dir) if engine == "tvm-int8" else None,
+        int8_layers_kept=compiled.get("int8_kept"),
     )
 
 
 def compiled_artifact(run_dir: str, engine: str) -> dict:
-    """A TVM engine's compiled artifact (longest sequence): its library's ``bytes`` and
-    ``compile_s``, so size and compile time show before any bench; {} if not built."""
+    """A TVM engine's compiled artifact (longest sequence): its library's ``bytes``,
+    ``compile_s`` and, for int8, ``int8_kept`` (linear layers the accuracy budget kept
+    in fp32), so they show before any bench; {} if not built."""
     from pipelines.engines import compiled_artifacts
 
     for art in compiled_artifacts(run_dir, engine):
         meta = read_json(os.path.join(art, "artifact.json"), {}) or {}
         library = os.path.join(art, meta.get("library") or "model.so")
         if os.path.isfile(library):
-            return {"bytes": os.path.getsize(library), "compile_s": meta.get("compile_s")}
+            kept = (meta.get("quantization") or {}).get("keep_fp32")
+            return {"bytes": os.path.getsize(library), "compile_s": meta.get("compile_s"), "int8_kept": None if kept is None else len(kept)}
     return {}
-
-
-def int8_kept(run_dir: str) -> int | None:
-    """Linear layers the tvm-int8 artifact (longest sequence) kept in fp32: the accuracy budget's choice."""
-    from pipelines.engines import compiled_artifacts
-
-    for art in compiled_artifacts(run_dir, "tvm-int8"):
-        quantization = (read_json(os.path.join(art, "artifact.json"), {}) or {}).get("quantization") or {}
-        if "keep_fp32" in quantization:
-            return len(quantization["keep_fp32"])
-    return None
 
 
 def _num(value: Any) -> float | None:
