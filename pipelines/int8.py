@@ -125,7 +125,7 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, vnni: bool
     k_o, k_i = sch.split(kk, [None, 4])
     # Per k quad: `rows` broadcasts of 4 activation bytes, `blocks` 64-byte weight
     # loads, rows x blocks dot products into accumulators that stay in registers.
-    sch.reorder(j_o, i_o, k_o, i_i, j_b, j_i, k_i) if vnni else sch.reorder(j_o, i_o, k_o, i_i, j_b, k_i, j_i)
+    sch.reorder(j_o, i_o, k_o, i_i, j_b, *((j_i, k_i) if vnni else (k_i, j_i)))
     sch.set_scope(gemm, 0, "local")
     sch.reverse_compute_at(rescale, i_o, preserve_unit_loops=True)
     # j outer, i inner: the weight panel of `blocks` x 16 channels stays in cache across row tiles.
