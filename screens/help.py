@@ -33,8 +33,8 @@ KEYS = [
     ("r", "Runs, Compare", "reload"),
 ]
 NOTE = (
-    "What isn't built yet (the infer and distill stages; TVM int8: its engine and "
-    "template) is listed but disabled, marked \"not available yet\"; stages appear as the CLI gains them."
+    "Every action runs as its own job (a subprocess): a crash or cancel never takes the app down. "
+    "An engine that needs a missing artifact (the export or compile stage) is listed with what it needs."
 )
 
 

@@ -98,7 +98,13 @@ def test_cancel_a_running_job(tmp_path):
                 await wait_until(pilot, lambda: "steps" in static_text(app.screen.query_one("#unit")), timeout=90, what="training progress")
                 assert "eta" in static_text(app.screen.query_one("#unit"))
                 await pilot.press("x")
-                await wait_until(pilot, lambda: "cancelled" in static_text(app.screen.query_one("#state")), timeout=60, what="cancelled")
+                await wait_until(
+                    pilot,
+                    lambda: "cancelled" in static_text(app.screen.query_one("#state")),
+                    timeout=60,
+                    what="cancelled",
+                    shown=lambda: f"{static_text(app.screen.query_one('#state'))!r}, log: {log_text(app.screen)[-600:]!r}",
+                )
                 assert "✘ train: cancelled" in log_text(app.screen)
             finally:
                 job.cancel()  # never leave a training job behind if the test fails

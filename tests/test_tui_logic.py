@@ -3,8 +3,10 @@
 import os
 import threading
 
+import pytest
+
 from pipelines.events import Event
-from workbench.config_files import TEMPLATES, check_config_text, find_key_line, from_template, write_text_atomic
+from workbench.config_files import TEMPLATES, Template, check_config_text, find_key_line, from_template, write_text_atomic
 from workbench.highlight import SentenceTagger, percentile, split_sentences
 from workbench.progress import ProgressTracker, describe, format_duration
 
@@ -62,10 +64,16 @@ def test_atomic_write_and_templates(tmp_path):
     quick = next(t for t in TEMPLATES if t.name == "quickstart")
     text = from_template(quick, "mine")
     assert "name: mine" in text and "name: quickstart" not in text and check_config_text(text, "mine.yaml") is None
-    assert [t.name for t in TEMPLATES if not t.available] == ["compile_int8"]
+    assert all(t.available for t in TEMPLATES)
     compiled = from_template(next(t for t in TEMPLATES if t.name == "compile_fp16"), "c16")
     assert "stages: [train, export, eval, compile, bench]" in compiled and "precisions: [fp32, fp16]" in compiled
     assert check_config_text(compiled, "c16.yaml") is None
+    every = from_template(next(t for t in TEMPLATES if t.name == "compile_int8"), "c8")
+    assert "precisions: [fp32, fp16, int8]" in every and "tvm-int8" in every and check_config_text(every, "c8.yaml") is None
+    missing = Template("later", "Later", str(tmp_path / "nowhere.yaml"), "not available yet: later")
+    assert not missing.available
+    with pytest.raises(ValueError, match="template later: not available yet: later"):
+        from_template(missing, "x")
 
 
 def test_split_sentences_covers_mixed_text():

@@ -10,12 +10,13 @@ import time
 from conftest import REPO
 
 
-async def wait_until(pilot, predicate, timeout: float = 30.0, what: str = "condition") -> None:
-    """Let the app (and its worker threads) run until ``predicate()`` holds."""
+async def wait_until(pilot, predicate, timeout: float = 30.0, what: str = "condition", shown=None) -> None:
+    """Let the app (and its worker threads) run until ``predicate()`` holds.
+    ``shown()``: what the app shows instead, for the failure message."""
     deadline = time.monotonic() + timeout
     while not _holds(predicate):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+            raise AssertionError(f"timed out waiting for {what}" + (f"; the app shows: {shown()}" if shown else ""))
         await pilot.pause(0.05)
         await asyncio.sleep(0)
 
