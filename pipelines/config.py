@@ -183,28 +183,13 @@ class BenchConfig(_Section):
     threads: Optional[int] = Field(None, ge=1)
 
 
-class PretrainConfig(_Section):
-    # peoples_daily_1998 (embedded), msra_train (labels dropped), file:PATH
-    sources: list[str] = Field(default_factory=lambda: ["peoples_daily_1998", "msra_train"])
-    steps: int = Field(1000, ge=1)
-    batch_size: int = Field(64, ge=1)
-    max_length: int = Field(128, ge=8, le=512)
-    learning_rate: float = Field(5e-4, gt=0, le=1)
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    weight_decay: float = Field(0.01, ge=0)
-    mask_prob: float = Field(0.15, gt=0, lt=1)
-    whole_word: bool = False  # needs word boundaries: peoples_daily_1998 has them
-    checkpoint_every: int = Field(500, ge=1)
-    holdout: int = Field(256, ge=0)  # sequences held out for MLM accuracy
-    max_minutes: Optional[float] = Field(None, gt=0)
-    threads: Optional[int] = Field(None, ge=1)
+class _TextSteps(_Section):
+    """A fixed number of optimiser steps over unlabeled text, checkpointed every
+    ``checkpoint_every`` steps; ``max_minutes`` stops one invocation, and running it
+    again resumes (shared by pretrain and distill)."""
 
-
-class DistillConfig(_Section):
-    # The fine-tuned teacher: a run or model directory (the CLI also takes a run id or
-    # name). It must use the student's tokenizer; its labels are matched by name.
-    teacher: Optional[str] = None
-    # Transfer text, as pretrain.sources; sentences overlapping the test split are dropped.
+    # peoples_daily_1998 (embedded), msra_train (labels dropped), file:PATH;
+    # sentences overlapping the test split are dropped.
     sources: list[str] = Field(default_factory=lambda: ["peoples_daily_1998", "msra_train"])
     steps: int = Field(1000, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -212,15 +197,27 @@ class DistillConfig(_Section):
     learning_rate: float = Field(5e-4, gt=0, le=1)
     warmup_ratio: float = Field(0.05, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0)
+    checkpoint_every: int = Field(500, ge=1)
+    holdout: int = Field(256, ge=0)  # sequences held out to measure progress
+    max_minutes: Optional[float] = Field(None, gt=0)
+    threads: Optional[int] = Field(None, ge=1)
+
+
+class PretrainConfig(_TextSteps):
+    batch_size: int = Field(64, ge=1)
+    mask_prob: float = Field(0.15, gt=0, lt=1)
+    whole_word: bool = False  # needs word boundaries: peoples_daily_1998 has them
+
+
+class DistillConfig(_TextSteps):
+    # The fine-tuned teacher: a run or model directory (the CLI also takes a run id or
+    # name). It must use the student's tokenizer; its labels are matched by name.
+    teacher: Optional[str] = None
     # Softmax temperature of teacher and student; the KL term is scaled by T^2.
     temperature: float = Field(2.0, gt=0)
     # Weight of the hard-label cross-entropy on the data's train split (KL gets 1 - alpha).
     # 0 = pure distillation as in Well-Read Students; the train stage fine-tunes after.
     alpha: float = Field(0.0, ge=0, le=1)
-    checkpoint_every: int = Field(500, ge=1)
-    holdout: int = Field(256, ge=0)  # windows held out to measure agreement with the teacher
-    max_minutes: Optional[float] = Field(None, gt=0)
-    threads: Optional[int] = Field(None, ge=1)
 
 
 class RunConfig(_Section):
