@@ -22,8 +22,8 @@ COMPILE_FP16 = """compile:
 bench:
   engines: [torch, torchscript, ort, tvm-fp32, tvm-fp16]
 """
-# The same with int8 too: TVM fp32 / fp16 / int8 side by side with ONNX Runtime's
-# dynamic int8 (calibrated on train, compile.quantize's defaults).
+# The same with int8 too: TVM fp32 / fp16 / int8 (int8 calibrated on train with
+# compile.quantize's defaults) side by side with ONNX Runtime's dynamic int8.
 COMPILE_ALL = """compile:
   precisions: [fp32, fp16, int8]
 bench:
