@@ -2,7 +2,9 @@
 
 Every character maps to exactly one token id (its own vocabulary entry after BERT's
 normalisation, else ``[UNK]``), so labels never need realigning and an unknown
-character keeps its place. Text longer than the model's window is cut into
+character keeps its place. Full-width digits and Latin letters (１９９８, ＷＴＯ) read as
+their ASCII forms: People's Daily prints them full-width, MSRA never does, and a
+model trained on MSRA has never seen the full-width ids (it tagged "１９" as a person). Text longer than the model's window is cut into
 overlapping windows whose predictions are stitched back; nothing is truncated.
 """
 
@@ -14,6 +16,14 @@ from typing import Sequence
 import numpy as np
 
 from . import resources
+
+# U+FF10-FF19, U+FF21-FF3A, U+FF41-FF5A -> 0-9, A-Z, a-z. Full-width punctuation stays:
+# it is the norm in Chinese text and in MSRA (which has "％" and never "%").
+_ASCII_FORM = {
+    chr(code): chr(code - 0xFEE0)
+    for start, end in (("０", "９"), ("Ａ", "Ｚ"), ("ａ", "ｚ"))
+    for code in range(ord(start), ord(end) + 1)
+}
 
 
 def load_tokenizer(name_or_dir: str | None = None):
@@ -49,7 +59,7 @@ class CharEncoder:
     def char_id(self, char: str) -> int:
         cached = self._cache.get(char)
         if cached is None:
-            pieces = self.tokenizer.tokenize(char) if char.strip() else []
+            pieces = self.tokenizer.tokenize(_ASCII_FORM.get(char, char)) if char.strip() else []
             # One piece: its id. Several (rare symbols) or none (spaces, controls): [UNK].
             cached = self.tokenizer.convert_tokens_to_ids(pieces[0]) if len(pieces) == 1 else self.unk_id
             self._cache[char] = cached

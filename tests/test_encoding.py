@@ -28,6 +28,14 @@ def test_one_id_per_character_and_unknowns_keep_their_place(encoder):
     assert ids[9] == vocab["，"]
 
 
+def test_full_width_digits_and_letters_read_as_ascii_but_full_width_punctuation_stays(encoder):
+    vocab = encoder.tokenizer.get_vocab()
+    # People's Daily prints dates and acronyms full-width; MSRA (the training data) never does.
+    assert "１" in vocab and vocab["１"] != vocab["1"]  # without the fold they would be different ids
+    assert encoder.ids(list("１９９８年ＷＴＯｗ")) == encoder.ids(list("1998年WTOw"))
+    assert encoder.ids(list("％，（）")) == [vocab[c] for c in "％，（）"]
+
+
 @pytest.mark.parametrize("length, window, stride", [(0, 10, None), (7, 10, None), (10, 10, 3), (11, 10, 3), (257, 126, 63), (1000, 254, None)])
 def test_windows_cover_every_position_within_the_window(length, window, stride):
     spans = window_spans(length, window, stride)
