@@ -124,7 +124,7 @@ def test_distill_then_train_starts_from_the_student(toy_run, tmp_path):
     assert ModelMeta.load(os.path.join(run.dir, "model")).source == student
 
 
-def test_cli_distill_finds_the_teacher_by_run_name(toy_run, tmp_path):
+def test_cli_finds_the_teacher_and_the_starting_weights_by_run_name(toy_run, tmp_path):
     import shutil
 
     import yaml
@@ -140,7 +140,7 @@ def test_cli_distill_finds_the_teacher_by_run_name(toy_run, tmp_path):
     config.write_text(yaml.safe_dump({
         "name": "student",
         "data": {"source": "conll", "train": corpus, "dev": corpus, "test": corpus},
-        "model": {"preset": "tiny", "max_length": 16},
+        "model": {"preset": "tiny", "max_length": 16, "pretrained": "teacher"},  # self-distillation
         "distill": {"teacher": "teacher", "sources": [f"file:{corpus}"], "steps": 2, "batch_size": 4,
                     "max_length": 16, "holdout": 2, "threads": 2},
     }), encoding="utf-8")
@@ -149,3 +149,4 @@ def test_cli_distill_finds_the_teacher_by_run_name(toy_run, tmp_path):
     assert [(s.stage, s.status) for s in student.stages] == [("distill", "done")]
     saved = yaml.safe_load(open(os.path.join(student.dir, "config.yaml"), encoding="utf-8"))
     assert saved["distill"]["teacher"] == teacher.dir
+    assert saved["model"]["pretrained"] == os.path.join(teacher.dir, "model")
