@@ -26,11 +26,43 @@ LIBRARY = "model.so"
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "workbench.json")
 
 
-def host_target() -> dict:
-    """LLVM for this machine's CPU, using every core."""
-    from tvm.target.codegen import llvm_get_system_cpu
+# /proc/cpuinfo flag -> LLVM feature, for the vector extensions the kernels can use.
+_CPU_FLAGS = {
+    "avx512_vnni": "avx512vnni",
+    "avx_vnni": "avxvnni",
+    "avx512_bf16": "avx512bf16",
+    "avx512_fp16": "avx512fp16",
+    "amx_tile": "amx-tile",
+    "amx_int8": "amx-int8",
+    "amx_bf16": "amx-bf16",
+}
 
-    return {"kind": "llvm", "mcpu": llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
+
+def host_target(cpuinfo: str = "/proc/cpuinfo") -> dict:
+    """LLVM for this machine's CPU, using every core. LLVM names the CPU from its
+    model number; in a VM it can guess an older one (``rocketlake`` on a Xeon with
+    AVX-512-FP16 and AMX), so extensions the host reports and that CPU lacks are
+    added as ``mattr``."""
+    import tvm
+    from tvm.target.codegen import llvm_get_cpu_features, llvm_get_system_cpu
+
+    target = {"kind": "llvm", "mcpu": llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
+    extra = sorted(set(_CPU_FLAGS[f] for f in _host_flags(cpuinfo) if f in _CPU_FLAGS)
+                   - set(llvm_get_cpu_features(tvm.target.Target(target))))
+    if extra:
+        target["mattr"] = ["+" + feature for feature in extra]
+    return target
+
+
+def _host_flags(cpuinfo: str) -> set[str]:
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:  # not Linux: LLVM's guess alone
+        pass
+    return set()
 
 
 def resolve_target(spec) -> dict | str:

@@ -66,3 +66,20 @@ def test_bias_gelu_and_residual_fuse_into_the_gemm_across_unit_reshapes():
     out = vm["main"](tvm.runtime.tensor(x.numpy()))
     out = out[0] if not hasattr(out, "numpy") else out
     np.testing.assert_allclose(out.numpy(), block(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_host_target_adds_the_extensions_the_cpu_reports_and_llvm_s_guess_lacks(tmp_path):
+    import tvm
+    from tvm.target.codegen import llvm_get_cpu_features
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_fp16 amx_tile amx_int8\n")
+    target = host_target(str(cpuinfo))
+    features = set(llvm_get_cpu_features(tvm.target.Target(target)))
+    assert {"avx512fp16", "amx-tile", "amx-int8"} <= features
+    # only what the named CPU lacks is added, each once, in LLVM's spelling
+    assert all(f.startswith("+") and f[1:] in {"avx512fp16", "amx-tile", "amx-int8"} for f in target.get("mattr", []))
+
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2\n")
+    assert "mattr" not in host_target(str(cpuinfo))
+    assert "mattr" not in host_target(str(tmp_path / "missing"))  # not Linux: LLVM's guess alone
