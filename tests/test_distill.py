@@ -150,3 +150,55 @@ def test_cli_finds_the_teacher_and_the_starting_weights_by_run_name(toy_run, tmp
     saved = yaml.safe_load(open(os.path.join(student.dir, "config.yaml"), encoding="utf-8"))
     assert saved["distill"]["teacher"] == teacher.dir
     assert saved["model"]["pretrained"] == os.path.join(teacher.dir, "model")
+
+
+def test_a_config_file_as_teacher_is_run_once_then_reused(toy_run, tmp_path):
+    import yaml
+
+    from workbench.cli import main
+    from workbench.store import RunStore
+
+    corpus, runs = toy_run[3], str(tmp_path / "runs")
+    data = {"source": "conll", "train": corpus, "dev": corpus, "test": corpus}
+    teacher = tmp_path / "teacher.yaml"
+    teacher.write_text(yaml.safe_dump({
+        "name": "teacher", "stages": ["train"], "data": data,
+        "model": {"preset": "tiny", "max_length": 16}, "train": {"epochs": 1, "batch_size": 8, "threads": 2},
+    }), encoding="utf-8")
+    student = tmp_path / "student.yaml"
+    student.write_text(yaml.safe_dump({
+        "name": "student", "stages": ["distill"], "data": data,
+        "model": {"preset": "tiny", "max_length": 16, "pretrained": "teacher.yaml"},  # beside this config
+        "distill": {"teacher": str(teacher), "sources": [f"file:{corpus}"], "steps": 2, "batch_size": 4,
+                    "max_length": 16, "holdout": 2, "threads": 2},
+    }), encoding="utf-8")
+
+    for _ in range(2):
+        assert main(["run", str(student), "--runs-dir", runs, "--quiet"]) == 0
+    store = RunStore(runs)
+    teachers = [r for r in store.list_runs() if r.name == "teacher"]
+    assert [r.status for r in teachers] == ["done"]  # trained by the first run, reused by the second
+    for run in (r for r in store.list_runs() if r.name == "student"):
+        saved = yaml.safe_load(open(os.path.join(run.dir, "config.yaml"), encoding="utf-8"))
+        assert saved["distill"]["teacher"] == teachers[0].dir
+        assert saved["model"]["pretrained"] == os.path.join(teachers[0].dir, "model")
+
+    # an edited teacher config is not the recorded one: it trains anew
+    cfg = yaml.safe_load(teacher.read_text(encoding="utf-8"))
+    cfg["train"]["learning_rate"] = 1e-3
+    teacher.write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    assert main(["run", str(student), "--runs-dir", runs, "--quiet"]) == 0
+    assert len([r for r in RunStore(runs).list_runs() if r.name == "teacher"]) == 2
+
+
+def test_configs_that_name_each_other_as_teachers_are_refused(tmp_path, capsys):
+    import yaml
+
+    from workbench.cli import main
+
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    for this, other in ((a, b), (b, a)):
+        this.write_text(yaml.safe_dump({"name": this.stem, "stages": ["distill", "train"],
+                                        "distill": {"teacher": str(other)}}), encoding="utf-8")
+    assert main(["run", str(a), "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 2
+    assert "the configs refer to each other in a loop" in capsys.readouterr().err

@@ -194,6 +194,7 @@ class _Sinks(list):
 def cmd_run(args, stages: list[str] | None = None) -> int:
     from pipelines.config import load_config
 
+    from .references import resolve_references
     from .store import RunStore
 
     cfg = load_config(args.config, _parse_overrides(args.set))
@@ -205,7 +206,13 @@ def cmd_run(args, stages: list[str] | None = None) -> int:
             if unknown:
                 raise CliError(f"--stages: {', '.join(unknown)} not among the configured stages ({', '.join(cfg.stages)})")
     store = RunStore(args.runs_dir)
-    _runs_to_dirs(cfg, stages, store)
+
+    def run_upstream(upstream, path):  # a config that a reference names, run first
+        record = store.create_run(upstream, path)
+        _execute(args, record, upstream, upstream.stages, store)
+        return record.dir
+
+    resolve_references(cfg, stages, store, run_upstream, os.path.dirname(os.path.abspath(args.config)))
     if args.resume:
         run = store.find(args.resume)
         if run is None:
@@ -214,22 +221,6 @@ def cmd_run(args, stages: list[str] | None = None) -> int:
         run = store.create_run(cfg, os.path.abspath(args.config))
     _print_summary(run.dir, _execute(args, run, cfg, stages, store))
     return 0
-
-
-def _runs_to_dirs(cfg, stages, store) -> None:
-    """distill.teacher and model.pretrained may name a run (id or name, its newest run):
-    they become that run's directory, which the run's config.yaml then records. A path
-    that exists is kept, and so is a name no run has (a hub id)."""
-    from pipelines.stages import resolve_model_dir
-
-    def run_dir(ref):
-        found = store.find(ref) if ref and not os.path.exists(ref) else None
-        return found.dir if found else ref
-
-    if "distill" in stages:
-        cfg.distill.teacher = run_dir(cfg.distill.teacher)
-    if cfg.model.pretrained and (found := run_dir(cfg.model.pretrained)) != cfg.model.pretrained:
-        cfg.model.pretrained = resolve_model_dir(found)
 
 
 def cmd_train(args) -> int:

@@ -1,0 +1,63 @@
+"""What a config's ``distill.teacher`` and ``model.pretrained`` name, made concrete.
+
+Either may be a path (kept), a run id or name (its newest run's directory; for
+``model.pretrained``, that run's model), a hub id (kept), or a run config file: the
+newest finished run of that config, which is run first when there is none (a
+relative path is looked up from the working directory, then beside the config that
+names it). So one
+config can chain the whole recipe (``configs/best_offline.yaml``: train a teacher,
+then distill it) and a second invocation reuses what the first trained.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Callable
+
+import yaml
+
+from pipelines.config import ConfigError, RunConfig, load_config, parse_config
+
+# (config, its path) -> the directory of a new run that executed all its stages
+RunConfigFn = Callable[[RunConfig, str], str]
+
+
+def resolve_references(
+    cfg: RunConfig, stages, store, run_config: RunConfigFn, config_dir: str = ".", _chain: tuple[str, ...] = ()
+) -> None:
+    from pipelines.stages import resolve_model_dir
+
+    def run_dir(ref: str | None) -> str | None:
+        if ref and ref.endswith((".yaml", ".yml")):
+            for path in (ref, os.path.join(config_dir, ref)):
+                if os.path.isfile(path):
+                    return _config_run(path, store, run_config, _chain)
+        found = store.find(ref) if ref and not os.path.exists(ref) else None
+        return found.dir if found else ref
+
+    if "distill" in stages:
+        cfg.distill.teacher = run_dir(cfg.distill.teacher)
+    if cfg.model.pretrained and (found := run_dir(cfg.model.pretrained)) != cfg.model.pretrained:
+        cfg.model.pretrained = resolve_model_dir(found)
+
+
+def _config_run(path: str, store, run_config: RunConfigFn, chain: tuple[str, ...]) -> str:
+    """The newest finished run whose recorded config is ``path``'s (references
+    resolved); else a new run of it."""
+    key = os.path.abspath(path)
+    if key in chain:
+        raise ConfigError(f"{path}: the configs refer to each other in a loop ({' -> '.join(chain + (key,))})")
+    cfg = load_config(path)
+    resolve_references(cfg, cfg.stages, store, run_config, os.path.dirname(key), chain + (key,))
+    for run in store.list_runs():  # newest first
+        if run.name == cfg.name and run.status == "done" and _recorded_digest(run.dir) == cfg.digest():
+            return run.dir
+    return run_config(cfg, key)
+
+
+def _recorded_digest(run_dir: str) -> str | None:
+    try:
+        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
+            return parse_config(yaml.safe_load(f)).digest()
+    except (OSError, ValueError, yaml.YAMLError):
+        return None
