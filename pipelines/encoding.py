@@ -2,10 +2,11 @@
 
 Every character maps to exactly one token id (its own vocabulary entry after BERT's
 normalisation, else ``[UNK]``), so labels never need realigning and an unknown
-character keeps its place. Full-width digits and Latin letters (１９９８, ＷＴＯ) read as
-their ASCII forms: People's Daily prints them full-width, MSRA never does, and a
-model trained on MSRA has never seen the full-width ids (it tagged "１９" as a person). Text longer than the model's window is cut into
-overlapping windows whose predictions are stitched back; nothing is truncated.
+character keeps its place. Full-width digits and Latin letters (１９９８, ＷＴＯ)
+read as their ASCII forms: People's Daily prints them full-width, MSRA never does,
+and a model trained on MSRA has never seen the full-width ids (it tagged "１９" as
+a person). Text longer than the model's window is cut into overlapping windows
+whose predictions are stitched back; nothing is truncated.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ Either may be a path (kept), a run id or name (its newest run's directory; for
 ``model.pretrained``, that run's model), a hub id (kept), or a run config file: the
 newest finished run of that config, which is run first when there is none (a
 relative path is looked up from the working directory, then beside the config that
-names it). So one
-config can chain the whole recipe (``configs/best_offline.yaml``: train a teacher,
-then distill it) and a second invocation reuses what the first trained.
+names it). So one config can chain the whole recipe (``configs/best_offline.yaml``:
+train a teacher, then distil it) and a second invocation reuses what the first
+trained.
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-import yaml
-
-from pipelines.config import ConfigError, RunConfig, load_config, parse_config
+from pipelines.config import ConfigError, RunConfig, load_config
 
 # (config, its path) -> the directory of a new run that executed all its stages
 RunConfigFn = Callable[[RunConfig, str], str]
@@ -57,7 +55,6 @@ def _config_run(path: str, store, run_config: RunConfigFn, chain: tuple[str, ...
 
 def _recorded_digest(run_dir: str) -> str | None:
     try:
-        with open(os.path.join(run_dir, "config.yaml"), encoding="utf-8") as f:
-            return parse_config(yaml.safe_load(f)).digest()
-    except (OSError, ValueError, yaml.YAMLError):
+        return load_config(os.path.join(run_dir, "config.yaml")).digest()
+    except ConfigError:  # missing or from an older version of the schema
         return None
