@@ -96,7 +96,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         step = state["step"]
         reporter.log(f"resuming from the checkpoint at step {step}")
     reporter.log(
-        f"distilling {teacher_meta.source or teacher_dir} ({parameter_count(teacher) / 1e6:.1f}M parameters) into "
+        f"distilling {teacher_dir} ({parameter_count(teacher) / 1e6:.1f}M parameters) into "
         f"{meta.source} ({parameter_count(student) / 1e6:.1f}M) on {len(windows)} windows of <= {dc.max_length}"
         f"{f' plus {len(labeled)} labeled' if labeled else ''}; {len(holdout)} held out; {dc.steps} steps of batch {dc.batch_size}"
     )
