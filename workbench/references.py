@@ -25,11 +25,16 @@ def resolve_references(
 ) -> None:
     from pipelines.stages import resolve_model_dir
 
+    resolved: dict[str, str] = {}  # teacher and student often name the same config: look it up once
+
     def run_dir(ref: str | None) -> str | None:
+        if ref in resolved:
+            return resolved[ref]
         if ref and ref.endswith((".yaml", ".yml")):
             for path in (ref, os.path.join(config_dir, ref)):
                 if os.path.isfile(path):
-                    return _config_run(path, store, run_config, _chain)
+                    resolved[ref] = _config_run(path, store, run_config, _chain)
+                    return resolved[ref]
         found = store.find(ref) if ref and not os.path.exists(ref) else None
         return found.dir if found else ref
 
