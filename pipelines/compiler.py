@@ -16,6 +16,7 @@ import shutil
 import sys
 import time
 
+from .cpu import CPUINFO, cpu_flags
 from .events import Event, Reporter
 from .files import replace_dir, write_json
 from .models import ModelMeta
@@ -38,7 +39,7 @@ _CPU_FLAGS = {
 }
 
 
-def host_target(cpuinfo: str = "/proc/cpuinfo") -> dict:
+def host_target(cpuinfo: str = CPUINFO) -> dict:
     """LLVM for this machine's CPU, using every core. LLVM names the CPU from its
     model number; in a VM it can guess an older one (``rocketlake`` on a Xeon with
     AVX-512-FP16 and AMX), so extensions the host reports and that CPU lacks are
@@ -47,22 +48,11 @@ def host_target(cpuinfo: str = "/proc/cpuinfo") -> dict:
     from tvm.target.codegen import llvm_get_cpu_features, llvm_get_system_cpu
 
     target = {"kind": "llvm", "mcpu": llvm_get_system_cpu(), "num-cores": os.cpu_count() or 1}
-    extra = sorted(set(_CPU_FLAGS[f] for f in _host_flags(cpuinfo) if f in _CPU_FLAGS)
+    extra = sorted(set(_CPU_FLAGS[f] for f in cpu_flags(cpuinfo) if f in _CPU_FLAGS)
                    - set(llvm_get_cpu_features(tvm.target.Target(target))))
     if extra:
         target["mattr"] = ["+" + feature for feature in extra]
     return target
-
-
-def _host_flags(cpuinfo: str) -> set[str]:
-    try:
-        with open(cpuinfo, encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
-    except OSError:  # not Linux: LLVM's guess alone
-        pass
-    return set()
 
 
 def resolve_target(spec) -> dict | str:

@@ -21,6 +21,11 @@ class ConfigError(ValueError):
     """A config that cannot be used; ``str()`` is the one line to show the user."""
 
 
+# The forward pass while training: bf16 is mixed precision (fp32 weights and optimiser
+# state); auto = bf16 on CPUs with AMX-BF16, fp32 elsewhere (pipelines.optim).
+TrainPrecision = Literal["auto", "fp32", "bf16"]
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -78,6 +83,7 @@ class TrainConfig(_Section):
     decay_to_budget: bool = True
     # Torch intra-op threads; null = all cores.
     threads: Optional[int] = Field(None, ge=1)
+    precision: TrainPrecision = "auto"
 
 
 class ExportConfig(_Section):
@@ -201,6 +207,7 @@ class _TextSteps(_Section):
     holdout: int = Field(256, ge=0)  # sequences held out to measure progress
     max_minutes: Optional[float] = Field(None, gt=0)
     threads: Optional[int] = Field(None, ge=1)
+    precision: TrainPrecision = "auto"
 
 
 class PretrainConfig(_TextSteps):

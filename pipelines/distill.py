@@ -27,7 +27,7 @@ from .encoding import CharEncoder
 from .events import Reporter
 from .files import replace_dir, write_json
 from .models import ModelError, build_model, load_model, parameter_count, save_model
-from .optim import load_training_state, make_optimizer, optimizer_step, save_training_state
+from .optim import autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
 from .predict import make_windows, pad_batch
 from .train import batch_loss, bucketed_batches, make_examples
 
@@ -95,10 +95,11 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         rng.setstate(state["rng"])
         step = state["step"]
         reporter.log(f"resuming from the checkpoint at step {step}")
+    precision, why = resolve_precision(dc.precision)
     reporter.log(
         f"distilling {teacher_dir} ({parameter_count(teacher) / 1e6:.1f}M parameters) into "
         f"{meta.source} ({parameter_count(student) / 1e6:.1f}M) on {len(windows)} windows of <= {dc.max_length}"
-        f"{f' plus {len(labeled)} labeled' if labeled else ''}; {len(holdout)} held out; {dc.steps} steps of batch {dc.batch_size}"
+        f"{f' plus {len(labeled)} labeled' if labeled else ''}; {len(holdout)} held out; {dc.steps} steps of batch {dc.batch_size}; {precision} ({why})"
     )
 
     def soft_targets(ids, mask):
@@ -137,15 +138,16 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
     first_step = step
     while step < dc.steps:
         ids, mask, real = tensors([windows[i] for i in next(transfer)])
-        t0 = time.monotonic()
-        targets = soft_targets(ids, mask)[real]
-        teacher_s += time.monotonic() - t0
-        loss = kd_loss(student(input_ids=ids, attention_mask=mask).logits[real], targets, dc.temperature)
-        tokens += int(mask.sum())
-        if hard is not None:
-            ce, labeled_mask = batch_loss(student, labeled, next(hard), encoder.pad_id)
-            loss = (1 - dc.alpha) * loss + dc.alpha * ce
-            tokens += int(labeled_mask.sum())
+        with autocast(precision):
+            t0 = time.monotonic()
+            targets = soft_targets(ids, mask)[real].float()
+            teacher_s += time.monotonic() - t0
+            loss = kd_loss(student(input_ids=ids, attention_mask=mask).logits[real].float(), targets, dc.temperature)
+            tokens += int(mask.sum())
+            if hard is not None:
+                ce, labeled_mask = batch_loss(student, labeled, next(hard), encoder.pad_id)
+                loss = (1 - dc.alpha) * loss + dc.alpha * ce
+                tokens += int(labeled_mask.sum())
         loss_sum += optimizer_step(loss, student, optimizer, schedule)
         step += 1
         loss_n += 1
@@ -173,6 +175,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         "teacher_share": round(teacher_s / seconds, 3) if step > first_step and seconds > 0 else None,
         "windows": len(windows),
         "teacher": teacher_dir,
+        "precision": precision,
     }
     write_json(os.path.join(run_dir, DISTILLED_DIR, "distill.json"), result)
     return result

@@ -1,9 +1,37 @@
-"""AdamW with BERT's weight-decay groups and a linear warmup/decay schedule, and one
-optimisation step: shared by fine-tuning and pretraining."""
+"""AdamW with BERT's weight-decay groups and a linear warmup/decay schedule, one
+optimisation step, and the precision of the forward pass: shared by fine-tuning,
+pretraining and distillation."""
 
 from __future__ import annotations
 
+from .cpu import cpu_flags
+
 NO_DECAY = ("bias", "LayerNorm.weight")  # as in BERT: no decay on biases and norms
+# CPU flags of bf16 arithmetic in hardware; elsewhere torch emulates bf16 (16x slower
+# a step than fp32, measured on an AVX2-only EPYC).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def resolve_precision(setting: str, flags: set[str] | None = None) -> tuple[str, str]:
+    """(precision, why) for a ``precision`` setting. ``auto`` is bf16 on CPUs with
+    AMX-BF16 tiles, where it was measured at 2.2x (small) and 1.7x (mini) the steps
+    per second of fp32, and fp32 elsewhere: AVX-512-BF16 alone is unmeasured."""
+    flags = cpu_flags() if flags is None else flags
+    if setting == "auto":
+        if "amx_bf16" in flags:
+            return "bf16", "auto: this CPU has AMX-BF16"
+        return "fp32", "auto: this CPU has no AMX-BF16"
+    if setting == "bf16" and not flags.intersection(BF16_FLAGS):
+        return "bf16", "requested; this CPU has no bf16 arithmetic, so torch emulates it (many times slower)"
+    return setting, "requested"
+
+
+def autocast(precision: str):
+    """The forward pass in ``precision``: under bf16, matrix products run in bf16 while
+    weights, optimiser state and gradients stay fp32 (mixed precision)."""
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
 def make_optimizer(model, learning_rate: float, weight_decay: float, total_steps: int, warmup_steps: int, budget_s: float | None = None):

@@ -20,7 +20,7 @@ from .encoding import CharEncoder, load_tokenizer
 from .events import Reporter
 from .files import replace_dir, write_json
 from .models import ModelMeta, bert_config, parameter_count, save_model
-from .optim import load_training_state, make_optimizer, optimizer_step, save_training_state
+from .optim import autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
 from .predict import pad_batch
 
 IGNORE = -100
@@ -134,9 +134,10 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
         reporter.log(f"resuming from the checkpoint at step {step}")
     vocab = len(tokenizer)
     first_token = max(tokenizer.all_special_ids) + 1
+    precision, why = resolve_precision(pc.precision)
     reporter.log(
         f"pretraining {cfg.model.preset} ({parameter_count(model) / 1e6:.1f}M parameters) on {len(seqs)} sequences "
-        f"of <= {pc.max_length}; {len(holdout)} held out; {pc.steps} steps of batch {pc.batch_size}"
+        f"of <= {pc.max_length}; {len(holdout)} held out; {pc.steps} steps of batch {pc.batch_size}; {precision} ({why})"
     )
 
     def mlm_accuracy() -> float:
@@ -166,8 +167,9 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
         batch, order = order[: pc.batch_size], order[pc.batch_size :]
         ids, mask, words = _batch([seqs[i] for i in batch], encoder.pad_id)
         inputs, labels = mask_batch(ids, words, rng, encoder.tokenizer.mask_token_id, vocab, first_token, pc.mask_prob, pc.whole_word)
-        logits, targets = masked_logits(model, inputs, mask, labels)
-        loss = torch.nn.functional.cross_entropy(logits, targets)
+        with autocast(precision):
+            logits, targets = masked_logits(model, inputs, mask, labels)
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
         loss_sum += optimizer_step(loss, model, optimizer, schedule)
         step += 1
         tokens += int(mask.sum())
@@ -187,7 +189,7 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
     meta = ModelMeta(labels=["O"], max_length=pc.max_length, preset=cfg.model.preset, source=f"mlm:{cfg.model.preset}")
     replace_dir(os.path.join(run_dir, PRETRAINED_DIR), lambda tmp: save_model(model, tokenizer, meta, tmp))
     result = {"steps": step, "mlm_accuracy": accuracy, "seconds": round(time.monotonic() - start, 1),
-              "tokens_per_s": round(tokens / max(time.monotonic() - start, 1e-9)), "sequences": len(seqs)}
+              "tokens_per_s": round(tokens / max(time.monotonic() - start, 1e-9)), "sequences": len(seqs), "precision": precision}
     write_json(os.path.join(run_dir, PRETRAINED_DIR, "pretrain.json"), result)
     return result
 

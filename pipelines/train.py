@@ -16,7 +16,7 @@ from .events import Reporter
 from .files import replace_dir
 from .metrics import ner_metrics
 from .models import build_model, parameter_count, save_model
-from .optim import make_optimizer, optimizer_step
+from .optim import autocast, make_optimizer, optimizer_step, resolve_precision
 from .predict import decode, pad_batch, predict_logits
 from .engines import TorchEngine
 
@@ -73,7 +73,7 @@ def batch_loss(model, examples: list[Example], batch: list[int], pad_id: int):
     label_rows = np.full(ids.shape, IGNORE, dtype=np.int64)
     for row, i in enumerate(batch):
         label_rows[row, : len(examples[i].labels)] = examples[i].labels
-    logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits
+    logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.float()
     loss = torch.nn.functional.cross_entropy(
         logits.reshape(-1, logits.shape[-1]), torch.from_numpy(label_rows).reshape(-1), ignore_index=IGNORE
     )
@@ -108,9 +108,10 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
     eval_every = tc.eval_every or steps_per_epoch
 
     params = parameter_count(model)
+    precision, why = resolve_precision(tc.precision)
     reporter.log(
         f"{meta.source}: {params / 1e6:.1f}M parameters; {len(examples)} training windows, "
-        f"{len(dev_sentences)} dev sentences; {total_steps} steps of batch {tc.batch_size}"
+        f"{len(dev_sentences)} dev sentences; {total_steps} steps of batch {tc.batch_size}; {precision} ({why})"
     )
     reporter.metric("parameters", params)
 
@@ -131,7 +132,8 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
 
     while step < total_steps:
         for batch in bucketed_batches(examples, tc.batch_size, rng):
-            loss, mask = batch_loss(model, examples, batch, encoder.pad_id)
+            with autocast(precision):
+                loss, mask = batch_loss(model, examples, batch, encoder.pad_id)
             loss_sum += optimizer_step(loss, model, optimizer, schedule, tc.grad_clip)
             step += 1
             tokens_seen += int(mask.sum())
@@ -170,5 +172,6 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
         "train_seconds": round(elapsed, 1),
         "tokens_per_s": round(tokens_seen / max(elapsed, 1e-9)),
         "parameters": params,
+        "precision": precision,
         "stop_reason": stop_reason,
     }

@@ -42,3 +42,41 @@ def test_a_time_budget_that_ends_first_sets_the_decay(monkeypatch):
 def test_train_decays_to_its_budget_by_default():
     assert parse_config({"train": {"max_minutes": 5}}).train.decay_to_budget is True
     assert parse_config({"train": {"decay_to_budget": False}}).train.decay_to_budget is False
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_amx_bf16():
+    from pipelines.optim import resolve_precision
+
+    assert resolve_precision("auto", {"avx512f", "amx_tile", "amx_bf16"})[0] == "bf16"
+    assert resolve_precision("auto", {"avx512f", "avx512_bf16"})[0] == "fp32"  # unmeasured without AMX
+    assert resolve_precision("auto", set())[0] == "fp32"
+    assert resolve_precision("fp32", {"amx_bf16"}) == ("fp32", "requested")
+    precision, why = resolve_precision("bf16", {"avx2", "fma"})
+    assert precision == "bf16" and "emulates" in why
+    assert parse_config({"train": {"precision": "bf16"}}).train.precision == "bf16"
+    assert parse_config({}).pretrain.precision == parse_config({}).distill.precision == "auto"
+
+
+def test_a_bf16_step_runs_the_matmuls_in_bf16_and_keeps_fp32_weights():
+    from transformers import BertConfig, BertForTokenClassification
+
+    from pipelines.optim import autocast, optimizer_step
+
+    torch.manual_seed(0)
+    model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                                  intermediate_size=64, num_labels=3, hidden_dropout_prob=0.0))
+    optimizer, schedule = make_optimizer(model, 1e-2, 0.0, total_steps=100, warmup_steps=0)
+    ids, labels = torch.randint(5, 50, (4, 8)), torch.randint(0, 3, (4, 8))
+
+    def loss(precision):
+        with autocast(precision):
+            logits = model(input_ids=ids).logits
+        return logits.dtype, torch.nn.functional.cross_entropy(logits.float().reshape(-1, 3), labels.reshape(-1))
+
+    assert loss("fp32")[0] == torch.float32
+    dtype, first = loss("bf16")
+    assert dtype == torch.bfloat16
+    for _ in range(5):
+        optimizer_step(loss("bf16")[1], model, optimizer, schedule)
+    assert loss("bf16")[1].item() < first.item()
+    assert {p.dtype for p in model.parameters()} == {torch.float32}

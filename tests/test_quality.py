@@ -21,14 +21,14 @@ def test_row_sums_up_each_training_stage_and_the_test_scores(tmp_path):
         tmp_path,
         {
             "pretrain": {"seconds": 1800.0},
-            "distill": {"seconds": 222.0},
-            "train": {"train_seconds": 438.0, "epochs": 6.0, "parameters": 3167879},
+            "distill": {"seconds": 222.0, "precision": "bf16"},
+            "train": {"train_seconds": 438.0, "epochs": 6.0, "parameters": 3167879, "precision": "fp32"},
             "eval": {"split": "test", "f1": 0.76751, "accuracy": 0.97662, "per_type": per_type, "decode": "bio"},
         },
     )
     table = to_markdown([quality_row(run)])
     assert table.splitlines()[-1] == (
-        "| 20261125-171010-distill | tiny | 3.2 M | 30 min pretrain + 3.7 min distill + 7.3 min train | 6.00 "
+        "| 20261125-171010-distill | tiny | 3.2 M | 30 min pretrain + 3.7 min distill (bf16) + 7.3 min train (fp32) | 6.00 "
         "| 0.7675 | 0.7747 | 0.8119 | 0.6637 | 0.9766 |"
     )
 

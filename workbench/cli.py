@@ -235,6 +235,11 @@ def cmd_distill(args) -> int:
     return cmd_run(args, ["distill"])
 
 
+def _in(stage_result: dict) -> str:
+    """' in bf16' for a training stage that recorded its precision."""
+    return f" in {stage_result['precision']}" if stage_result.get("precision") else ""
+
+
 def _print_summary(run_dir: str, results: dict) -> None:
     from rich.console import Console
 
@@ -243,16 +248,16 @@ def _print_summary(run_dir: str, results: dict) -> None:
         _print_scores(results["eval"], out)
     if "pretrain" in results:
         p = results["pretrain"]
-        out.print(f"pretrain: {p['steps']} steps, held-out MLM accuracy {p['mlm_accuracy']:.4f}, {p['seconds']:.0f} s, {p['tokens_per_s']} tokens/s")
+        out.print(f"pretrain: {p['steps']} steps, held-out MLM accuracy {p['mlm_accuracy']:.4f}, {p['seconds']:.0f} s, {p['tokens_per_s']} tokens/s{_in(p)}")
     if "distill" in results:
         d = results["distill"]
-        out.print(f"distill: {d['steps']} steps, agreement with the teacher {d['teacher_agreement']:.4f}, {d['seconds']:.0f} s, {d['tokens_per_s']} tokens/s")
+        out.print(f"distill: {d['steps']} steps, agreement with the teacher {d['teacher_agreement']:.4f}, {d['seconds']:.0f} s, {d['tokens_per_s']} tokens/s{_in(d)}")
     if "compile" in results:
         for name, info in results["compile"].items():
             out.print(f"compile {name}: {info['artifact_mb']:.1f} MB in {info['compile_s']:.1f} s")
     if "train" in results:
         t = results["train"]
-        out.print(f"train: best dev F1 {t['best_dev_f1']:.4f} after {t['epochs']} epochs, {t['train_seconds']:.0f} s, {t['tokens_per_s']} tokens/s")
+        out.print(f"train: best dev F1 {t['best_dev_f1']:.4f} after {t['epochs']} epochs, {t['train_seconds']:.0f} s, {t['tokens_per_s']} tokens/s{_in(t)}")
     if "export" in results:
         e = results["export"]
         parts = [f"{k}={v:.2g}" if isinstance(v, float) else f"{k}={v}" for k, v in e.items()]

@@ -1,7 +1,7 @@
 """The model-quality table: what each run's training cost and what it scored on test.
 
 One row per run, from its ``metrics.json``: preset, parameters, CPU minutes per
-training stage (pretrain, distill, train), epochs and why training stopped, and the
+training stage (pretrain, distill, train) and the precision it ran in, epochs and why training stopped, and the
 test split's entity F1, per-type F1 and token accuracy. The README's "Model quality
 offline" table is printed by ``scripts/quality_table.py`` from these rows.
 """
@@ -24,6 +24,7 @@ class QualityRow:
     preset: str | None
     parameters: int | None
     minutes: dict[str, float] = field(default_factory=dict)  # training stage -> wall minutes
+    precisions: dict[str, str] = field(default_factory=dict)  # training stage -> fp32 / bf16, where recorded
     epochs: float | None = None
     stop_reason: str | None = None
     f1: float | None = None
@@ -44,6 +45,7 @@ def quality_row(run_dir: str) -> QualityRow:
         preset=meta.get("preset") or _config_preset(run_dir),
         parameters=train.get("parameters"),
         minutes={stage: round(metrics[stage][key] / 60, 1) for stage, key in TRAINING_STAGES if (metrics.get(stage) or {}).get(key) is not None},
+        precisions={stage: metrics[stage]["precision"] for stage, _ in TRAINING_STAGES if (metrics.get(stage) or {}).get("precision")},
         epochs=train.get("epochs"),
         stop_reason=train.get("stop_reason"),
         f1=scores.get("f1"),
@@ -75,7 +77,9 @@ def to_markdown(rows: list[QualityRow]) -> str:
         "|---|---|---|---|---|---|" + "---|" * len(ENTITY_TYPES) + "---|",
     ]
     for row in rows:
-        time = " + ".join(f"{m:g} min {stage}" for stage, m in row.minutes.items()) or "—"
+        time = " + ".join(
+            f"{m:g} min {stage}" + (f" ({row.precisions[stage]})" if stage in row.precisions else "") for stage, m in row.minutes.items()
+        ) or "—"
         params = f"{row.parameters / 1e6:.1f} M" if row.parameters else "—"
         epochs = _cell(row.epochs, 2) + (f" ({row.stop_reason})" if row.stop_reason else "")
         per_type = " | ".join(_cell(row.per_type_f1.get(t)) for t in ENTITY_TYPES)
