@@ -17,6 +17,7 @@ KEYS = [
     ("ctrl+q", "everywhere", "quit (jobs keep running; they show again next time)"),
     ("enter", "Runs", "open the run: config, stages, artifacts"),
     ("s", "Runs", "start the quickstart as a job"),
+    ("d", "Runs", "delete the run (directory and history) after a y/n confirmation"),
     ("t", "Runs, run", "tag with this run's model in the highlighter"),
     ("e / v", "run", "launch an export / eval job for this run"),
     ("escape", "run, dialogs", "back"),

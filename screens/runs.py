@@ -11,6 +11,7 @@ from textual.screen import Screen
 from textual.widgets import Button, DataTable, Footer, Header, Static
 
 from .run_detail import RunDetailScreen
+from .widgets.confirm import ConfirmPrompt
 from .widgets.status import STATUS_STYLES, status_text
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -27,6 +28,7 @@ class RunsScreen(Screen):
         Binding("enter", "open", "Open run", show=False),
         Binding("t", "tag", "Tag with run"),
         Binding("s", "quickstart", "Start quickstart"),
+        Binding("d", "delete", "Delete run"),
         Binding("r", "reload", "Reload"),
     ]
 
@@ -36,7 +38,7 @@ class RunsScreen(Screen):
             yield Static("No runs yet. The quickstart trains the tiny preset on the embedded MSRA corpus (about 8 minutes on 2 cores).")
             yield Button("Start the quickstart", id="quickstart", variant="primary")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
-        yield Static("ms: bench p50 of the fastest engine per precision (— : not benchmarked) · enter: open a run", id="runs-note")
+        yield Static("ms: bench p50 of the fastest engine per precision (— : not benchmarked) · enter: open a run · d: delete it", id="runs-note")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -98,6 +100,28 @@ class RunsScreen(Screen):
         run_id = self._selected_id()
         if run_id:
             self.app.open_in_highlighter(run_id)
+
+    def action_delete(self) -> None:
+        run_id = self._selected_id()
+        if not run_id:
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._delete(run_id)
+
+        detail = "Its directory (model, exports, artifacts, scores) and its history entry go. This cannot be undone."
+        self.app.push_screen(ConfirmPrompt(f"Delete run {run_id}?", detail), answered)
+
+    @work(thread=True, group="runs-delete")
+    def _delete(self, run_id: str) -> None:
+        try:
+            freed = self.app.backend.delete_run(run_id)
+        except Exception as err:  # noqa: BLE001 - a refusal (still running) or I/O error is shown, never fatal
+            self.app.call_from_thread(self.notify, f"cannot delete {run_id}: {err}", severity="error")
+            return
+        self.app.call_from_thread(self.notify, f"deleted {run_id} ({freed / 1e6:.1f} MB)")
+        self.app.call_from_thread(self.action_reload)
 
     def action_quickstart(self) -> None:
         self.app.start_quickstart()

@@ -60,3 +60,27 @@ def test_a_negative_tuning_budget_is_refused_by_name(tmp_path, capsys):
         main(["compile", "--model", "any", "--runs-dir", str(tmp_path), "--tune-trials", "-5"])
     assert exit_info.value.code == 2
     assert "argument --tune-trials: -5 is below 0" in capsys.readouterr().err
+
+
+def test_delete_by_name_and_every_unfinished_run(tmp_path, capsys):
+    from pipelines.config import parse_config
+    from workbench.store import RunStore
+
+    runs = str(tmp_path / "runs")
+    store = RunStore(runs)
+    kept = store.create_run(parse_config({"name": "kept"}))
+    store.run_finished(kept.id)
+    named = store.create_run(parse_config({"name": "named"}))
+    store.run_finished(named.id)
+    broken = store.create_run(parse_config({"name": "broken"}))
+    store.stage_started(broken.id, "train")
+    store.stage_failed(broken.id, "train", "boom")
+
+    assert main(["delete", "named", "--unfinished", "--runs-dir", runs]) == 0
+    out = capsys.readouterr().out
+    assert f"deleted {named.id} (done" in out and f"deleted {broken.id} (failed" in out
+    assert [r.id for r in RunStore(runs).list_runs()] == [kept.id]
+    assert main(["delete", "no-such-run", "--runs-dir", runs]) == 2
+    assert "no run 'no-such-run'" in capsys.readouterr().err
+    assert main(["delete", "--runs-dir", runs]) == 2
+    assert "name the runs to delete, or pass --unfinished" in capsys.readouterr().err

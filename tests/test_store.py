@@ -88,3 +88,39 @@ def test_replace_dir_keeps_the_old_version_when_the_writer_fails(tmp_path):
         replace_dir(target, broken)
     assert open(os.path.join(target, "v")).read() == "1"
     assert os.listdir(tmp_path) == ["model"]
+
+
+def test_delete_removes_the_directory_and_the_history_and_refuses_a_live_run(tmp_path):
+    from workbench.store import RunBusy
+
+    store = RunStore(str(tmp_path))
+    done = store.create_run(parse_config({"name": "done"}))
+    with open(os.path.join(done.dir, "weights.bin"), "wb") as f:
+        f.write(b"\0" * 5000)
+    store.stage_started(done.id, "train")
+    store.stage_finished(done.id, "train", {})
+    store.run_finished(done.id)
+    live = store.create_run(parse_config({"name": "live"}))
+    store.stage_started(live.id, "train")  # this process is alive
+
+    freed = store.delete_run(done.id)
+    assert freed >= 5000 and not os.path.exists(done.dir)
+    assert [r.id for r in RunStore(str(tmp_path)).list_runs()] == [live.id]
+    assert sqlite3.connect(os.path.join(str(tmp_path), "registry.sqlite")).execute(
+        "SELECT COUNT(*) FROM stages WHERE run_id=?", (done.id,)).fetchone() == (0,)
+    with pytest.raises(RunBusy, match="still running: cancel it first"):
+        store.delete_run(live.id)
+    assert os.path.isdir(live.dir)
+    with pytest.raises(KeyError):
+        store.delete_run(done.id)
+
+
+def test_delete_forgets_a_run_whose_directory_is_gone_and_never_removes_one_outside_the_store(tmp_path):
+    store = RunStore(str(tmp_path / "runs"))
+    gone = store.create_run(parse_config({"name": "gone"}))
+    os.rename(gone.dir, str(tmp_path / "elsewhere"))
+    assert store.delete_run(gone.id) == 0 and store.list_runs() == []
+    outside = store.create_run(parse_config({"name": "outside"}))
+    store.db.execute("UPDATE runs SET dir=? WHERE id=?", (str(tmp_path / "elsewhere"), outside.id))
+    assert store.delete_run(outside.id) == 0
+    assert os.path.isfile(str(tmp_path / "elsewhere" / "config.yaml"))  # forgotten, not removed

@@ -121,3 +121,35 @@ def test_cold_import_does_not_load_torch():
 
     code = "import sys, workbench.app, workbench.cli; assert 'torch' not in sys.modules and 'transformers' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code], cwd=os.path.dirname(os.path.dirname(__file__))).returncode == 0
+
+
+def test_delete_a_run_from_the_history_after_confirming(tmp_path):
+    from pipelines.config import parse_config
+    from screens.widgets.confirm import ConfirmPrompt
+    from workbench.store import RunStore
+
+    runs_dir = str(tmp_path / "runs")
+    store = RunStore(runs_dir)
+    older = store.create_run(parse_config({"name": "older"}))
+    store.run_finished(older.id)
+    newer = store.create_run(parse_config({"name": "newer"}))
+    store.run_finished(newer.id)
+
+    async def scenario():
+        app = WorkbenchApp(runs_dir=runs_dir, configs_dir=copy_configs(tmp_path / "configs"))
+        async with app.run_test(size=SIZE) as pilot:
+            table = app.screen.query_one("#runs", DataTable)
+            await wait_until(pilot, lambda: table.row_count == 2, what="runs")
+            table.focus()
+            await pilot.press("d")
+            await wait_until(pilot, lambda: isinstance(app.screen, ConfirmPrompt), what="the confirmation")
+            assert newer.id in str(app.screen.query_one("#question").render())
+            await pilot.press("n")  # changed my mind: nothing goes
+            await wait_until(pilot, lambda: app.screen.query("#runs"), what="back to the runs")
+            assert os.path.isdir(newer.dir)
+            await pilot.press("d", "y")
+            await wait_until(pilot, lambda: app.screen.query("#runs") and table.row_count == 1, what="one run left")
+            assert str(table.get_row_at(0)[0]) == older.id
+            assert not os.path.exists(newer.dir) and os.path.isdir(older.dir)
+
+    asyncio.run(scenario())

@@ -158,6 +158,11 @@ class Backend:
             has_model=os.path.isfile(os.path.join(record.dir, "model", "config.json")),
         )
 
+    def delete_run(self, run_id: str) -> int:
+        """Remove a run and its directory (refused while it runs); returns the bytes freed."""
+        with self._store() as store:
+            return store.delete_run(run_id)
+
     def run_detail(self, run_id: str) -> RunDetail:
         with self._store() as store:
             record = store.get(run_id)

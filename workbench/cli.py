@@ -114,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     runs_dir_arg(p)
 
+    p = sub.add_parser("delete", help="delete runs: their directories and their entries in the history")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run id, id prefix, name (the newest such run) or directory")
+    p.add_argument("--unfinished", action="store_true", help="every failed or interrupted run")
+    runs_dir_arg(p)
+
     p = sub.add_parser("validate", help="check a config and print it fully resolved")
     p.add_argument("config")
 
@@ -548,6 +553,29 @@ def cmd_runs(args) -> int:
     return 0
 
 
+def cmd_delete(args) -> int:
+    from .store import UNFINISHED, RunBusy, RunStore
+
+    store = RunStore(args.runs_dir)
+    targets = []
+    for ref in args.runs:
+        run = store.find(ref)
+        if run is None:
+            raise CliError(f"no run {ref!r} (see `ner-workbench runs`)")
+        targets.append(run)
+    if args.unfinished:
+        targets += [r for r in store.list_runs() if r.status in UNFINISHED]
+    if not targets:
+        raise CliError("name the runs to delete, or pass --unfinished")
+    for run in {r.id: r for r in targets}.values():
+        try:
+            freed = store.delete_run(run.id)
+        except RunBusy as err:
+            raise CliError(str(err)) from None
+        print(f"deleted {run.id} ({run.status}, {freed / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_validate(args) -> int:
     from pipelines.config import load_config
 
@@ -571,6 +599,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "tag": cmd_tag,
     "runs": cmd_runs,
+    "delete": cmd_delete,
     "validate": cmd_validate,
 }
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from pipelines.config import RunConfig
 from pipelines.files import read_json
 
 REGISTRY = "registry.sqlite"
+UNFINISHED = ("failed", "interrupted")  # what `delete --unfinished` clears
 DEFAULT_RUNS_DIR = "runs"
 
 _SCHEMA = """
@@ -97,6 +99,10 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+class RunBusy(ValueError):
+    """The run's process is still working on it."""
+
+
 class RunStore:
     def __init__(self, runs_dir: str | None = None) -> None:
         self.runs_dir = os.path.abspath(runs_dir or default_runs_dir())
@@ -166,6 +172,27 @@ class RunStore:
         for run_id, stage in dead:
             self.stage_failed(run_id, stage, "the process running this stage died (killed or crashed)", "interrupted")
         return len(dead)
+
+    def delete_run(self, run_id: str) -> int:
+        """Forget a run and remove its directory; returns the bytes freed. A run whose
+        process is still alive is refused. The directory is renamed aside before the
+        registry forgets the run, so a failure half way never leaves a half-deleted run
+        under its own name; a directory outside the store is never removed."""
+        record = self.get(run_id)
+        pids = [pid for (pid,) in self.db.execute("SELECT pid FROM stages WHERE run_id=?", (run_id,))]
+        if record.status in ("created", "running") and any(pid_alive(pid) for pid in pids):
+            raise RunBusy(f"run {run_id} is still running: cancel it first")
+        aside = None
+        if os.path.isdir(record.dir) and os.path.dirname(os.path.abspath(record.dir)) == self.runs_dir:
+            aside = os.path.join(self.runs_dir, f".deleting-{run_id}")
+            os.replace(record.dir, aside)
+        self.db.execute("DELETE FROM stages WHERE run_id=?", (run_id,))
+        self.db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+        if aside is None:
+            return 0
+        freed = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(aside) for f in files)
+        shutil.rmtree(aside, ignore_errors=True)
+        return freed
 
     # -- reading -----------------------------------------------------------------
     def get(self, run_id: str) -> RunRecord:
