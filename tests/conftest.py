@@ -32,6 +32,15 @@ def write_toy_corpus(path: str, copies: int = 8) -> None:
                 f.write("\n".join(f"{c} {t}" for c, t in zip(text, tags)) + "\n\n")
 
 
+def finished_run(store, name: str):
+    """A run recorded as done without running a stage (history and deletion tests)."""
+    from pipelines.config import parse_config
+
+    run = store.create_run(parse_config({"name": name}))
+    store.run_finished(run.id)
+    return run
+
+
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory):
     """A tiny model trained (in seconds) until it has memorised a toy corpus, then

@@ -63,15 +63,13 @@ def test_a_negative_tuning_budget_is_refused_by_name(tmp_path, capsys):
 
 
 def test_delete_by_name_and_every_unfinished_run(tmp_path, capsys):
+    from conftest import finished_run
     from pipelines.config import parse_config
     from workbench.store import RunStore
 
     runs = str(tmp_path / "runs")
     store = RunStore(runs)
-    kept = store.create_run(parse_config({"name": "kept"}))
-    store.run_finished(kept.id)
-    named = store.create_run(parse_config({"name": "named"}))
-    store.run_finished(named.id)
+    kept, named = finished_run(store, "kept"), finished_run(store, "named")
     broken = store.create_run(parse_config({"name": "broken"}))
     store.stage_started(broken.id, "train")
     store.stage_failed(broken.id, "train", "boom")

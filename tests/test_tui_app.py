@@ -124,16 +124,13 @@ def test_cold_import_does_not_load_torch():
 
 
 def test_delete_a_run_from_the_history_after_confirming(tmp_path):
-    from pipelines.config import parse_config
+    from conftest import finished_run
     from screens.widgets.confirm import ConfirmPrompt
     from workbench.store import RunStore
 
     runs_dir = str(tmp_path / "runs")
     store = RunStore(runs_dir)
-    older = store.create_run(parse_config({"name": "older"}))
-    store.run_finished(older.id)
-    newer = store.create_run(parse_config({"name": "newer"}))
-    store.run_finished(newer.id)
+    older, newer = finished_run(store, "older"), finished_run(store, "newer")
 
     async def scenario():
         app = WorkbenchApp(runs_dir=runs_dir, configs_dir=copy_configs(tmp_path / "configs"))
