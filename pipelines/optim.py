@@ -14,8 +14,9 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 def resolve_precision(setting: str, flags: set[str] | None = None) -> tuple[str, str]:
     """(precision, why) for a ``precision`` setting. ``auto`` is bf16 on CPUs with
-    AMX-BF16 tiles, where it was measured at 2.2x (small) and 1.7x (mini) the steps
-    per second of fp32, and fp32 elsewhere: AVX-512-BF16 alone is unmeasured."""
+    AMX-BF16 tiles, where it was measured at 2.0x (small) and 1.7x (mini) the steps
+    per second of fp32 (scripts/bench_train_step.py), and fp32 elsewhere: AVX-512-BF16
+    alone is unmeasured."""
     flags = cpu_flags() if flags is None else flags
     if setting == "auto":
         if "amx_bf16" in flags:
