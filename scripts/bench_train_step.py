@@ -24,19 +24,20 @@ def step_ms(preset: str, batch: int, seq: int, rounds: int, steps: int) -> dict[
     import torch
     from transformers import BertForTokenClassification
 
+    from pipelines.data import HUB_LABELS
     from pipelines.models import bert_config
 
     torch.manual_seed(0)
-    model = BertForTokenClassification(bert_config(preset, 21128, ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"], 128))
+    model = BertForTokenClassification(bert_config(preset, 21128, HUB_LABELS, 128))
     model.train()
     optimizer, schedule = make_optimizer(model, 1e-4, 0.01, total_steps=10**6, warmup_steps=0)
     ids = torch.randint(1000, 20000, (batch, seq))
-    labels = torch.randint(0, 7, (batch, seq))
+    labels = torch.randint(0, len(HUB_LABELS), (batch, seq))
 
     def one(precision: str) -> None:
         with autocast(precision):
             logits = model(input_ids=ids).logits.float()
-        optimizer_step(torch.nn.functional.cross_entropy(logits.reshape(-1, 7), labels.reshape(-1)), model, optimizer, schedule)
+        optimizer_step(torch.nn.functional.cross_entropy(logits.reshape(-1, len(HUB_LABELS)), labels.reshape(-1)), model, optimizer, schedule)
 
     times: dict[str, list[float]] = {"fp32": [], "bf16": []}
     for _ in range(rounds):
