@@ -10,7 +10,7 @@ import pytest
 
 from pipelines.config import parse_config
 from pipelines.files import replace_dir
-from workbench.store import RunStore
+from workbench.store import RunStore, model_label
 
 
 def test_run_lifecycle(tmp_path):
@@ -29,6 +29,24 @@ def test_run_lifecycle(tmp_path):
     assert store.find("my run/1").id == run.id and store.find(run.id[:10]).id == run.id
     assert store.find("no-such-run") is None
     assert store.find(run.dir).id == run.id
+
+
+def test_model_label_names_the_run_a_model_came_from(tmp_path):
+    store = RunStore(str(tmp_path))
+    teacher = store.create_run(parse_config({"name": "teacher", "model": {"preset": "mini"}}))
+    student = store.create_run(parse_config({"name": "student", "model": {"pretrained": os.path.join(teacher.dir, "model")}}))
+    grandchild = store.create_run(parse_config({"name": "gen2", "model": {"pretrained": os.path.join(student.dir, "distilled")}}))
+    hub = store.create_run(parse_config({"name": "hub", "model": {"pretrained": "bert-base-chinese"}}))
+    for run in (hub, student):  # the student's teacher is where it started: said once
+        store.stage_started(run.id, "distill")
+        store.stage_finished(run.id, "distill", {"teacher": os.path.join(teacher.dir, "model")})
+    runs = store.list_runs()
+    assert model_label(store.get(teacher.id), runs) == "mini"
+    assert model_label(store.get(student.id), runs) == "mini from teacher"
+    assert model_label(store.get(grandchild.id), runs) == "mini from student"
+    assert model_label(store.get(hub.id), runs) == "bert-base-chinese taught by teacher"
+    store.delete_run(teacher.id)  # a deleted run's weights: the path, as configured
+    assert model_label(store.get(student.id), store.list_runs()) == os.path.join(teacher.dir, "model")
 
 
 KILLED_MID_STAGE = textwrap.dedent(

@@ -137,9 +137,11 @@ class Backend:
     def runs(self) -> list[RunSummary]:
         with self._store() as store:
             records = store.list_runs()
-        return [self._summary(r) for r in records]
+        return [self._summary(r, records) for r in records]
 
-    def _summary(self, record) -> RunSummary:
+    def _summary(self, record, records) -> RunSummary:
+        from .store import model_label
+
         f1, split = record.test_f1(), "test"
         train = record.stage("train")
         if f1 is None and train and train.metrics:
@@ -149,7 +151,7 @@ class Backend:
             name=record.name,
             dir=record.dir,
             status=record.status,
-            model=record.model or "",
+            model=model_label(record, records),
             dataset=record.dataset or "",
             stages=[(s.stage, s.status) for s in record.stages],
             best_f1=f1,
@@ -165,7 +167,7 @@ class Backend:
 
     def run_detail(self, run_id: str) -> RunDetail:
         with self._store() as store:
-            record = store.get(run_id)
+            record, records = store.get(run_id), store.list_runs()
         stages = [
             StageRow(
                 s.stage,
@@ -177,7 +179,7 @@ class Backend:
             for s in record.stages
         ]
         return RunDetail(
-            self._summary(record),
+            self._summary(record, records),
             _read_text(os.path.join(record.dir, "config.yaml")),
             stages,
             _artifacts(record.dir),

@@ -535,7 +535,7 @@ def cmd_runs(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from .store import RunStore
+    from .store import RunStore, model_label
 
     runs = RunStore(args.runs_dir).list_runs()
     if args.json:
@@ -548,7 +548,7 @@ def cmd_runs(args) -> int:
     for r in runs:
         stages = " ".join(f"[{colors.get(s.status, 'white')}]{s.stage}[/]" for s in r.stages)
         f1 = r.test_f1()
-        table.add_row(r.id, f"[{colors.get(r.status, 'white')}]{r.status}[/]", r.model or "", r.dataset or "", stages, f"{f1:.4f}" if f1 is not None else "")
+        table.add_row(r.id, f"[{colors.get(r.status, 'white')}]{r.status}[/]", model_label(r, runs), r.dataset or "", stages, f"{f1:.4f}" if f1 is not None else "")
     Console().print(table if runs else "no runs yet: try `ner-workbench run configs/quickstart.yaml`")
     return 0
 

@@ -78,6 +78,28 @@ class RunRecord:
         return ev.metrics.get("f1") if ev and ev.metrics else None
 
 
+def _owner(path: str, runs: list[RunRecord], skip: set[str]) -> RunRecord | None:
+    """The run whose directory holds ``path`` (a model or checkpoint directory)."""
+    path = os.path.abspath(path) if path else ""
+    return next((r for r in runs if r.id not in skip and path.startswith(r.dir + os.sep)), None)
+
+
+def model_label(record: RunRecord, runs: list[RunRecord]) -> str:
+    """What a run started from, for people: its preset or hub id as configured, or for
+    another run's weights "<the preset at the root of that chain> from <that run's
+    name>" (e.g. "mini from mini-long") instead of a long path; plus "taught by <run>"
+    when a distillation teacher came from another run."""
+    model, source, seen = record.model or "", None, {record.id}
+    while (owner := _owner(model, runs, seen)) is not None:
+        seen.add(owner.id)
+        source = source or owner.name
+        model = owner.model or ""
+    label = f"{model} from {source}" if source else model
+    distill = record.stage("distill")
+    teacher = _owner((distill.metrics or {}).get("teacher", ""), runs, {record.id}) if distill else None
+    return f"{label} taught by {teacher.name}" if teacher and teacher.name != source else label
+
+
 def default_runs_dir() -> str:
     return os.environ.get("NER_WORKBENCH_RUNS", DEFAULT_RUNS_DIR)
 
