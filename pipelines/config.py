@@ -191,8 +191,11 @@ class BenchConfig(_Section):
 
 class _TextSteps(_Section):
     """A fixed number of optimiser steps over unlabeled text, checkpointed every
-    ``checkpoint_every`` steps; ``max_minutes`` stops one invocation, and running it
-    again resumes (shared by pretrain and distill)."""
+    ``checkpoint_every`` steps, and resumable (shared by pretrain and distill).
+    ``max_minutes`` with ``decay_to_budget`` (the default) is the stage's whole
+    budget, counted across resumes, and the learning rate decays to zero by it or by
+    ``steps``, whichever comes first; without it each invocation stops after
+    ``max_minutes`` wherever the schedule is, and running again resumes."""
 
     # peoples_daily_1998 (embedded), msra_train (labels dropped), file:PATH;
     # sentences overlapping the test split are dropped.
@@ -206,6 +209,7 @@ class _TextSteps(_Section):
     checkpoint_every: int = Field(500, ge=1)
     holdout: int = Field(256, ge=0)  # sequences held out to measure progress
     max_minutes: Optional[float] = Field(None, gt=0)
+    decay_to_budget: bool = True
     threads: Optional[int] = Field(None, ge=1)
     precision: TrainPrecision = "auto"
 

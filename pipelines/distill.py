@@ -27,7 +27,7 @@ from .encoding import CharEncoder
 from .events import Reporter
 from .files import replace_dir, write_json
 from .models import ModelError, build_model, load_model, parameter_count, save_model
-from .optim import autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
+from .optim import StageClock, autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
 from .predict import make_windows, pad_batch
 from .train import batch_loss, bucketed_batches, make_examples
 
@@ -87,7 +87,9 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         train = data.splits["train"]
         labeled = make_examples(train["tokens"], train["ner_tags"], encoder, dc.max_length, mc.window_stride)
 
-    optimizer, schedule = make_optimizer(student, dc.learning_rate, dc.weight_decay, dc.steps, int(dc.warmup_ratio * dc.steps))
+    clock = StageClock(dc.max_minutes, across_resumes=dc.decay_to_budget)
+    optimizer, schedule = make_optimizer(student, dc.learning_rate, dc.weight_decay, dc.steps, int(dc.warmup_ratio * dc.steps),
+                                         clock.budget_s if dc.decay_to_budget else None, clock.spent_s)
     checkpoint = os.path.join(run_dir, CHECKPOINT_DIR)
     step = 0
     state = load_training_state(checkpoint, student, optimizer, schedule)
@@ -133,10 +135,10 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
     transfer, hard = endless(windows), endless(labeled) if labeled else None
     student.train()
     start = time.monotonic()
-    deadline = start + dc.max_minutes * 60 if dc.max_minutes else None
+    clock.resume(state)
     tokens, teacher_s, loss_sum, loss_n = 0, 0.0, 0.0, 0
     first_step = step
-    while step < dc.steps:
+    while step < dc.steps and not clock.out_of_time():
         ids, mask, real = tensors([windows[i] for i in next(transfer)])
         with autocast(precision):
             t0 = time.monotonic()
@@ -156,13 +158,12 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
             reporter.progress(step, dc.steps, "steps", loss=round(loss_sum / loss_n, 4), lr=schedule.get_last_lr()[0],
                               tokens_per_s=round(tokens / max(elapsed, 1e-9)))
             loss_sum, loss_n = 0.0, 0
-        out_of_time = deadline is not None and time.monotonic() > deadline
+        out_of_time = clock.out_of_time()
         if step % dc.checkpoint_every == 0 or step == dc.steps or out_of_time:
-            save_training_state(checkpoint, student, optimizer, schedule, rng=rng.getstate(), step=step)
+            save_training_state(checkpoint, student, optimizer, schedule, rng=rng.getstate(), step=step, seconds=clock.total_s())
             reporter.metric("teacher_agreement", agreement())
-        if out_of_time:
-            reporter.log(f"time budget of {dc.max_minutes} min reached at step {step}; run again to resume")
-            break
+    if step < dc.steps:
+        reporter.log(clock.stop_message(step))
 
     seconds = time.monotonic() - start
     meta.source = f"distill:{teacher_meta.source or teacher_dir}->{meta.source}"
@@ -171,6 +172,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         "steps": step,
         "teacher_agreement": agreement(),
         "seconds": round(seconds, 1),
+        "total_seconds": round(clock.total_s(), 1),  # across resumes
         "tokens_per_s": round(tokens / max(seconds, 1e-9)),
         "teacher_share": round(teacher_s / seconds, 3) if step > first_step and seconds > 0 else None,
         "windows": len(windows),

@@ -4,6 +4,8 @@ pretraining and distillation."""
 
 from __future__ import annotations
 
+import time
+
 from .cpu import cpu_flags
 
 NO_DECAY = ("bias", "LayerNorm.weight")  # as in BERT: no decay on biases and norms
@@ -35,12 +37,46 @@ def autocast(precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def make_optimizer(model, learning_rate: float, weight_decay: float, total_steps: int, warmup_steps: int, budget_s: float | None = None):
-    """AdamW and a linear warmup/decay schedule. With ``budget_s`` the decay follows
-    whichever runs out first, the steps or the seconds from now: a run cut by its time
-    budget still ends at learning rate zero instead of mid-schedule."""
-    import time
+class StageClock:
+    """Seconds a resumable stage has trained, counted against its time budget. With
+    ``across_resumes`` the budget spans every invocation: a resumed run continues the
+    schedule and the budget where the last one stopped (the checkpoint stores the
+    seconds); without, each invocation gets the whole budget again."""
 
+    def __init__(self, max_minutes: float | None, across_resumes: bool):
+        self.budget_s = max_minutes * 60 if max_minutes else None
+        self.across_resumes = across_resumes
+        self.earlier_s = 0.0  # seconds of earlier invocations (from the checkpoint)
+        self.start = time.monotonic()
+
+    def resume(self, state: dict | None) -> None:
+        """Count from now, after the seconds a checkpoint says were spent before."""
+        self.earlier_s = float((state or {}).get("seconds", 0.0))
+        self.start = time.monotonic()
+
+    def total_s(self) -> float:
+        return self.earlier_s + time.monotonic() - self.start
+
+    def spent_s(self) -> float:
+        """Seconds counted against the budget."""
+        return self.total_s() if self.across_resumes else time.monotonic() - self.start
+
+    def out_of_time(self) -> bool:
+        return self.budget_s is not None and self.spent_s() >= self.budget_s
+
+    def stop_message(self, step: int) -> str:
+        minutes = self.budget_s / 60
+        if self.across_resumes:
+            return f"time budget of {minutes:g} min reached at step {step} (learning rate decayed to zero); raise max_minutes and resume to go on"
+        return f"time budget of {minutes:g} min reached at step {step}; run again to resume"
+
+
+def make_optimizer(model, learning_rate: float, weight_decay: float, total_steps: int, warmup_steps: int,
+                   budget_s: float | None = None, clock=None):
+    """AdamW and a linear warmup/decay schedule. With ``budget_s`` the decay follows
+    whichever runs out first, the steps or the seconds of ``clock()`` (default: since
+    now): a run cut by its time budget still ends at learning rate zero instead of
+    mid-schedule."""
     import torch
 
     groups = [
@@ -49,14 +85,16 @@ def make_optimizer(model, learning_rate: float, weight_decay: float, total_steps
     ]
     optimizer = torch.optim.AdamW(groups, lr=learning_rate, fused=True)  # fused update: ~15% faster steps on 2 cores
     warmup = min(warmup_steps, max(total_steps - 1, 0))
-    start = time.monotonic()
+    if clock is None:
+        start = time.monotonic()
+        clock = lambda: time.monotonic() - start  # noqa: E731
 
     def factor(step: int) -> float:
         if step < warmup:
             return step / max(1, warmup)
         done = (step - warmup) / max(1, total_steps - warmup)
         if budget_s:
-            done = max(done, (time.monotonic() - start) / budget_s)
+            done = max(done, clock() / budget_s)
         return max(0.0, 1.0 - done)
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -20,7 +20,7 @@ from .encoding import CharEncoder, load_tokenizer
 from .events import Reporter
 from .files import replace_dir, write_json
 from .models import ModelMeta, bert_config, parameter_count, save_model
-from .optim import autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
+from .optim import StageClock, autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
 from .predict import pad_batch
 
 IGNORE = -100
@@ -123,7 +123,9 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
     config = bert_config(cfg.model.preset, len(tokenizer), ["O"], pc.max_length, cfg.model.dropout)
     torch.manual_seed(cfg.seed)
     model = BertForMaskedLM(config)
-    optimizer, schedule = make_optimizer(model, pc.learning_rate, pc.weight_decay, pc.steps, int(pc.warmup_ratio * pc.steps))
+    clock = StageClock(pc.max_minutes, across_resumes=pc.decay_to_budget)
+    optimizer, schedule = make_optimizer(model, pc.learning_rate, pc.weight_decay, pc.steps, int(pc.warmup_ratio * pc.steps),
+                                         clock.budget_s if pc.decay_to_budget else None, clock.spent_s)
     rng = np.random.default_rng(cfg.seed)
     step = 0
     checkpoint = os.path.join(run_dir, CHECKPOINT_DIR)
@@ -157,11 +159,11 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
 
     model.train()
     start = time.monotonic()
-    deadline = start + pc.max_minutes * 60 if pc.max_minutes else None
+    clock.resume(state)
     tokens = 0
     loss_sum, loss_n = 0.0, 0
     order: list[int] = []
-    while step < pc.steps:
+    while step < pc.steps and not clock.out_of_time():
         if len(order) < pc.batch_size:
             order += rng.permutation(len(seqs)).tolist()
         batch, order = order[: pc.batch_size], order[pc.batch_size :]
@@ -178,17 +180,17 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
             elapsed = time.monotonic() - start
             reporter.progress(step, pc.steps, "steps", loss=round(loss_sum / loss_n, 4), tokens_per_s=round(tokens / max(elapsed, 1e-9)))
             loss_sum, loss_n = 0.0, 0
-        out_of_time = deadline is not None and time.monotonic() > deadline
+        out_of_time = clock.out_of_time()
         if step % pc.checkpoint_every == 0 or step == pc.steps or out_of_time:
-            save_training_state(checkpoint, model, optimizer, schedule, rng=rng.bit_generator.state, step=step)
+            save_training_state(checkpoint, model, optimizer, schedule, rng=rng.bit_generator.state, step=step, seconds=clock.total_s())
             reporter.metric("mlm_accuracy", mlm_accuracy())
-        if out_of_time:
-            reporter.log(f"time budget of {pc.max_minutes} min reached at step {step}; run again to resume")
-            break
+    if step < pc.steps:
+        reporter.log(clock.stop_message(step))
     accuracy = mlm_accuracy()
     meta = ModelMeta(labels=["O"], max_length=pc.max_length, preset=cfg.model.preset, source=f"mlm:{cfg.model.preset}")
     replace_dir(os.path.join(run_dir, PRETRAINED_DIR), lambda tmp: save_model(model, tokenizer, meta, tmp))
     result = {"steps": step, "mlm_accuracy": accuracy, "seconds": round(time.monotonic() - start, 1),
+              "total_seconds": round(clock.total_s(), 1),
               "tokens_per_s": round(tokens / max(time.monotonic() - start, 1e-9)), "sequences": len(seqs), "precision": precision}
     write_json(os.path.join(run_dir, PRETRAINED_DIR, "pretrain.json"), result)
     return result

@@ -3,7 +3,7 @@
 import torch
 
 from pipelines.config import parse_config
-from pipelines.optim import make_optimizer
+from pipelines.optim import StageClock, make_optimizer
 
 
 def _lrs(schedule, optimizer, steps, clock=None, tick=0.0):
@@ -39,8 +39,31 @@ def test_a_time_budget_that_ends_first_sets_the_decay(monkeypatch):
     assert abs(_lrs(schedule, optimizer, 5, clock, tick=1.0)[-1] - 0.5e-3) < 1e-12
 
 
+def test_a_resumed_stage_continues_its_budget_and_its_decay(monkeypatch):
+    now = [0.0]
+    monkeypatch.setattr("time.monotonic", lambda: now[0])
+    clock = StageClock(max_minutes=1, across_resumes=True)
+    optimizer, schedule = make_optimizer(torch.nn.Linear(2, 2), 1e-3, 0.0, total_steps=10**6, warmup_steps=0,
+                                         budget_s=clock.budget_s, clock=clock.spent_s)
+    clock.resume({"seconds": 30.0})  # an earlier invocation spent half the minute
+    now[0] += 15
+    optimizer.step()
+    schedule.step()
+    assert abs(schedule.get_last_lr()[0] - 0.25e-3) < 1e-12  # 45 of 60 s spent
+    assert not clock.out_of_time()
+    now[0] += 15
+    assert clock.out_of_time() and "raise max_minutes" in clock.stop_message(7)
+    # Without across_resumes every invocation gets the whole budget; the total still counts.
+    each = StageClock(max_minutes=1, across_resumes=False)
+    each.resume({"seconds": 30.0})
+    now[0] += 45
+    assert not each.out_of_time() and each.total_s() == 75.0 and "run again" in each.stop_message(3)
+    assert StageClock(None, across_resumes=True).out_of_time() is False
+
+
 def test_train_decays_to_its_budget_by_default():
     assert parse_config({"train": {"max_minutes": 5}}).train.decay_to_budget is True
+    assert parse_config({}).pretrain.decay_to_budget is parse_config({}).distill.decay_to_budget is True
     assert parse_config({"train": {"decay_to_budget": False}}).train.decay_to_budget is False
 
 

@@ -93,6 +93,22 @@ def test_resume_continues_the_step_count(tmp_path):
     assert model.config.num_labels == 3
 
 
+def test_the_budget_counts_across_resumes_unless_told_otherwise(tmp_path):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("\n".join(["新华社北京一月一日电", "张三在北京工作"] * 6), encoding="utf-8")
+    run_dir, sentences = str(tmp_path / "run"), load_corpus([f"file:{corpus}"])
+    cfg = _tiny_cfg(corpus, 10**6)
+    cfg.pretrain.max_minutes = 0.005  # 0.3 s, far short of the steps
+    first = pretrain(cfg, sentences, run_dir, Reporter())
+    assert 0 < first["steps"] < 10**6
+    logs = []
+    again = pretrain(cfg, sentences, run_dir, Reporter(lambda e: logs.append(e)))
+    assert again["steps"] == first["steps"]  # the budget was spent: nothing more to do
+    assert any(e.kind == "log" and "raise max_minutes" in e.message for e in logs)
+    cfg.pretrain.decay_to_budget = False  # a fresh budget per invocation
+    assert pretrain(cfg, sentences, run_dir, Reporter())["steps"] > first["steps"]
+
+
 def test_embedded_people_daily_text_keeps_words_and_drops_tags():
     sentences = peoples_daily_1998()
     assert len(sentences) > 15000
