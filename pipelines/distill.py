@@ -156,7 +156,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         if step % 10 == 0 or step == dc.steps:
             elapsed = time.monotonic() - start
             reporter.progress(step, dc.steps, "steps", loss=round(loss_sum / loss_n, 4), lr=schedule.get_last_lr()[0],
-                              tokens_per_s=round(tokens / max(elapsed, 1e-9)))
+                              tokens_per_s=round(tokens / max(elapsed, 1e-9)), **clock.time_left())
             loss_sum, loss_n = 0.0, 0
         out_of_time = clock.out_of_time()
         if step % dc.checkpoint_every == 0 or step == dc.steps or out_of_time:

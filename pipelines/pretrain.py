@@ -178,7 +178,8 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
         loss_n += 1
         if step % 10 == 0 or step == pc.steps:
             elapsed = time.monotonic() - start
-            reporter.progress(step, pc.steps, "steps", loss=round(loss_sum / loss_n, 4), tokens_per_s=round(tokens / max(elapsed, 1e-9)))
+            reporter.progress(step, pc.steps, "steps", loss=round(loss_sum / loss_n, 4), lr=schedule.get_last_lr()[0],
+                              tokens_per_s=round(tokens / max(elapsed, 1e-9)), **clock.time_left())
             loss_sum, loss_n = 0.0, 0
         out_of_time = clock.out_of_time()
         if step % pc.checkpoint_every == 0 or step == pc.steps or out_of_time:

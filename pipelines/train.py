@@ -148,6 +148,7 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
                     loss=round(loss_sum / loss_n, 4),
                     lr=schedule.get_last_lr()[0],
                     tokens_per_s=round(tokens_seen / max(elapsed, 1e-9)),
+                    **({"time_left_s": round(deadline - time.monotonic(), 1)} if deadline is not None else {}),
                 )
                 loss_sum, loss_n = 0.0, 0
             out_of_time = deadline is not None and time.monotonic() > deadline

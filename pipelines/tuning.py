@@ -113,23 +113,20 @@ def _progress_callback(reporter: Reporter, budget: TuningBudget, task_names: lis
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.ir.utils import derived_object
 
-    start = time.monotonic()
     best_us: dict[int, float] = {}
     state = {"trials": 0, "out_of_time": False}
 
     @derived_object
     class Progress(PyMeasureCallback):
         """One progress event per measured batch: trials, kernels touched, the best
-        time of the batch's kernel, ETA. Past the deadline it stops every task."""
+        time of the batch's kernel, the time budget left. Past the deadline it stops every task."""
 
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
             state["trials"] += len(measure_candidates)
             times = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in runner_results if r.run_secs]
             if times:
                 best_us[task_id] = min(best_us.get(task_id, float("inf")), min(times) * 1e6)
-            elapsed = time.monotonic() - start
             done = min(state["trials"], budget.trials)
-            eta = elapsed / done * (budget.trials - done) if done else None
             reporter.progress(
                 done,
                 budget.trials,
@@ -139,7 +136,8 @@ def _progress_callback(reporter: Reporter, budget: TuningBudget, task_names: lis
                 tasks_touched=len(best_us),
                 tasks=len(task_names),
                 best_us=round(best_us.get(task_id, 0.0), 1),
-                eta_s=round(eta, 1) if eta is not None else None,
+                # the UIs' ETA: trials left at the rate so far, or this if sooner
+                **({"time_left_s": round(deadline - time.monotonic(), 1)} if deadline is not None else {}),
             )
             if deadline is not None and time.monotonic() > deadline:
                 # The scheduler itself terminates the task being joined, so stopping

@@ -157,7 +157,7 @@ def test_tuning_reports_live_progress_stops_at_its_time_budget_and_is_reused(toy
     events, tuning = compile_with({"trials": 40, "max_minutes": 1e-4})
     trials = [e for e in events if e.kind == "progress" and e.unit == "trials"]
     assert trials and trials[-1].total == 40 and 0 < trials[-1].n < 40
-    assert {"task", "tasks", "best_us", "eta_s"} <= set(trials[-1].data)
+    assert {"task", "tasks", "best_us", "time_left_s"} <= set(trials[-1].data)
     # Each kernel's default schedule is measured and stored too, so records > trials;
     # the GEMMs whose default packs their weights are left out of tuning altogether.
     assert tuning["trials"] == 40 and tuning["records"] > trials[-1].n

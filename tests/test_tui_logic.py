@@ -31,6 +31,34 @@ def test_tracker_follows_stages_with_eta_from_event_times():
     assert tracker.current.fraction is None and tracker.current.eta_s is None
 
 
+def test_a_time_budget_that_ends_first_sets_the_eta_in_the_tui_and_the_cli():
+    import io
+
+    from rich.console import Console
+
+    from workbench.render import RichRenderer
+
+    events = [
+        Event("progress", "pretrain", time=100.0, n=10, total=5000, unit="steps", data={"lr": 0.0003, "time_left_s": 1700.0}),
+        Event("progress", "pretrain", time=110.0, n=20, total=5000, unit="steps", data={"lr": 0.0003, "time_left_s": 1690.0}),
+    ]
+    tracker = ProgressTracker()
+    tracker.feed(events)
+    assert tracker.current.eta_s == 1690.0  # not the 4,980 s the 4,980 steps left would take
+    assert "lr 0.0003" in tracker.current.extras()
+    out = io.StringIO()
+    renderer = RichRenderer(Console(file=out, width=160, force_terminal=False))
+    for event in events:
+        renderer(event)
+    renderer.close()
+    assert "eta 28:10" in out.getvalue() and "lr 0.0003" in out.getvalue()
+    # Steps that end first keep the rate's ETA.
+    tracker = ProgressTracker()
+    tracker.feed([Event("progress", "train", time=0.0, n=0, total=20, data={"time_left_s": 900.0}),
+                  Event("progress", "train", time=10.0, n=10, total=20, data={"time_left_s": 890.0})])
+    assert tracker.current.eta_s == 10.0
+
+
 def test_describe_and_durations():
     assert describe(Event("failed", "eval", message="boom")) == "✘ eval: boom"
     assert describe(Event("metric", "eval", name="test_f1", value=0.5)) == "eval test_f1 = 0.5000"

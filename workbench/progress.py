@@ -18,7 +18,7 @@ from pipelines.files import read_json
 
 # Progress extras shown next to the bar, in this order (as the CLI does).
 # Progress data worth showing beside a bar: training, then tuning (kernel and its best time).
-EXTRAS = ("epoch", "loss", "tokens_per_s", "task", "best_us")
+EXTRAS = ("epoch", "loss", "lr", "tokens_per_s", "task", "best_us")
 
 
 @dataclass
@@ -43,14 +43,20 @@ class StageProgress:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left at the rate seen so far in this stage."""
-        if self.status != "running" or not self.total or self.first_time is None or self.last_time is None:
+        """Seconds left at the rate seen so far in this stage, or less when the stage
+        says its time budget ends first (``time_left_s``)."""
+        if self.status != "running":
             return None
+        budget = self.data.get("time_left_s")
+        budget = max(0.0, budget) if isinstance(budget, (int, float)) else None
+        if not self.total or self.first_time is None or self.last_time is None:
+            return budget
         done = self.n - (self.first_n or 0)
         elapsed = self.last_time - self.first_time
         if done <= 0 or elapsed <= 0:
-            return None
-        return max(0.0, (self.total - self.n) * elapsed / done)
+            return budget
+        by_rate = max(0.0, (self.total - self.n) * elapsed / done)
+        return by_rate if budget is None else min(by_rate, budget)
 
     def extras(self) -> str:
         return "  ".join(f"{k} {format_extra(self.data[k])}" for k in EXTRAS if k in self.data)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipelines.events import Event
 
-from .progress import EXTRAS, format_extra
+from .progress import ProgressTracker, format_duration
 
 
 class RichRenderer:
@@ -23,26 +23,25 @@ class RichRenderer:
             MofNCompleteColumn(),
             TextColumn("{task.fields[unit]}"),
             TimeElapsedColumn(),
-            TextColumn("eta"),
-            TimeRemainingColumn(),
+            TextColumn("eta {task.fields[eta]}"),
             TextColumn("[dim]{task.fields[extra]}"),
             console=self.console,
             transient=False,
             disable=quiet,
         )
         self.tasks: dict[str, int] = {}
+        self.tracker = ProgressTracker()  # the TUI's ETA and extras, so both show the same
         self.progress.start()
 
     def __call__(self, event: Event) -> None:
         stage = event.stage or "-"
+        self.tracker.feed([event])
         if event.kind == "progress":
             task = self.tasks.get(stage)
-            extra = "  ".join(f"{k} {format_extra(event.data[k])}" for k in EXTRAS if event.data and k in event.data)
+            fields = {"unit": event.unit or "", "extra": self.tracker.current.extras(), "eta": format_duration(self.tracker.current.eta_s)}
             if task is None:
-                task = self.tasks[stage] = self.progress.add_task(
-                    "", total=event.total, stage=stage, unit=event.unit or "", extra=extra
-                )
-            self.progress.update(task, completed=event.n, total=event.total, unit=event.unit or "", extra=extra)
+                task = self.tasks[stage] = self.progress.add_task("", total=event.total, stage=stage, **fields)
+            self.progress.update(task, completed=event.n, total=event.total, **fields)
         elif event.kind == "log" and not self.quiet:
             style = {"warning": "yellow", "error": "red"}.get(event.level or "", "")
             self.progress.console.print(f"[dim]{stage}[/] {escape(event.message or '')}", style=style, markup=True, highlight=False)
