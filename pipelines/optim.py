@@ -95,12 +95,11 @@ def make_optimizer(model, learning_rate: float, weight_decay: float, total_steps
         clock = lambda: time.monotonic() - start  # noqa: E731
 
     def factor(step: int) -> float:
-        if step < warmup:
-            return step / max(1, warmup)
-        done = (step - warmup) / max(1, total_steps - warmup)
-        if budget_s:
+        ramp = min(1.0, step / max(1, warmup)) if warmup else 1.0
+        done = max(0, step - warmup) / max(1, total_steps - warmup)
+        if budget_s:  # also during warmup: a budget shorter than the warmup still ends at zero
             done = max(done, clock() / budget_s)
-        return max(0.0, 1.0 - done)
+        return max(0.0, min(ramp, 1.0 - done))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

@@ -33,6 +33,11 @@ def test_a_time_budget_that_ends_first_sets_the_decay(monkeypatch):
     lrs = _lrs(schedule, optimizer, 10, clock, tick=1.0)  # one second a step: the budget ends at step 10 of 1000
     assert abs(lrs[4] - 0.5e-3) < 1e-12
     assert lrs[-1] == 0.0
+    # A budget that ends inside the warmup still ends at zero.
+    clock[0] = 0.0
+    optimizer, schedule = make_optimizer(torch.nn.Linear(2, 2), 1e-3, 0.01, total_steps=1000, warmup_steps=500, budget_s=10.0)
+    lrs = _lrs(schedule, optimizer, 10, clock, tick=1.0)
+    assert lrs[0] == 1e-3 / 500 and lrs[-1] == 0.0
     # Steps that outrun the budget keep the step schedule.
     clock[0] = 0.0
     optimizer, schedule = make_optimizer(torch.nn.Linear(2, 2), 1e-3, 0.01, total_steps=10, warmup_steps=0, budget_s=1e6)
