@@ -82,3 +82,11 @@ def test_delete_by_name_and_every_unfinished_run(tmp_path, capsys):
     assert "no run 'no-such-run'" in capsys.readouterr().err
     assert main(["delete", "--runs-dir", runs]) == 2
     assert "name the runs to delete, or pass --unfinished" in capsys.readouterr().err
+
+
+def test_the_summary_gives_a_resumed_stage_its_time_across_resumes():
+    from workbench.cli import _took
+
+    assert _took({"seconds": 95.2}) == "95 s"
+    assert _took({"seconds": 1.6, "total_seconds": 1537.5}) == "2 s (1,538 s across resumes)"
+    assert _took({"seconds": 95.2, "total_seconds": 95.2}) == "95 s"

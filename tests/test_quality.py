@@ -20,7 +20,7 @@ def test_row_sums_up_each_training_stage_and_the_test_scores(tmp_path):
     run = _run(
         tmp_path,
         {
-            "pretrain": {"seconds": 1800.0},
+            "pretrain": {"seconds": 600.0, "total_seconds": 1800.0},  # resumed: 20 of its 30 min came before
             "distill": {"seconds": 222.0, "precision": "bf16"},
             "train": {"train_seconds": 438.0, "epochs": 6.0, "parameters": 3167879, "precision": "fp32"},
             "eval": {"split": "test", "f1": 0.76751, "accuracy": 0.97662, "per_type": per_type, "decode": "bio"},

@@ -245,6 +245,13 @@ def _in(stage_result: dict) -> str:
     return f" in {stage_result['precision']}" if stage_result.get("precision") else ""
 
 
+def _took(stage_result: dict) -> str:
+    """'95 s', or '95 s (1,800 s across resumes)' for a resumed pretrain or distill."""
+    total = stage_result.get("total_seconds")
+    resumed = f" ({total:,.0f} s across resumes)" if total is not None and total - stage_result["seconds"] > 1 else ""
+    return f"{stage_result['seconds']:.0f} s{resumed}"
+
+
 def _print_summary(run_dir: str, results: dict) -> None:
     from rich.console import Console
 
@@ -253,10 +260,10 @@ def _print_summary(run_dir: str, results: dict) -> None:
         _print_scores(results["eval"], out)
     if "pretrain" in results:
         p = results["pretrain"]
-        out.print(f"pretrain: {p['steps']} steps, held-out MLM accuracy {p['mlm_accuracy']:.4f}, {p['seconds']:.0f} s, {p['tokens_per_s']} tokens/s{_in(p)}")
+        out.print(f"pretrain: {p['steps']} steps, held-out MLM accuracy {p['mlm_accuracy']:.4f}, {_took(p)}, {p['tokens_per_s']} tokens/s{_in(p)}")
     if "distill" in results:
         d = results["distill"]
-        out.print(f"distill: {d['steps']} steps, agreement with the teacher {d['teacher_agreement']:.4f}, {d['seconds']:.0f} s, {d['tokens_per_s']} tokens/s{_in(d)}")
+        out.print(f"distill: {d['steps']} steps, agreement with the teacher {d['teacher_agreement']:.4f}, {_took(d)}, {d['tokens_per_s']} tokens/s{_in(d)}")
     if "compile" in results:
         for name, info in results["compile"].items():
             out.print(f"compile {name}: {info['artifact_mb']:.1f} MB in {info['compile_s']:.1f} s")

@@ -15,7 +15,9 @@ from pipelines.files import read_json
 
 from .compare import ENTITY_TYPES
 
-TRAINING_STAGES = (("pretrain", "seconds"), ("distill", "seconds"), ("train", "train_seconds"))
+# Training stages and their time keys, best first: a resumed pretrain or distill
+# reports this invocation's seconds and the total across invocations.
+TRAINING_STAGES = (("pretrain", ("total_seconds", "seconds")), ("distill", ("total_seconds", "seconds")), ("train", ("train_seconds",)))
 
 
 @dataclass
@@ -33,6 +35,10 @@ class QualityRow:
     decode: str | None = None
 
 
+def _seconds(result: dict | None, keys: tuple[str, ...]) -> float | None:
+    return next((result[k] for k in keys if (result or {}).get(k) is not None), None)
+
+
 def quality_row(run_dir: str) -> QualityRow:
     metrics = read_json(os.path.join(run_dir, "metrics.json"), {}) or {}
     meta = read_json(os.path.join(run_dir, "model", "workbench.json"), {}) or {}
@@ -44,7 +50,7 @@ def quality_row(run_dir: str) -> QualityRow:
         run=os.path.basename(os.path.normpath(run_dir)),
         preset=meta.get("preset") or _config_preset(run_dir),
         parameters=train.get("parameters"),
-        minutes={stage: round(metrics[stage][key] / 60, 1) for stage, key in TRAINING_STAGES if (metrics.get(stage) or {}).get(key) is not None},
+        minutes={stage: round(seconds / 60, 1) for stage, keys in TRAINING_STAGES if (seconds := _seconds(metrics.get(stage), keys)) is not None},
         precisions={stage: metrics[stage]["precision"] for stage, _ in TRAINING_STAGES if (metrics.get(stage) or {}).get("precision")},
         epochs=train.get("epochs"),
         stop_reason=train.get("stop_reason"),
