@@ -138,7 +138,8 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
     clock.resume(state)
     tokens, teacher_s, loss_sum, loss_n = 0, 0.0, 0.0, 0
     first_step = step
-    while step < dc.steps and not clock.out_of_time():
+    out_of_time = clock.out_of_time()  # a resumed run whose budget is spent takes no step
+    while step < dc.steps and not out_of_time:
         ids, mask, real = tensors([windows[i] for i in next(transfer)])
         with autocast(precision):
             t0 = time.monotonic()

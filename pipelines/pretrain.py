@@ -163,7 +163,8 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
     tokens = 0
     loss_sum, loss_n = 0.0, 0
     order: list[int] = []
-    while step < pc.steps and not clock.out_of_time():
+    out_of_time = clock.out_of_time()  # a resumed run whose budget is spent takes no step
+    while step < pc.steps and not out_of_time:
         if len(order) < pc.batch_size:
             order += rng.permutation(len(seqs)).tolist()
         batch, order = order[: pc.batch_size], order[pc.batch_size :]
