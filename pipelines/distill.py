@@ -24,7 +24,7 @@ from typing import Iterator, Sequence
 from .config import RunConfig
 from .data import NerData
 from .encoding import CharEncoder
-from .events import Reporter
+from .events import Reporter, time_left
 from .files import replace_dir, write_json
 from .models import ModelError, build_model, load_model, parameter_count, save_model
 from .optim import StageClock, autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
@@ -157,7 +157,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         if step % 10 == 0 or step == dc.steps:
             elapsed = time.monotonic() - start
             reporter.progress(step, dc.steps, "steps", loss=round(loss_sum / loss_n, 4), lr=schedule.get_last_lr()[0],
-                              tokens_per_s=round(tokens / max(elapsed, 1e-9)), **clock.time_left())
+                              tokens_per_s=round(tokens / max(elapsed, 1e-9)), **time_left(clock.deadline()))
             loss_sum, loss_n = 0.0, 0
         out_of_time = clock.out_of_time()
         if step % dc.checkpoint_every == 0 or step == dc.steps or out_of_time:

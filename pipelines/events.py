@@ -17,6 +17,12 @@ from typing import Any, Callable, Iterable, Iterator
 KINDS = ("started", "progress", "metric", "log", "artifact", "finished", "failed")
 
 
+def time_left(deadline: float | None) -> dict:
+    """Progress data for a stage whose time budget ends at ``deadline`` (a
+    ``time.monotonic()`` value): the UIs' ETA is the sooner of it and the rate's."""
+    return {"time_left_s": round(deadline - time.monotonic(), 1)} if deadline is not None else {}
+
+
 @dataclass
 class Event:
     kind: str

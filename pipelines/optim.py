@@ -61,10 +61,9 @@ class StageClock:
         """Seconds counted against the budget."""
         return self.total_s() if self.across_resumes else time.monotonic() - self.start
 
-    def time_left(self) -> dict:
-        """``time_left_s`` for a progress event when there is a budget: the ETA the
-        UIs show is the sooner of it and the steps left at the current rate."""
-        return {"time_left_s": round(self.budget_s - self.spent_s(), 1)} if self.budget_s is not None else {}
+    def deadline(self) -> float | None:
+        """The ``time.monotonic()`` at which the budget runs out (None: no budget)."""
+        return None if self.budget_s is None else time.monotonic() + self.budget_s - self.spent_s()
 
     def out_of_time(self) -> bool:
         return self.budget_s is not None and self.spent_s() >= self.budget_s

@@ -17,7 +17,7 @@ import numpy as np
 
 from .config import RunConfig
 from .encoding import CharEncoder, load_tokenizer
-from .events import Reporter
+from .events import Reporter, time_left
 from .files import replace_dir, write_json
 from .models import ModelMeta, bert_config, parameter_count, save_model
 from .optim import StageClock, autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
@@ -180,7 +180,7 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
         if step % 10 == 0 or step == pc.steps:
             elapsed = time.monotonic() - start
             reporter.progress(step, pc.steps, "steps", loss=round(loss_sum / loss_n, 4), lr=schedule.get_last_lr()[0],
-                              tokens_per_s=round(tokens / max(elapsed, 1e-9)), **clock.time_left())
+                              tokens_per_s=round(tokens / max(elapsed, 1e-9)), **time_left(clock.deadline()))
             loss_sum, loss_n = 0.0, 0
         out_of_time = clock.out_of_time()
         if step % pc.checkpoint_every == 0 or step == pc.steps or out_of_time:

@@ -12,7 +12,7 @@ import numpy as np
 from .config import RunConfig
 from .data import NerData
 from .encoding import CharEncoder, window_spans
-from .events import Reporter
+from .events import Reporter, time_left
 from .files import replace_dir
 from .metrics import ner_metrics
 from .models import build_model, parameter_count, save_model
@@ -148,7 +148,7 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
                     loss=round(loss_sum / loss_n, 4),
                     lr=schedule.get_last_lr()[0],
                     tokens_per_s=round(tokens_seen / max(elapsed, 1e-9)),
-                    **({"time_left_s": round(deadline - time.monotonic(), 1)} if deadline is not None else {}),
+                    **time_left(deadline),
                 )
                 loss_sum, loss_n = 0.0, 0
             out_of_time = deadline is not None and time.monotonic() > deadline

@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from .events import Reporter
+from .events import Reporter, time_left
 
 # Kernels made only of ops that move data: tuning them spends trials for nothing.
 # A fused kernel is named after its ops (``fused_reshape3_transpose1_broadcast_to4``);
@@ -137,7 +137,7 @@ def _progress_callback(reporter: Reporter, budget: TuningBudget, task_names: lis
                 tasks=len(task_names),
                 best_us=round(best_us.get(task_id, 0.0), 1),
                 # the UIs' ETA: trials left at the rate so far, or this if sooner
-                **({"time_left_s": round(deadline - time.monotonic(), 1)} if deadline is not None else {}),
+                **time_left(deadline),
             )
             if deadline is not None and time.monotonic() > deadline:
                 # The scheduler itself terminates the task being joined, so stopping
