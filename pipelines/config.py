@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 
 # The forward pass while training: bf16 is mixed precision (fp32 weights and optimiser
-# state); auto = bf16 on CPUs with AMX-BF16, fp32 elsewhere (pipelines.optim).
+# state); auto = bf16 on CPUs with AMX-BF16, fp32 elsewhere (pipelines.training.optim).
 TrainPrecision = Literal["auto", "fp32", "bf16"]
 
 
@@ -157,7 +157,7 @@ class CompileConfig(_Section):
     @model_validator(mode="wrap")
     @classmethod
     def _vendor_keys(cls, raw, handler):
-        from .vendor_config import VENDOR_KEYS, translate
+        from pipelines.vendor_config import VENDOR_KEYS, translate
 
         if not isinstance(raw, dict) or not any(k in raw for k in VENDOR_KEYS):
             return handler(raw)

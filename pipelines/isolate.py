@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 
-from .events import Event, Reporter
+from pipelines.events import Event, Reporter
 
 
 class ChildFailed(RuntimeError):

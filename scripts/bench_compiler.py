@@ -18,11 +18,11 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.bench import benchmark  # noqa: E402
+from pipelines.evaluate.bench import benchmark  # noqa: E402
 from pipelines.config import ModelConfig, parse_config  # noqa: E402
-from pipelines.data import HUB_LABELS  # noqa: E402
+from pipelines.data.loaders import HUB_LABELS  # noqa: E402
 from pipelines.events import Reporter  # noqa: E402
-from pipelines.models import build_model, save_model  # noqa: E402
+from pipelines.modeling.models import build_model, save_model  # noqa: E402
 from pipelines.stages import stage_compile  # noqa: E402
 
 

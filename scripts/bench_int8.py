@@ -3,7 +3,7 @@
 For a trained run (default: the quickstart model, copied, never modified) and a
 random-weight preset: compiles tvm-fp32 and tvm-int8 at 1 x SEQ, scores entity F1 on
 the MSRA test split with every engine (trained model only: random weights score 0),
-and times batch-1 latency of every engine in one interleaved run (pipelines.bench).
+and times batch-1 latency of every engine in one interleaved run (pipelines.evaluate.bench).
 
     python scripts/bench_int8.py --model runs/<id>-quickstart --presets mini --out bench-int8.json
     python scripts/bench_int8.py --workdir W --skip-latency   # F1 only; then --skip-f1 --skip-compile for timings
@@ -22,11 +22,13 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.bench import benchmark  # noqa: E402
+from pipelines.evaluate.bench import benchmark  # noqa: E402
 from pipelines.config import load_config, parse_config  # noqa: E402
 from pipelines.events import Reporter  # noqa: E402
 from pipelines.files import read_json  # noqa: E402
-from pipelines.stages import data_for, evaluate, stage_compile  # noqa: E402
+from pipelines.data.loaders import data_for  # noqa: E402
+from pipelines.evaluate.scoring import evaluate  # noqa: E402
+from pipelines.stages import stage_compile  # noqa: E402
 
 ENGINES = "torch,tvm-fp32,tvm-int8,ort,ort-int8,ort-int8-static"
 
@@ -42,8 +44,8 @@ def copy_run(src: str, dst: str) -> str:
 
 
 def random_run(root: str, preset: str) -> str:
-    from pipelines.data import HUB_LABELS
-    from pipelines.models import build_model, save_model
+    from pipelines.data.loaders import HUB_LABELS
+    from pipelines.modeling.models import build_model, save_model
 
     run_dir = os.path.join(root, preset)
     if not os.path.isdir(os.path.join(run_dir, "model")):

@@ -4,7 +4,7 @@ precision, alternating rounds so drift hits both alike.
 
     python scripts/bench_train_step.py --presets mini,small --batch 32 --seq 48
 
-The step is the product's: ``pipelines.optim`` (fused AdamW, autocast, clipping).
+The step is the product's: ``pipelines.training.optim`` (fused AdamW, autocast, clipping).
 """
 
 from __future__ import annotations
@@ -17,15 +17,15 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipelines.cpu import cpu_flags  # noqa: E402
-from pipelines.optim import autocast, make_optimizer, optimizer_step  # noqa: E402
+from pipelines.training.optim import autocast, make_optimizer, optimizer_step  # noqa: E402
 
 
 def step_ms(preset: str, batch: int, seq: int, rounds: int, steps: int) -> dict[str, list[float]]:
     import torch
     from transformers import BertForTokenClassification
 
-    from pipelines.data import HUB_LABELS
-    from pipelines.models import bert_config
+    from pipelines.data.loaders import HUB_LABELS
+    from pipelines.modeling.models import bert_config
 
     torch.manual_seed(0)
     model = BertForTokenClassification(bert_config(preset, 21128, HUB_LABELS, 128))

@@ -20,12 +20,12 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.bench import time_interleaved  # noqa: E402
+from pipelines.evaluate.bench import time_interleaved  # noqa: E402
 from pipelines.config import ModelConfig, parse_config  # noqa: E402
-from pipelines.data import HUB_LABELS  # noqa: E402
-from pipelines.engines import TVMEngine, compiled_artifacts  # noqa: E402
+from pipelines.data.loaders import HUB_LABELS  # noqa: E402
+from pipelines.runtime.engines import TVMEngine, compiled_artifacts  # noqa: E402
 from pipelines.events import Reporter  # noqa: E402
-from pipelines.models import build_model, save_model  # noqa: E402
+from pipelines.modeling.models import build_model, save_model  # noqa: E402
 from pipelines.stages import stage_compile  # noqa: E402
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.engines import TVMEngine  # noqa: E402
+from pipelines.runtime.engines import TVMEngine  # noqa: E402
 
 
 def main() -> int:

@@ -1,4 +1,4 @@
-"""The model-quality table (README, "Model quality offline") from finished runs.
+"""The model-quality table (docs/results.md, "Model quality offline") from finished runs.
 
     python scripts/quality_table.py runs/<id>-quickstart runs/<id>-mini-scratch ...
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from pipelines.config import parse_config
-from pipelines.engines import EngineError, compiled_artifacts, open_engine
+from pipelines.runtime.engines import EngineError, compiled_artifacts, open_engine
 from pipelines.events import Reporter
 from pipelines.isolate import ChildFailed, run_isolated
 from pipelines.stages import stage_bench, stage_compile
-from pipelines.tagger import Tagger
+from pipelines.runtime.tagger import Tagger
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ RELOAD = """
 import json, sys
 sys.modules["torch"] = None  # as if torch were not installed: any import of it fails
 import numpy as np
-from pipelines.engines import TVMEngine
+from pipelines.runtime.engines import TVMEngine
 engine = TVMEngine(sys.argv[1])
 ids = np.array([json.loads(sys.argv[2])], dtype=np.int64)
 out = engine.logits(ids, np.ones_like(ids))
@@ -89,7 +89,8 @@ def test_eval_through_tvm_reports_agreement_with_torch(compiled):
 
 def evaluate_run(run_dir, engine):
     from pipelines.config import load_config
-    from pipelines.stages import data_for, evaluate
+    from pipelines.data.loaders import data_for
+    from pipelines.evaluate.scoring import evaluate
 
     cfg = load_config(os.path.join(run_dir, "config.yaml"))
     return evaluate(run_dir, data_for(cfg).splits["test"], "test", Reporter(), engine_name=engine)
@@ -179,7 +180,7 @@ def test_tuning_reports_live_progress_stops_at_its_time_budget_and_is_reused(toy
 
 
 def test_only_kernels_that_just_move_data_are_left_out_of_tuning():
-    from pipelines.tuning import LAYOUT_ONLY_KERNEL
+    from pipelines.compile.tuning import LAYOUT_ONLY_KERNEL
 
     layout = ["take1", "reshape21", "fused_cast_reshape1", "fused_reshape3_transpose1_broadcast_to3_reshape41"]
     compute = ["fused_matmul_add2_reshape1_add1", "fused_softmax_broadcast_to5_reshape71", "layer_norm1", "fused_bitwise_and1_broadcast_to2_where1"]

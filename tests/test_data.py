@@ -1,7 +1,7 @@
 import pytest
 
 from pipelines.config import DataConfig
-from pipelines.data import (
+from pipelines.data.loaders import (
     HUB_LABELS,
     MSRA_TRAIN_CHUNKS,
     RECIPE_LABELS,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from pipelines.config import parse_config
-from pipelines.predict import bio_transitions, decode, extract_entities, viterbi_bio
+from pipelines.runtime.predict import bio_transitions, decode, extract_entities, viterbi_bio
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -93,7 +93,7 @@ def test_unknown_decoder_is_refused():
 
 def test_eval_decode_config_and_the_run_setting(tmp_path):
     from pipelines.config import ConfigError
-    from pipelines.stages import run_decoder
+    from pipelines.layout import run_decoder
 
     assert parse_config({}).eval.decode == "bio"
     with pytest.raises(ConfigError, match="eval.decode"):
@@ -106,10 +106,10 @@ def test_eval_decode_config_and_the_run_setting(tmp_path):
 def test_scoring_another_decoding_keeps_the_runs_own_scores(toy_run, tmp_path):
     import shutil
 
-    from pipelines.data import load_split
+    from pipelines.data.loaders import load_split
     from pipelines.events import Reporter
-    from pipelines.models import ModelMeta
-    from pipelines.stages import evaluate
+    from pipelines.modeling.models import ModelMeta
+    from pipelines.evaluate.scoring import evaluate
     from workbench.compare import collect_rows
 
     run, _, _, corpus, _ = toy_run

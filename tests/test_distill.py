@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from pipelines.config import ConfigError, parse_config
-from pipelines.distill import DISTILLED_DIR, check_same_vocab, kd_loss, label_order
-from pipelines.models import ModelError, bert_config
+from pipelines.training.distill import DISTILLED_DIR, check_same_vocab, kd_loss, label_order
+from pipelines.modeling.models import ModelError, bert_config
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -119,7 +119,7 @@ def test_distill_then_train_starts_from_the_student(toy_run, tmp_path):
     assert os.path.isfile(os.path.join(student, "config.json"))
     logs = [e.message for e in events if e.kind == "log" and e.stage == "train"]
     assert any(f"starting from this run's distill weights ({student})" in m for m in logs)
-    from pipelines.models import ModelMeta
+    from pipelines.modeling.models import ModelMeta
 
     assert ModelMeta.load(os.path.join(run.dir, "model")).source == student
 

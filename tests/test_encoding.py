@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from pipelines.encoding import CharEncoder, load_tokenizer, stitch, window_spans
-from pipelines.predict import make_windows
+from pipelines.data.encoding import CharEncoder, load_tokenizer, stitch, window_spans
+from pipelines.data.encoding import make_windows
 
 
 @pytest.fixture(scope="module")

@@ -6,17 +6,17 @@ import os
 import numpy as np
 import pytest
 
-from pipelines.calibrate import accuracy_budget
+from pipelines.compile.calibrate import accuracy_budget
 from pipelines.config import parse_config
-from pipelines.engines import compiled_artifacts, open_engine
+from pipelines.runtime.engines import compiled_artifacts, open_engine
 from pipelines.events import Reporter
-from pipelines.quantize import int8_linear_reference
+from pipelines.compile.quantize import int8_linear_reference
 
 
 def _has_vnni() -> bool:
     """The product's own check, on the target the compile stage builds for."""
-    from pipelines.compiler import host_target
-    from pipelines.int8 import has_vnni
+    from pipelines.compile.compiler import host_target
+    from pipelines.compile.int8 import has_vnni
 
     return has_vnni(host_target())
 
@@ -28,9 +28,9 @@ needs_vnni = pytest.mark.skipif(not _has_vnni(), reason="the int8 kernel needs A
 def test_kernel_matches_the_integer_reference_and_uses_vpdpbusd_only_with_vnni(vnni):
     import tvm
 
-    from pipelines.compiler import host_target
-    from pipelines.int8 import count_vnni, int8_linear_func, pack_weight
-    from pipelines.quantize import activation_params, quantize_weight, weight_scales
+    from pipelines.compile.compiler import host_target
+    from pipelines.compile.int8 import count_vnni, int8_linear_func, pack_weight
+    from pipelines.compile.quantize import activation_params, quantize_weight, weight_scales
 
     rng = np.random.default_rng(0)
     m, k, n = 24, 64, 48  # rows not a multiple of 8, 3 blocks of 16 channels: the fallback tilings
@@ -62,7 +62,7 @@ def test_pack_weight_puts_16_channels_by_4_inputs_in_one_vector():
 
 
 def pack_weight_of(w):
-    from pipelines.int8 import pack_weight
+    from pipelines.compile.int8 import pack_weight
 
     return pack_weight(w)
 
@@ -94,7 +94,7 @@ def int8_run(toy_run, tmp_path_factory):
     would keep nothing; ``test_budget_keeps_...`` covers the budget's choice.)"""
     import shutil
 
-    import pipelines.calibrate as calibrate
+    import pipelines.compile.calibrate as calibrate
     from pipelines.stages import stage_compile
 
     run_dir = str(tmp_path_factory.mktemp("int8") / "run")

@@ -1,7 +1,7 @@
 import pytest
 
-from pipelines.metrics import ner_metrics
-from pipelines.predict import entity_spans, extract_entities
+from pipelines.evaluate.metrics import ner_metrics
+from pipelines.runtime.predict import entity_spans, extract_entities
 
 import numpy as np
 

@@ -3,7 +3,7 @@
 import torch
 
 from pipelines.config import parse_config
-from pipelines.optim import StageClock, make_optimizer
+from pipelines.training.optim import StageClock, make_optimizer
 
 
 def _lrs(schedule, optimizer, steps, clock=None, tick=0.0):
@@ -73,7 +73,7 @@ def test_train_decays_to_its_budget_by_default():
 
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_amx_bf16():
-    from pipelines.optim import resolve_precision
+    from pipelines.training.optim import resolve_precision
 
     assert resolve_precision("auto", {"avx512f", "amx_tile", "amx_bf16"})[0] == "bf16"
     assert resolve_precision("auto", {"avx512f", "avx512_bf16"})[0] == "fp32"  # unmeasured without AMX
@@ -88,7 +88,7 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_amx_bf16():
 def test_a_bf16_step_runs_the_matmuls_in_bf16_and_keeps_fp32_weights():
     from transformers import BertConfig, BertForTokenClassification
 
-    from pipelines.optim import autocast, optimizer_step
+    from pipelines.training.optim import autocast, optimizer_step
 
     torch.manual_seed(0)
     model = BertForTokenClassification(BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,

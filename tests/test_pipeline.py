@@ -3,7 +3,7 @@
 import json
 import os
 
-from pipelines.tagger import Tagger
+from pipelines.runtime.tagger import Tagger
 from workbench.cli import main
 
 
@@ -80,7 +80,7 @@ def test_pretrained_local_directory_starts_from_those_weights(toy_run):
     import torch
 
     from pipelines.config import ModelConfig
-    from pipelines.models import build_model, load_model
+    from pipelines.modeling.models import build_model, load_model
 
     model_dir = os.path.join(toy_run[0].dir, "model")
     trained, _, meta = load_model(model_dir)

@@ -3,9 +3,9 @@ its id alone, so stitched long-text output must equal the per-character answer."
 
 import numpy as np
 
-from pipelines.encoding import CharEncoder, load_tokenizer
-from pipelines.engines import FixedShapeEngine
-from pipelines.predict import extract_entities, predict_logits
+from pipelines.data.encoding import CharEncoder, load_tokenizer
+from pipelines.runtime.engines import FixedShapeEngine
+from pipelines.runtime.predict import extract_entities, predict_logits
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 

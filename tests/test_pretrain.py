@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from pipelines.config import parse_config
-from pipelines.corpus import drop_leaks, load_corpus, peoples_daily_1998
+from pipelines.data.corpus import drop_leaks, load_corpus, peoples_daily_1998
 from pipelines.events import Reporter
-from pipelines.pretrain import CHECKPOINT_DIR, IGNORE, PRETRAINED_DIR, mask_batch, pretrain
+from pipelines.training.pretrain import CHECKPOINT_DIR, IGNORE, PRETRAINED_DIR, mask_batch, pretrain
 
 MASK, VOCAB, FIRST = 103, 21128, 106
 
@@ -43,7 +43,7 @@ def test_one_step_lowers_the_mlm_loss():
     import torch
     from transformers import BertForMaskedLM
 
-    from pipelines.models import bert_config
+    from pipelines.modeling.models import bert_config
 
     torch.manual_seed(0)
     model = BertForMaskedLM(bert_config("tiny", VOCAB, ["O"], 32))
@@ -87,7 +87,7 @@ def test_resume_continues_the_step_count(tmp_path):
     assert steps and min(steps) > 4  # no step before the checkpoint was redone
     # the result is a model directory the train stage can start from
     from pipelines.config import ModelConfig
-    from pipelines.models import build_model
+    from pipelines.modeling.models import build_model
 
     model, _, _ = build_model(ModelConfig(pretrained=os.path.join(run_dir, PRETRAINED_DIR)), ["O", "B-PER", "I-PER"])
     assert model.config.num_labels == 3

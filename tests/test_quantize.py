@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pipelines.quantize import (
+from pipelines.compile.quantize import (
     Observer,
     activation_params,
     dequantize_activation,

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from pipelines.compiler import cpu_pipeline, host_target
+from pipelines.compile.compiler import cpu_pipeline, host_target
 
 
 def _linear_module(in_features=64, out_features=96):
@@ -51,7 +51,7 @@ def test_bias_gelu_and_residual_fuse_into_the_gemm_across_unit_reshapes():
     import tvm
     from tvm.relax.frontend.torch import from_exported_program
 
-    from pipelines.compiler import fuse
+    from pipelines.compile.compiler import fuse
 
     torch.manual_seed(0)
     block = _FeedForward().eval()

@@ -116,7 +116,7 @@ class FakeTagger:
         self.calls = []
 
     def tag(self, text):
-        from pipelines.predict import Entity
+        from pipelines.runtime.predict import Entity
 
         self.calls.append(text)
         i = text.find("北京")

@@ -6,9 +6,9 @@ import sys
 
 from conftest import REPO
 
-from pipelines.tvm_threads import physical_cores
+from pipelines.runtime.tvm_threads import physical_cores
 
-PROBE = "from pipelines.tvm_threads import configure_tvm_threads as c; c({}); import tvm; print(tvm.get_global_func('runtime.NumThreads')())"
+PROBE = "from pipelines.runtime.tvm_threads import configure_tvm_threads as c; c({}); import tvm; print(tvm.get_global_func('runtime.NumThreads')())"
 
 
 def tvm_pool_size(threads=None, **env) -> int:

@@ -7,7 +7,7 @@ import json
 import os
 import sqlite3
 
-from pipelines.predict import Entity
+from pipelines.runtime.predict import Entity
 from workbench.backend import Backend
 from workbench.highlight import SentenceTagger
 from workbench.store import RunStore

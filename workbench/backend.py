@@ -260,7 +260,7 @@ class Backend:
         return self._engines
 
     def engine_names(self) -> tuple[str, ...]:
-        from pipelines.engines import ENGINE_NAMES
+        from pipelines.runtime.engines import ENGINE_NAMES
 
         return tuple(ENGINE_NAMES)
 
@@ -269,7 +269,7 @@ class Backend:
 
     def open_tagger(self, run_id_or_dir: str, engine: str = "torch"):
         """A sentence tagger for a run's model (slow: loads torch; call from a worker)."""
-        from pipelines.tagger import Tagger
+        from pipelines.runtime.tagger import Tagger
 
         from .highlight import SentenceTagger
 

@@ -23,16 +23,16 @@ class CliError(Exception):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.config import ConfigError
-    from pipelines.data import DataError
-    from pipelines.engines import EngineError
-    from pipelines.models import ModelError
+    from pipelines.data.loaders import DataError
+    from pipelines.runtime.engines import EngineError
+    from pipelines.modeling.models import ModelError
     from pipelines.resources import MissingResource
 
     return (CliError, ConfigError, DataError, EngineError, ModelError, MissingResource)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.engines import ENGINE_NAMES
+    from pipelines.runtime.engines import ENGINE_NAMES
 
     parser = argparse.ArgumentParser(
         prog="ner-workbench",
@@ -405,7 +405,7 @@ def cmd_bench(args) -> int:
     run, cfg = _run_of(args, "bench")
     if args.engines:
         cfg.bench.engines = [e.strip() for e in args.engines.split(",") if e.strip()]
-        from pipelines.engines import ENGINE_NAMES
+        from pipelines.runtime.engines import ENGINE_NAMES
 
         unknown = [e for e in cfg.bench.engines if e not in ENGINE_NAMES]
         if unknown:
@@ -452,7 +452,8 @@ def _print_bench(report: dict, out) -> None:
 
 def _split_for(args, path: str, run):
     """(dataset, split name, strict by default) from --data, else the run's eval split, else MSRA test."""
-    from pipelines.stages import data_for, split_from_spec
+    from pipelines.data.loaders import data_for
+    from pipelines.evaluate.scoring import split_from_spec
 
     if args.data or run is None:
         return (*split_from_spec(path, args.data or "msra:test"), False)
@@ -464,7 +465,7 @@ def cmd_infer(args) -> int:
     from rich.console import Console
 
     from pipelines.events import Reporter
-    from pipelines.stages import infer, predictions_path
+    from pipelines.evaluate.scoring import infer, predictions_path
 
     path, run = _resolve_model(args.model, args.runs_dir)
     dataset, split, _ = _split_for(args, path, run)
@@ -484,7 +485,7 @@ def cmd_eval(args) -> int:
     from rich.console import Console
 
     from pipelines.events import Reporter
-    from pipelines.stages import evaluate, score_predictions
+    from pipelines.evaluate.scoring import evaluate, score_predictions
 
     if args.predictions:
         scores = score_predictions(args.predictions, args.strict)
@@ -514,7 +515,7 @@ def cmd_tag(args) -> int:
     from rich.table import Table
     from rich.text import Text
 
-    from pipelines.tagger import Tagger
+    from pipelines.runtime.tagger import Tagger
 
     path, _ = _resolve_model(args.model, args.runs_dir)
     text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)

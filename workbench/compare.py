@@ -182,7 +182,7 @@ def compiled_artifact(run_dir: str, engine: str) -> dict:
     """A TVM engine's compiled artifact (longest sequence): its library's ``bytes``,
     ``compile_s`` and, for int8, ``int8_kept`` (linear layers the accuracy budget kept
     in fp32), so they show before any bench; {} if not built."""
-    from pipelines.engines import compiled_artifacts
+    from pipelines.runtime.engines import compiled_artifacts
 
     for art in compiled_artifacts(run_dir, engine):
         meta = read_json(os.path.join(art, "artifact.json"), {}) or {}

@@ -23,7 +23,7 @@ RunConfigFn = Callable[[RunConfig, str], str]
 def resolve_references(
     cfg: RunConfig, stages, store, run_config: RunConfigFn, config_dir: str = ".", _chain: tuple[str, ...] = ()
 ) -> None:
-    from pipelines.stages import resolve_model_dir
+    from pipelines.modeling.models import resolve_model_dir
 
     resolved: dict[str, str] = {}  # teacher and student often name the same config: look it up once
 

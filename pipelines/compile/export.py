@@ -7,35 +7,14 @@ import os
 import time
 from typing import Sequence
 
-from .config import ExportConfig
-from .encoding import CharEncoder
-from .events import Reporter
-from .files import read_json, replace_dir, write_json
-from .models import load_model
-from .predict import make_windows, pad_batch
+from pipelines.config import ExportConfig
+from pipelines.data.encoding import CharEncoder
+from pipelines.events import Reporter
+from pipelines.files import replace_dir, write_json
+from pipelines.layout import EXPORT_META
+from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_model, logits_module
+from pipelines.data.encoding import make_windows, pad_batch
 
-EXPORT_META = "export.json"
-INPUT_NAMES = ["input_ids", "attention_mask"]
-
-
-def read_export_meta(export_dir: str) -> dict | None:
-    return read_json(os.path.join(export_dir, EXPORT_META))
-
-
-def _logits_module(model):
-    import torch
-
-    class LogitsOnly(torch.nn.Module):
-        """(input_ids, attention_mask) -> logits: the plain signature every engine shares."""
-
-        def __init__(self, inner) -> None:
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
-
-    return LogitsOnly(model).eval()
 
 
 def parity_batches(sentences: Sequence[Sequence[str]], encoder: CharEncoder, max_length: int, shape) -> list:
@@ -77,7 +56,7 @@ def export_model(
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     # Eager attention: plain matmul + softmax ops that tracers and compilers all read.
     model, tokenizer, meta = load_model(model_dir, attn="eager")
-    module = _logits_module(model)
+    module = logits_module(model)
     shape = tuple(cfg.shape)
     batches = parity_batches(sentences[: cfg.parity_sentences * shape[0]], CharEncoder(tokenizer), meta.max_length, shape)
     if not batches or len(batches[0][0]) < shape[0]:
@@ -125,43 +104,14 @@ def export_model(
 
 
 
-def _example(shape) -> tuple:
-    import torch
-
-    return torch.zeros(tuple(shape), dtype=torch.long), torch.ones(tuple(shape), dtype=torch.long)
-
-
 def export_program(model_dir: str, shape, path: str) -> None:
     """A ``torch.export`` program at one static shape (the compiler builds per shape)."""
     import torch
 
     model, _, _ = load_model(model_dir, attn="eager")
-    program = torch.export.export(_logits_module(model), _example(shape))
+    program = torch.export.export(logits_module(model), example_inputs(shape))
     tmp = path[: -len(".pt2")] + ".tmp.pt2"  # torch.export.save wants the suffix
     torch.export.save(program, tmp)
     os.replace(tmp, path)
 
 
-def export_onnx(model_dir: str, path: str) -> None:
-    """ONNX with dynamic batch and length, for ONNX Runtime (the peer engine)."""
-    import warnings
-
-    import torch
-
-    model, _, _ = load_model(model_dir, attn="eager")
-    axes = {0: "batch", 1: "sequence"}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            _logits_module(model),
-            _example((1, 16)),
-            tmp,
-            input_names=INPUT_NAMES,
-            output_names=["logits"],
-            dynamic_axes={"input_ids": axes, "attention_mask": axes, "logits": axes},
-            opset_version=17,
-            dynamo=False,  # the TorchScript-based exporter: no onnxscript needed, dynamic axes work
-        )
-    os.replace(tmp, path)

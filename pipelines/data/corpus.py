@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from . import resources
-from .data import DataError
+from pipelines import resources
+from pipelines.data.loaders import DataError
 
 # A sentence is a list of words; each word a string of characters. Plain text has
 # one character per word (no boundaries known).
@@ -40,7 +40,7 @@ def peoples_daily_1998() -> list[Sentence]:
 
 
 def msra_train_text() -> list[Sentence]:
-    from .data import _msra_splits
+    from pipelines.data.loaders import _msra_splits
 
     return [list(chars) for chars, _ in _msra_splits()["train"]]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 
-from .cpu import cpu_flags
+from pipelines.cpu import cpu_flags
 
 NO_DECAY = ("bias", "LayerNorm.weight")  # as in BERT: no decay on biases and norms
 # CPU flags of bf16 arithmetic in hardware; elsewhere torch emulates bf16 (16x slower
@@ -126,7 +126,7 @@ def save_training_state(directory: str, model, optimizer, schedule, **extra) -> 
 
     import torch
 
-    from .files import replace_dir
+    from pipelines.files import replace_dir
 
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), **extra}
     replace_dir(directory, lambda tmp: torch.save(state, os.path.join(tmp, STATE_FILE)))

@@ -12,8 +12,9 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
-from .config import ModelConfig
-from .encoding import load_tokenizer, save_tokenizer
+from pipelines.config import ModelConfig
+from pipelines.layout import MODEL_DIR
+from pipelines.data.encoding import load_tokenizer, save_tokenizer
 
 # Well-Read Students Learn Better (Turc et al. 2019) compact sizes, plus BERT-base.
 PRESETS = {
@@ -24,6 +25,7 @@ PRESETS = {
     "base": dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12),
 }
 META_FILE = "workbench.json"
+INPUT_NAMES = ["input_ids", "attention_mask"]  # every engine takes these two, int64
 
 
 class ModelError(ValueError):
@@ -121,3 +123,37 @@ def load_model(directory: str, attn: str | None = None):
 
 def parameter_count(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def resolve_model_dir(path: str) -> str:
+    """A run directory (its ``model/``) or a model directory itself."""
+    inner = os.path.join(path, MODEL_DIR)
+    if os.path.isdir(inner):
+        return inner
+    if os.path.isfile(os.path.join(path, "config.json")):
+        return path
+    if os.path.isdir(path):
+        raise ModelError(f"{path}: holds no trained model (run the train stage first)")
+    raise ModelError(f"{path}: no such run or model directory")
+
+
+def logits_module(model):
+    import torch
+
+    class LogitsOnly(torch.nn.Module):
+        """(input_ids, attention_mask) -> logits: the plain signature every engine shares."""
+
+        def __init__(self, inner) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    return LogitsOnly(model).eval()
+
+
+def example_inputs(shape) -> tuple:
+    import torch
+
+    return torch.zeros(tuple(shape), dtype=torch.long), torch.ones(tuple(shape), dtype=torch.long)

@@ -21,7 +21,7 @@ import hashlib
 
 import numpy as np
 
-from .quantize import activation_params, quantize_weight, weight_scales
+from pipelines.compile.quantize import activation_params, quantize_weight, weight_scales
 
 INTRIN = "workbench_vnni_16x4_local"
 ROWS, COL_BLOCKS = 8, 2  # 8 rows x 2 x 16 int32 lanes = 16 zmm accumulators (measured best of 4x4, 8x4, 4x8, 16x2)

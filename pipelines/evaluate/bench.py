@@ -12,10 +12,12 @@ import time
 
 import numpy as np
 
-from .engines import EXPORT_DIR, EngineError, FixedShapeEngine, compiled_artifacts, open_engine
-from .events import Reporter
-from .files import read_json
-from .stages import resolve_model_dir
+from pipelines.runtime.engines import EngineError, FixedShapeEngine, compiled_artifacts, open_engine
+from pipelines.events import Reporter
+from pipelines.files import read_json
+from pipelines.layout import EXPORT_DIR, ONNX_DIR, read_export_meta
+from pipelines.modeling.models import resolve_model_dir
+from pipelines.runtime.ort import DYNAMIC_FILE, FP32_FILE, STATIC_FILE
 
 
 ROUNDS = 5
@@ -34,11 +36,11 @@ def _artifact_info(run_dir: str, engine: str, shape) -> tuple[float | None, floa
     if engine == "torch":
         return size(os.path.join(resolve_model_dir(run_dir), "model.safetensors")), None
     if engine == "torchscript":
-        meta = read_json(os.path.join(run_dir, EXPORT_DIR, "export.json"), {})
+        meta = read_export_meta(os.path.join(run_dir, EXPORT_DIR)) or {}
         return size(os.path.join(run_dir, EXPORT_DIR, "model.ts")), meta.get("torchscript", {}).get("seconds")
     if engine.startswith("ort"):
-        name = {"ort-int8": "model.int8.onnx", "ort-int8-static": "model.int8-static.onnx"}.get(engine, "model.onnx")
-        return size(os.path.join(run_dir, "onnx", name)), None
+        name = {"ort-int8": DYNAMIC_FILE, "ort-int8-static": STATIC_FILE}.get(engine, FP32_FILE)
+        return size(os.path.join(run_dir, ONNX_DIR, name)), None
     if engine.startswith("tvm-"):
         [art] = compiled_artifacts(run_dir, engine, shape)[:1] or [None]
         if art:
@@ -110,11 +112,11 @@ def benchmark(
     threads: int | None = None,
     reporter: Reporter | None = None,
 ) -> dict:
-    """``{"results": [...], "skipped": [...], "machine": {...}}`` (see README for the fields)."""
+    """``{"results": [...], "skipped": [...], "machine": {...}}`` (see docs/compiler.md, "Benchmark", for the fields)."""
     # Engines share the cores. Each keeps its own thread-pool policy (a passive OpenMP
     # made eager torch 2.5x slower, a non-spinning ONNX Runtime 2x slower: either would
     # misstate the peer); blocks of calls with a pause between engines keep one
-    # engine's idle spinning out of the next one's timings (TVM's pool: see tvm_threads).
+    # engine's idle spinning out of the next one's timings (TVM's pool: see runtime.tvm_threads).
     if threads:
         import torch
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .encoding import CharEncoder, load_tokenizer
-from .engines import open_engine
-from .models import ModelMeta
-from .predict import Engine, Entity, extract_entities, predict_logits
-from .stages import resolve_model_dir, run_decoder
+from pipelines.data.encoding import CharEncoder, load_tokenizer
+from pipelines.runtime.engines import open_engine
+from pipelines.layout import run_decoder
+from pipelines.modeling.models import ModelMeta, resolve_model_dir
+from pipelines.runtime.predict import Engine, Entity, extract_entities, predict_logits
 
 
 @dataclass

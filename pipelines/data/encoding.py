@@ -12,11 +12,12 @@ whose predictions are stitched back; nothing is truncated.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
-from . import resources
+from pipelines import resources
 
 # U+FF10-FF19, U+FF21-FF3A, U+FF41-FF5A -> 0-9, A-Z, a-z. Full-width punctuation stays:
 # it is the norm in Chinese text and in MSRA (which has "％" and never "%").
@@ -108,3 +109,40 @@ def stitch(length: int, spans: Sequence[tuple[int, int]], pieces: Sequence[np.nd
         out[start:end][take] = piece[: end - start][take]
         best[start:end] = np.where(take, margin, best[start:end])
     return out
+
+
+@dataclass
+class Window:
+    sentence: int
+    start: int
+    end: int
+    ids: list[int]  # [CLS] chars [SEP]
+
+
+def make_windows(
+    sentences: Sequence[Sequence[str]], encoder: CharEncoder, max_length: int, stride: int | None = None
+) -> list[Window]:
+    span = max_length - 2  # room for [CLS] and [SEP]
+    windows = []
+    for s, chars in enumerate(sentences):
+        ids = encoder.ids(chars)
+        for start, end in window_spans(len(ids), span, stride):
+            windows.append(Window(s, start, end, [encoder.cls_id, *ids[start:end], encoder.sep_id]))
+    return windows
+
+
+def pad_batch(rows: Sequence[Sequence[int]], pad_id: int, length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded int64 ``input_ids`` and ``attention_mask``."""
+    length = length or max(len(r) for r in rows)
+    ids = np.full((len(rows), length), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), length), dtype=np.int64)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = row
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (less padding), longest first."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]

@@ -9,10 +9,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Sequence
 
-from .config import DataConfig
-from . import resources
+import numpy as np
+
+from pipelines.config import DataConfig, RunConfig
+from pipelines import resources
 
 # The order of the hub's `peoples_daily_ner` and `msra_ner` datasets.
 HUB_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
@@ -223,3 +226,20 @@ def _hub_splits(cfg: DataConfig) -> tuple[dict[str, list[Sentence]], list[str]]:
 def _first_line(err: Exception) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0]
+
+
+def sample_split(data, split: str, n: int, seed: int):
+    """``n`` sentences of a split, drawn with ``seed`` (the same ones for TVM and ONNX Runtime calibration)."""
+    ds = data.splits[split]
+    idx = np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False)
+    return ds.select(sorted(idx.tolist()))
+
+
+@lru_cache(maxsize=2)
+def _cached_data(data_json: str, seed: int) -> NerData:
+    return load_data(DataConfig.model_validate_json(data_json), seed)
+
+
+def data_for(cfg: RunConfig) -> NerData:
+    """The run's corpus, loaded once per process however many stages need it."""
+    return _cached_data(cfg.data.model_dump_json(), cfg.seed)

@@ -21,15 +21,15 @@ import random
 import time
 from typing import Iterator, Sequence
 
-from .config import RunConfig
-from .data import NerData
-from .encoding import CharEncoder
-from .events import Reporter, time_left
-from .files import replace_dir, write_json
-from .models import ModelError, build_model, load_model, parameter_count, save_model
-from .optim import StageClock, autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
-from .predict import make_windows, pad_batch
-from .train import batch_loss, bucketed_batches, make_examples
+from pipelines.config import RunConfig
+from pipelines.data.loaders import NerData
+from pipelines.data.encoding import CharEncoder
+from pipelines.events import Reporter, time_left
+from pipelines.files import replace_dir, write_json
+from pipelines.modeling.models import ModelError, build_model, load_model, parameter_count, save_model
+from pipelines.training.optim import StageClock, autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
+from pipelines.data.encoding import make_windows, pad_batch
+from pipelines.training.train import batch_loss, bucketed_batches, make_examples
 
 DISTILLED_DIR, CHECKPOINT_DIR = "distilled", "distill-checkpoint"
 

@@ -5,7 +5,7 @@ An artifact directory holds ``model.so`` (``export_library``: code and weights),
 config hash) and the tokenizer files, so loading it needs TVM and numpy, not torch.
 
 TVM can crash its process (segfault), so the compile stage runs this module in a
-subprocess: ``python -m pipelines.compiler REQUEST.json`` prints one JSON event a line.
+subprocess: ``python -m pipelines.compile.compiler REQUEST.json`` prints one JSON event a line.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ import shutil
 import sys
 import time
 
-from .cpu import CPUINFO, cpu_flags
-from .events import Event, Reporter
-from .files import replace_dir, write_json
-from .models import ModelMeta
-from .tvm_threads import configure_tvm_threads
+from pipelines.cpu import CPUINFO, cpu_flags
+from pipelines.events import Event, Reporter
+from pipelines.files import replace_dir, write_json
+from pipelines.modeling.models import ModelMeta
+from pipelines.runtime.tvm_threads import configure_tvm_threads
 
 ARTIFACT_META = "artifact.json"
 LIBRARY = "model.so"
@@ -85,7 +85,7 @@ def default_rules(log=None):
     """Default CPU schedules; a rule that fails on a kernel is logged and skipped."""
     from tvm.s_tir import dlight as dl
 
-    from .tvm_schedules import FirstThatWorks, Injective, Matmul, RowReduction
+    from pipelines.compile.schedules import FirstThatWorks, Injective, Matmul, RowReduction
 
     def on_error(rule, func, err):
         if log:
@@ -185,8 +185,8 @@ def faster_build(builds: dict, shape, reporter: Reporter) -> tuple[str, dict]:
     tuned build must also win end to end, timed interleaved with the default."""
     import numpy as np
 
-    from .bench import time_interleaved
-    from .engines import TVMEngine
+    from pipelines.evaluate.bench import time_interleaved
+    from pipelines.runtime.engines import TVMEngine
 
     ids, mask = np.full(shape, 100, dtype=np.int64), np.ones(shape, dtype=np.int64)
     runners = {name: TVMEngine.from_executable(ex, shape, name) for name, ex in builds.items()}
@@ -219,8 +219,8 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         # fp16 weights and matmuls; softmax, LayerNorm and reductions stay in fp32.
         mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
     elif precision == "int8":
-        # Calibrated linear layers -> VNNI int8 kernels (pipelines.int8); the rest stays fp32.
-        from .int8 import rewrite_from_request
+        # Calibrated linear layers -> VNNI int8 kernels (pipelines.compile.int8); the rest stays fp32.
+        from pipelines.compile.int8 import rewrite_from_request
 
         mod, quantization = rewrite_from_request(mod, request["quantize"], target)
         if not quantization["kernel"].startswith("vnni"):
@@ -234,7 +234,7 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         executable = tvm.compile(mod, target=target, relax_pipeline="default")
     elif tuning.get("database") and (tuning.get("trials") or os.path.isdir(tuning["database"])):
         # Tune within the budget (0 trials: only reuse what earlier compiles measured).
-        from .tuning import TuningBudget, database_dir, tune
+        from pipelines.compile.tuning import TuningBudget, database_dir, tune
 
         fused = fuse(mod, target)
         budget = TuningBudget(tuning.get("trials") or 0, tuning.get("max_minutes"))
@@ -249,7 +249,7 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target, reporter.log))
     reporter.progress(3, steps, "steps", step="built")
     if precision == "int8":
-        from .int8 import count_vnni
+        from pipelines.compile.int8 import count_vnni
 
         quantization["vpdpbusd"] = count_vnni(executable)  # 0: the int8 GEMMs lost their VNNI code
         reporter.log(f"int8: {quantization['int8_layers']} int8 linear layers, {quantization['vpdpbusd']} vpdpbusd in the code")

@@ -1,7 +1,7 @@
 """Int8 calibration, per-layer sensitivity and the accuracy budget (parent side, torch).
 
 The compile child cannot run torch models cheaply, so the parent prepares what the
-int8 rewrite needs (``pipelines.int8``) and writes it to a JSON file the compile
+int8 rewrite needs (``pipelines.compile.int8``) and writes it to a JSON file the compile
 request points at:
 
 1. ranges: every linear layer's input observed over ``get_data_num`` sentences of
@@ -25,9 +25,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .files import write_json
-from .int8 import supports, weight_key
-from .quantize import Observer, activation_params, quantize_weight, weight_scales
+from pipelines.data.loaders import sample_split
+from pipelines.files import write_json
+from pipelines.compile.int8 import supports, weight_key
+from pipelines.compile.quantize import Observer, activation_params, quantize_weight, weight_scales
 
 QUANT_FILE = "int8-calibration.json"
 
@@ -112,22 +113,15 @@ def accuracy_budget(
     return set(layers) - int8, steps
 
 
-def sample_split(data, split: str, n: int, seed: int):
-    """``n`` sentences of a split, drawn with ``seed`` (the same ones for TVM and ONNX Runtime calibration)."""
-    ds = data.splits[split]
-    idx = np.random.default_rng(seed).choice(len(ds), size=min(n, len(ds)), replace=False)
-    return ds.select(sorted(idx.tolist()))
-
-
 def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter, decode_method: str = "argmax") -> str:
     """Calibrate, measure sensitivity, apply the budget; write the request file for the compile child."""
     import torch
 
-    from .encoding import CharEncoder
-    from .engines import TorchEngine
-    from .metrics import ner_metrics
-    from .models import load_model
-    from .predict import decode, predict_logits
+    from pipelines.data.encoding import CharEncoder
+    from pipelines.runtime.engines import TorchEngine
+    from pipelines.evaluate.metrics import ner_metrics
+    from pipelines.modeling.models import load_model
+    from pipelines.runtime.predict import decode, predict_logits
 
     model, tokenizer, meta = load_model(model_dir)
     encoder = CharEncoder(tokenizer)

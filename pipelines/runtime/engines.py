@@ -1,7 +1,7 @@
 """Engines that turn padded token ids into logits: the one runner interface.
 
 Each engine takes int64 ``input_ids`` / ``attention_mask`` arrays and returns
-float32 ``[batch, seq, labels]`` logits; decoding is shared (``predict``). Names are
+float32 ``[batch, seq, labels]`` logits; decoding is shared (``runtime.predict``). Names are
 the same everywhere (configs, ``eval --engine``, ``tag --engine``, ``bench --engines``).
 """
 
@@ -12,10 +12,10 @@ import os
 
 import numpy as np
 
-from .tvm_threads import configure_tvm_threads
+from pipelines.layout import COMPILED_DIR, EXPORT_DIR, ONNX_DIR, read_export_meta
+from pipelines.runtime.tvm_threads import configure_tvm_threads
 
 ENGINE_NAMES = ("torch", "torchscript", "ort", "ort-int8", "ort-int8-static", "tvm-fp32", "tvm-fp16", "tvm-int8")
-MODEL_DIR, EXPORT_DIR, COMPILED_DIR, ONNX_DIR = "model", "export", "compiled", "onnx"
 
 
 class EngineError(ValueError):
@@ -140,25 +140,6 @@ class OrtEngine:
         return self.session.run(None, {"input_ids": input_ids, "attention_mask": attention_mask})[0]
 
 
-def onnx_model(model_dir: str, out_dir: str, int8: bool = False) -> str:
-    """The model as ONNX (dynamic batch and length), exported on first use."""
-    path = os.path.join(out_dir, "model.int8.onnx" if int8 else "model.onnx")
-    if os.path.isfile(path):
-        return path
-    fp32 = os.path.join(out_dir, "model.onnx")
-    if not os.path.isfile(fp32):
-        from .export import export_onnx
-
-        export_onnx(model_dir, fp32)
-    if int8:
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        tmp = path + ".tmp.onnx"
-        quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
-        os.replace(tmp, path)
-    return path
-
-
 def compiled_artifacts(run_dir: str, engine: str, shape=None) -> list[str]:
     """Artifact directories of a TVM engine in a run (at ``shape`` if given), longest sequence first."""
     pattern = f"{engine}-{shape[0]}x{shape[1]}" if shape else f"{engine}-*x*"
@@ -173,28 +154,25 @@ def _shape_key(path: str) -> tuple[int, int]:
 
 def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, shape=None):
     """An engine by its product-wide name, for a run (or a bare model directory)."""
-    from .models import load_model
-    from .stages import resolve_model_dir
+    from pipelines.modeling.models import load_model, resolve_model_dir
 
     model_dir = resolve_model_dir(run_or_model_dir)
     in_run = model_dir != run_or_model_dir
     if name == "torch":
         return TorchEngine(load_model(model_dir)[0])
     if name == "torchscript":
-        from .export import read_export_meta
-
         export_dir = os.path.join(run_or_model_dir, EXPORT_DIR)
         meta = read_export_meta(export_dir) if in_run else None
         if not meta or "torchscript" not in meta.get("files", {}):
             raise EngineError("no TorchScript export for this model: run `ner-workbench export --model RUN` first")
         return TorchScriptEngine(os.path.join(export_dir, meta["files"]["torchscript"]), meta["shape"])
     if name in ("ort", "ort-int8", "ort-int8-static"):
+        from pipelines.runtime.ort import onnx_model, static_int8_model
+
         out_dir = os.path.join(run_or_model_dir if in_run else model_dir, ONNX_DIR)
         if name == "ort-int8-static":
             if not in_run:
                 raise EngineError("ort-int8-static needs a run: its config names the calibration split")
-            from .ort_quant import static_int8_model
-
             path = static_int8_model(run_or_model_dir, model_dir, out_dir, onnx_model(model_dir, out_dir))
             return OrtEngine(path, name, threads)
         return OrtEngine(onnx_model(model_dir, out_dir, int8=name == "ort-int8"), name, threads)

@@ -9,7 +9,7 @@ What made a 40-trial run take 940 s here, and what this module does instead:
   unmeasured candidates) cost many seconds of Python per round; a smaller search
   costs about one.
 - Layout-only kernels (reshape, transpose, take, cast) are not worth a trial.
-- Each kernel's default schedule (``tvm_schedules``) is measured first and stored
+- Each kernel's default schedule (``compile.schedules``) is measured first and stored
   in the database as a candidate like any other, so the build takes whichever is
   faster: tuning can only help, and kernels the budget never reached keep the
   default schedule.
@@ -25,7 +25,7 @@ import re
 import time
 from dataclasses import dataclass
 
-from .events import Reporter, time_left
+from pipelines.events import Reporter, time_left
 
 # Kernels made only of ops that move data: tuning them spends trials for nothing.
 # A fused kernel is named after its ops (``fused_reshape3_transpose1_broadcast_to4``);
@@ -150,7 +150,7 @@ def _progress_callback(reporter: Reporter, budget: TuningBudget, task_names: lis
 
 
 def default_schedule(task, rules):
-    """The kernel's default schedule (``tvm_schedules``), or None where no rule applies."""
+    """The kernel's default schedule (``compile.schedules``), or None where no rule applies."""
     try:
         return rules.apply(task.dispatched[0]["main"], task.target, False)
     except Exception:  # noqa: BLE001 - a rule that fails leaves the kernel to tuning

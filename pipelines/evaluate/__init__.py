@@ -1,0 +1,1 @@
+"""Measuring a model: entity scores, saved predictions, interleaved latency."""

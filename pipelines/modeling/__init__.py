@@ -1,0 +1,1 @@
+"""The model format: presets, building, saving and loading a model directory."""

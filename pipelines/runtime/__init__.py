@@ -1,0 +1,1 @@
+"""Running a model: the engines (torch, TorchScript, ONNX Runtime, TVM), batched prediction, decoding, tagging."""
