@@ -90,3 +90,37 @@ def test_the_summary_gives_a_resumed_stage_its_time_across_resumes():
     assert _took({"seconds": 95.2}) == "95 s"
     assert _took({"seconds": 1.6, "total_seconds": 1537.5}) == "2 s (1,538 s across resumes)"
     assert _took({"seconds": 95.2, "total_seconds": 95.2}) == "95 s"
+
+
+def test_the_command_table_and_the_parser_agree():
+    """The jobs backend reads workbench.commands, the CLI its parser: they name the same commands."""
+    import argparse
+
+    from workbench.cli import build_parser
+    from workbench.commands import COMMANDS, command_names
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == command_names()
+    helps = {action.dest: action.help for action in sub._choices_actions}
+    assert helps == {c.name: c.help for c in COMMANDS}
+
+
+@pytest.mark.parametrize("name", ["run", "train", "validate", "export", "eval", "infer", "compile", "bench"])
+def test_a_jobs_command_line_parses_as_the_cli_reads_it(name):
+    from workbench.cli import build_parser
+    from workbench.commands import BY_NAME, job_argv
+
+    args = build_parser().parse_args(job_argv(name, "TARGET", "/runs", engine="ort-int8"))
+    assert args.command == name
+    target = args.config if BY_NAME[name].takes == "config" else args.model
+    assert target == "TARGET"
+    assert getattr(args, "runs_dir", None) == (None if name == "validate" else "/runs")
+    if name in ("eval", "infer"):
+        assert args.engine == "ort-int8"
+
+
+def test_a_command_that_takes_no_target_has_no_job():
+    from workbench.commands import job_argv
+
+    with pytest.raises(ValueError, match="tag: not a command a job can run"):
+        job_argv("tag", "x", "/runs")

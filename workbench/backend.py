@@ -18,6 +18,7 @@ from typing import Iterator
 
 from . import compare
 from .config_files import REPO_CONFIGS, TEMPLATES, Template, check_config_text, config_name_ok, from_template, write_text_atomic
+from .commands import COMMANDS, command_names, job_argv
 from .jobs import Job, list_jobs, start_job
 
 NOT_BUILT = "not available yet"
@@ -35,28 +36,8 @@ class Action:
     note: str = ""
 
 
-ACTIONS = (
-    Action("run", "run: every stage of a config", "config"),
-    Action("train", "train: fine-tune a config's model", "config"),
-    Action("export", "export: TorchScript + torch.export of a run", "run"),
-    Action("eval", "eval: score a run's model", "run"),
-    Action("compile", "compile: TVM artifacts of a run (its config's precisions)", "run"),
-    Action("bench", "bench: latency / throughput of a run's engines", "run"),
-    Action("infer", "infer: a run's engine over its eval split, predictions saved", "run"),
-    Action("pretrain", "pretrain: masked-LM pretraining of a config's preset", "config"),
-    Action("validate", "validate: check a config", "config"),
-    Action("distill", "distill: a config's student learns its teacher's soft labels", "config"),
-)
-
-
-def cli_commands() -> set[str]:
-    """The subcommands the CLI has (an action is offered only if its command exists)."""
-    import argparse
-
-    from .cli import build_parser
-
-    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return set(sub.choices)
+# What the jobs screen can launch: the CLI commands that take a config or a run.
+ACTIONS = tuple(Action(c.name, c.title, c.takes) for c in COMMANDS if c.title)
 
 
 @dataclass(frozen=True)
@@ -119,7 +100,7 @@ class Backend:
         self.export_dir = self.runs_dir  # where the comparison table is exported
         # One model load at a time: two threads importing transformers at once can see it half-initialised.
         self._model_lock = threading.Lock()
-        self._actions: tuple[Action, ...] | None = None  # found lazily: it imports the CLI
+        self._actions: tuple[Action, ...] | None = None
         self._engines: tuple[EngineChoice, ...] | None = None
         self.configs_dir = os.path.abspath(configs_dir or ("configs" if os.path.isdir("configs") else REPO_CONFIGS))
 
@@ -227,16 +208,7 @@ class Backend:
 
     def job_argv(self, action: str, target: str, engine: str = "torch") -> list[str]:
         """CLI arguments for an action on a config path or a run id."""
-        runs = ["--runs-dir", self.runs_dir]
-        if action in ("run", "train", "pretrain", "distill"):
-            return [action, target, *runs]
-        if action == "validate":
-            return ["validate", target]
-        if action in ("export", "compile", "bench"):
-            return [action, "--model", target, *runs]
-        if action in ("eval", "infer"):
-            return [action, "--model", target, "--engine", engine, *runs]
-        raise ValueError(f"{action}: {NOT_BUILT}")
+        return job_argv(action, target, self.runs_dir, engine)
 
     def start_job(self, argv: list[str], title: str | None = None) -> Job:
         return start_job(argv, self.jobs_dir, title)
@@ -265,7 +237,7 @@ class Backend:
         return tuple(ENGINE_NAMES)
 
     def cli_commands(self) -> set[str]:
-        return cli_commands()
+        return command_names()
 
     def open_tagger(self, run_id_or_dir: str, engine: str = "torch"):
         """A sentence tagger for a run's model (slow: loads torch; call from a worker)."""

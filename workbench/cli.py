@@ -12,6 +12,8 @@ import signal
 import sys
 from typing import Sequence
 
+from .commands import BY_NAME
+
 # Quiet the libraries' own progress bars and notices: the CLI renders our events.
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -40,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
+    def add_command(name: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=BY_NAME[name].help)
+
     def runs_dir_arg(p: argparse.ArgumentParser) -> None:
         p.add_argument("--runs-dir", default=None, help="run store directory (default: ./runs or $NER_WORKBENCH_RUNS)")
 
@@ -50,37 +55,37 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--quiet", action="store_true", help="no progress bars or logs, just the result")
         p.add_argument("--resume", default=None, metavar="RUN", help="continue in an existing run (pretraining resumes from its checkpoint)")
 
-    p = sub.add_parser("run", help="run every configured stage of a config, in order")
+    p = add_command("run")
     run_args(p)
     p.add_argument("--stages", default=None, help="comma-separated subset of the configured stages")
 
-    p = sub.add_parser("train", help="fine-tune the model of a config (a new run)")
+    p = add_command("train")
     run_args(p)
 
-    p = sub.add_parser("pretrain", help="masked-LM pretraining of the config's preset on unlabeled text")
+    p = add_command("pretrain")
     run_args(p)
 
-    p = sub.add_parser("distill", help="a compact student learns a fine-tuned teacher's soft labels on unlabeled text")
+    p = add_command("distill")
     run_args(p)
 
-    def model_command(name: str, help: str, model_help: str = "run id, name or directory", required: bool = True) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
+    def model_command(name: str, model_help: str = "run id, name or directory", required: bool = True) -> argparse.ArgumentParser:
+        p = add_command(name)
         p.add_argument("--model", required=required, help=model_help)
         runs_dir_arg(p)
         p.add_argument("--quiet", action="store_true", help="no progress bars or logs, just the result")
         return p
 
-    p = model_command("export", "TorchScript + torch.export of a run's model, with parity checks")
+    p = model_command("export")
     p.add_argument("--shape", default=None, help="BATCHxSEQ, default from the run's config (1x256)")
 
-    p = model_command("compile", "compile a run's model with TVM (one artifact per precision and shape)")
+    p = model_command("compile")
     p.add_argument("--precision", default=None, help="comma-separated: fp32,fp16,int8 (default: the run's config)")
     p.add_argument("--shape", default=None, help="comma-separated BATCHxSEQ list, e.g. 1x128,1x256 (default: the export shape)")
     p.add_argument("--target", default=None, help="host (this CPU, default), cuda, or a TVM target string")
     p.add_argument("--tune-trials", type=_at_least(0, int), default=None, help="MetaSchedule trials in all (0: default schedules plus earlier records)")
     p.add_argument("--tune-minutes", type=_at_least(0.01, float), default=None, help="stop tuning after this long, keeping what was measured")
 
-    p = model_command("bench", "latency / throughput of engines side by side, interleaved in one process")
+    p = model_command("bench")
     p.add_argument("--engines", default=None, help=f"comma-separated: {', '.join(ENGINE_NAMES)}")
     p.add_argument("--batch", default=None, help="comma-separated batch sizes, e.g. 1,8")
     p.add_argument("--seq", default=None, help="comma-separated sequence lengths, e.g. 128,256")
@@ -89,12 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     data_help = "conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT] (default: the run's eval split)"
     model_or_dir = "run id, name or directory, or a model directory"
-    p = model_command("infer", "run an engine over a split and save its predictions (JSON lines)", model_or_dir)
+    p = model_command("infer", model_or_dir)
     p.add_argument("--data", default=None, help=data_help)
     p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
     p.add_argument("--out", default=None, help="predictions file (default: the run's eval/SPLIT-ENGINE.predictions.jsonl)")
 
-    p = model_command("eval", "entity-level P/R/F1 and token accuracy of a model on a split", model_or_dir, required=False)
+    p = model_command("eval", model_or_dir, required=False)
     p.add_argument("--data", default=None, help=data_help)
     p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
     p.add_argument("--predictions", default=None, metavar="FILE", help="score saved predictions (from infer) instead of running a model")
@@ -102,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", choices=("argmax", "bio"), default=None, help="argmax, or bio: valid BIO only (default: the run's eval.decode)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the scores as JSON (- for stdout)")
 
-    p = sub.add_parser("tag", help="print the entities in a text")
+    p = add_command("tag")
     p.add_argument("--model", required=True, help="run id, name or directory, or a model directory")
     p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
     p.add_argument("--json", action="store_true", help="print entities as JSON")
@@ -110,19 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("text", nargs="+", help="text to tag (- reads standard input)")
     runs_dir_arg(p)
 
-    p = sub.add_parser("runs", help="the run history")
+    p = add_command("runs")
     p.add_argument("--json", action="store_true")
     runs_dir_arg(p)
 
-    p = sub.add_parser("delete", help="delete runs: their directories and their entries in the history")
+    p = add_command("delete")
     p.add_argument("runs", nargs="*", metavar="RUN", help="run id, id prefix, name (the newest such run) or directory")
     p.add_argument("--unfinished", action="store_true", help="every failed or interrupted run")
     runs_dir_arg(p)
 
-    p = sub.add_parser("validate", help="check a config and print it fully resolved")
+    p = add_command("validate")
     p.add_argument("config")
 
-    p = sub.add_parser("tui", help="open the terminal app (the default with no command)")
+    p = add_command("tui")
     runs_dir_arg(p)
     return parser
 
