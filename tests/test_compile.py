@@ -135,6 +135,9 @@ def test_bench_reports_every_field(compiled):
         assert set(r) >= {"engine", "batch", "seq", "latency_ms", "throughput", "peak_memory_mb", "artifact_mb", "compile_s"}
         assert set(r["latency_ms"]) == {"mean", "p50", "p90", "p95", "p99"}
         assert r["latency_ms"]["p50"] > 0 and r["throughput"]["tokens_per_s"] > 0
+        # Every call is kept (the distribution plots), and the percentiles are theirs.
+        assert len(r["samples_ms"]) == r["iterations"] == 3
+        assert abs(sorted(r["samples_ms"])[1] - r["latency_ms"]["p50"]) <= 0.001
         assert r["artifact_mb"] > 0
     tvm = next(r for r in report["results"] if r["engine"] == "tvm-fp32")
     assert tvm["compile_s"] > 0

@@ -161,6 +161,7 @@ def benchmark(
                     "seq": seq,
                     "iterations": len(ms),
                     "latency_ms": _percentiles(ms),
+                    "samples_ms": [round(x, 3) for x in ms],  # every call, for the distribution plots
                     "throughput": {
                         "sentences_per_s": round(batch * 1000 / p50, 2),
                         "tokens_per_s": round(batch * seq * 1000 / p50, 1),
