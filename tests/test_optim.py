@@ -108,3 +108,23 @@ def test_a_bf16_step_runs_the_matmuls_in_bf16_and_keeps_fp32_weights():
         optimizer_step(loss("bf16")[1], model, optimizer, schedule)
     assert loss("bf16")[1].item() < first.item()
     assert {p.dtype for p in model.parameters()} == {torch.float32}
+
+
+def test_a_run_on_its_budgets_pace_decays_by_its_steps_alone(monkeypatch):
+    """The seconds must not leak into the schedule of a run that will finish in time, or a
+    seeded run would not repeat: right after a warmup that took 5% of the budget, the
+    steps say "just started the decay" while the clock says 5% of the budget is gone."""
+    clock = [0.0]
+    monkeypatch.setattr("time.monotonic", lambda: clock[0])
+    runs = []
+    for tick in (0.5, 0.8):  # two speeds, both faster than the budget's pace (1 s a step)
+        clock[0] = 0.0
+        optimizer, schedule = make_optimizer(torch.nn.Linear(2, 2), 1e-3, 0.01, total_steps=100, warmup_steps=10, budget_s=100.0)
+        runs.append(_lrs(schedule, optimizer, 100, clock, tick=tick))
+    assert runs[0] == runs[1]
+    assert abs(runs[0][10] - 1e-3 * (1 - 1 / 90)) < 1e-12  # the step schedule, one step into the decay
+    # Behind the pace (2 s a step, 50 steps in the budget), the clock takes over and ends at zero.
+    clock[0] = 0.0
+    optimizer, schedule = make_optimizer(torch.nn.Linear(2, 2), 1e-3, 0.01, total_steps=100, warmup_steps=10, budget_s=100.0)
+    slow = _lrs(schedule, optimizer, 50, clock, tick=2.0)
+    assert slow[-1] == 0.0 and slow[20] < runs[0][20]

@@ -97,7 +97,12 @@ def make_optimizer(model, learning_rate: float, weight_decay: float, total_steps
         ramp = min(1.0, step / max(1, warmup)) if warmup else 1.0
         done = max(0, step - warmup) / max(1, total_steps - warmup)
         if budget_s:  # also during warmup: a budget shorter than the warmup still ends at zero
-            done = max(done, clock() / budget_s)
+            spent = clock() / budget_s
+            # The clock steers the decay only while the run is behind its budget's pace (it
+            # would not finish its steps in time). A run on pace decays by its steps alone,
+            # so a seeded run repeats exactly: the seconds no longer leak into its schedule.
+            if spent > step / total_steps:
+                done = max(done, spent)
         return max(0.0, min(ramp, 1.0 - done))
 
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
