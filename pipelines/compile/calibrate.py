@@ -25,10 +25,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from pipelines.data.loaders import sample_split
-from pipelines.files import write_json
 from pipelines.compile.int8 import supports, weight_key
 from pipelines.compile.quantize import Observer, activation_params, quantize_weight, weight_scales
+from pipelines.data.loaders import sample_split
+from pipelines.files import write_json
 
 QUANT_FILE = "int8-calibration.json"
 
@@ -118,9 +118,9 @@ def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter,
     import torch
 
     from pipelines.data.encoding import CharEncoder
-    from pipelines.runtime.engines import TorchEngine
     from pipelines.evaluate.metrics import ner_metrics
     from pipelines.modeling.models import load_model
+    from pipelines.runtime.engines import TorchEngine
     from pipelines.runtime.predict import decode, predict_logits
 
     model, tokenizer, meta = load_model(model_dir)

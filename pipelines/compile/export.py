@@ -8,13 +8,11 @@ import time
 from typing import Sequence
 
 from pipelines.config import ExportConfig
-from pipelines.data.encoding import CharEncoder
+from pipelines.data.encoding import CharEncoder, make_windows, pad_batch
 from pipelines.events import Reporter
 from pipelines.files import replace_dir, write_json
 from pipelines.layout import EXPORT_META
 from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_model, logits_module
-from pipelines.data.encoding import make_windows, pad_batch
-
 
 
 def parity_batches(sentences: Sequence[Sequence[str]], encoder: CharEncoder, max_length: int, shape) -> list:

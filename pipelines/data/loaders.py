@@ -14,8 +14,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from pipelines.config import DataConfig, RunConfig
 from pipelines import resources
+from pipelines.config import DataConfig, RunConfig
 
 # The order of the hub's `peoples_daily_ner` and `msra_ner` datasets.
 HUB_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]

@@ -12,13 +12,12 @@ import time
 
 import numpy as np
 
-from pipelines.runtime.engines import EngineError, FixedShapeEngine, compiled_artifacts, open_engine
 from pipelines.events import Reporter
 from pipelines.files import read_json
 from pipelines.layout import EXPORT_DIR, ONNX_DIR, read_export_meta
 from pipelines.modeling.models import resolve_model_dir
+from pipelines.runtime.engines import EngineError, FixedShapeEngine, compiled_artifacts, open_engine
 from pipelines.runtime.ort import DYNAMIC_FILE, FP32_FILE, STATIC_FILE
-
 
 ROUNDS = 5
 PAUSE_S = 0.05

@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from pipelines.config import ModelConfig
-from pipelines.layout import MODEL_DIR
 from pipelines.data.encoding import load_tokenizer, save_tokenizer
+from pipelines.layout import MODEL_DIR
 
 # Well-Read Students Learn Better (Turc et al. 2019) compact sizes, plus BERT-base.
 PRESETS = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipelines.data.encoding import CharEncoder, load_tokenizer
-from pipelines.runtime.engines import open_engine
 from pipelines.layout import run_decoder
 from pipelines.modeling.models import ModelMeta, resolve_model_dir
+from pipelines.runtime.engines import open_engine
 from pipelines.runtime.predict import Engine, Entity, extract_entities, predict_logits
 
 

@@ -22,13 +22,20 @@ import time
 from typing import Iterator, Sequence
 
 from pipelines.config import RunConfig
+from pipelines.data.encoding import CharEncoder, make_windows, pad_batch
 from pipelines.data.loaders import NerData
-from pipelines.data.encoding import CharEncoder
 from pipelines.events import Reporter, time_left
 from pipelines.files import replace_dir, write_json
 from pipelines.modeling.models import ModelError, build_model, load_model, parameter_count, save_model
-from pipelines.training.optim import StageClock, autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
-from pipelines.data.encoding import make_windows, pad_batch
+from pipelines.training.optim import (
+    StageClock,
+    autocast,
+    load_training_state,
+    make_optimizer,
+    optimizer_step,
+    resolve_precision,
+    save_training_state,
+)
 from pipelines.training.train import batch_loss, bucketed_batches, make_examples
 
 DISTILLED_DIR, CHECKPOINT_DIR = "distilled", "distill-checkpoint"

@@ -16,12 +16,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.config import RunConfig
-from pipelines.data.encoding import CharEncoder, load_tokenizer
+from pipelines.data.encoding import CharEncoder, load_tokenizer, pad_batch
 from pipelines.events import Reporter, time_left
 from pipelines.files import replace_dir, write_json
 from pipelines.modeling.models import ModelMeta, bert_config, parameter_count, save_model
-from pipelines.training.optim import StageClock, autocast, load_training_state, make_optimizer, optimizer_step, resolve_precision, save_training_state
-from pipelines.data.encoding import pad_batch
+from pipelines.training.optim import (
+    StageClock,
+    autocast,
+    load_training_state,
+    make_optimizer,
+    optimizer_step,
+    resolve_precision,
+    save_training_state,
+)
 
 IGNORE = -100
 PRETRAINED_DIR, CHECKPOINT_DIR = "pretrained", "pretrain-checkpoint"

@@ -10,16 +10,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.config import RunConfig
+from pipelines.data.encoding import CharEncoder, pad_batch, window_spans
 from pipelines.data.loaders import NerData
-from pipelines.data.encoding import CharEncoder, window_spans
+from pipelines.evaluate.metrics import ner_metrics
 from pipelines.events import Reporter, time_left
 from pipelines.files import replace_dir
-from pipelines.evaluate.metrics import ner_metrics
 from pipelines.modeling.models import build_model, parameter_count, save_model
-from pipelines.training.optim import autocast, make_optimizer, optimizer_step, resolve_precision
-from pipelines.data.encoding import pad_batch
-from pipelines.runtime.predict import decode, predict_logits
 from pipelines.runtime.engines import TorchEngine
+from pipelines.runtime.predict import decode, predict_logits
+from pipelines.training.optim import autocast, make_optimizer, optimizer_step, resolve_precision
 
 IGNORE = -100  # label for [CLS], [SEP] and padding: no loss there
 
