@@ -142,3 +142,110 @@ def test_delete_forgets_a_run_whose_directory_is_gone_and_never_removes_one_outs
     store.db.execute("UPDATE runs SET dir=? WHERE id=?", (str(tmp_path / "elsewhere"), outside.id))
     assert store.delete_run(outside.id) == 0
     assert os.path.isfile(str(tmp_path / "elsewhere" / "config.yaml"))  # forgotten, not removed
+
+
+KILLED_BETWEEN_STAGES = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pipelines.config import parse_config
+    from workbench.store import RunStore
+    store = RunStore(sys.argv[1])
+    run = store.create_run(parse_config({"name": sys.argv[2]}))
+    planned = sys.argv[3].split(",")
+    store.run_started(run.id, planned)
+    store.stage_started(run.id, planned[0])
+    store.stage_finished(run.id, planned[0], {})
+    print(run.id, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # before the next stage, or before the run is closed
+    """
+)
+
+
+@pytest.mark.parametrize("planned, truth", [("train", "done"), ("train,eval", "interrupted")])
+def test_a_run_killed_after_a_stage_finished_gets_its_true_state(tmp_path, planned, truth):
+    """Killed after its last planned stage finished: done. After one of two: interrupted.
+    Either way never 'running' forever (before, recovery looked only at running stages)."""
+    proc = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_STAGES, str(tmp_path), "victim", planned],
+                          capture_output=True, text=True)
+    run_id = proc.stdout.strip()
+    assert proc.returncode == -signal.SIGKILL and run_id
+    raw = sqlite3.connect(os.path.join(str(tmp_path), "registry.sqlite"))
+    assert raw.execute("SELECT status FROM runs").fetchone() == ("running",)  # what the dead process left
+
+    # A read-only store (the TUI's pollers) shows the truth and writes nothing.
+    readonly = RunStore(str(tmp_path), readonly=True)
+    assert readonly.get(run_id).status == truth
+    assert raw.execute("SELECT status FROM runs").fetchone() == ("running",)
+    # A writer records it; `delete --unfinished` then sees an interrupted run.
+    assert RunStore(str(tmp_path)).get(run_id).status == truth
+    assert raw.execute("SELECT status FROM runs").fetchone() == (truth,)
+
+
+def test_a_reused_pid_does_not_keep_a_dead_stage_running(tmp_path):
+    """The stage's process died and the kernel gave its pid to another process (here:
+    this one): the start time tells them apart."""
+    from workbench.store import process_start
+
+    store = RunStore(str(tmp_path))
+    run = store.create_run(parse_config({"name": "reused"}))
+    store.stage_started(run.id, "train")
+    started = process_start(os.getpid())
+    store.db.execute("UPDATE stages SET pid_start=? WHERE run_id=?", (started - 1, run.id))
+    store.db.execute("UPDATE runs SET pid_start=? WHERE id=?", (started - 1, run.id))
+    assert RunStore(str(tmp_path)).get(run.id).stage("train").status == "interrupted"
+
+
+def test_a_readonly_store_needs_an_existing_registry_and_refuses_writes(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no run store yet"):
+        RunStore(str(tmp_path / "none"), readonly=True)
+    RunStore(str(tmp_path)).create_run(parse_config({"name": "x"}))
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        RunStore(str(tmp_path), readonly=True).db.execute("DELETE FROM runs")
+
+
+def test_an_old_registry_gains_the_new_columns(tmp_path):
+    db = sqlite3.connect(os.path.join(str(tmp_path), "registry.sqlite"))
+    db.executescript(
+        "CREATE TABLE runs (id TEXT PRIMARY KEY, name TEXT NOT NULL, dir TEXT NOT NULL, created REAL NOT NULL,"
+        " config_path TEXT, model TEXT, dataset TEXT, status TEXT NOT NULL);"
+        "CREATE TABLE stages (run_id TEXT NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL, pid INTEGER,"
+        " started REAL, finished REAL, metrics TEXT, error TEXT, PRIMARY KEY (run_id, stage));"
+        "INSERT INTO runs VALUES ('old', 'old', '/nowhere', 1.0, NULL, 'tiny', 'msra', 'done');"
+    )
+    db.commit()
+    store = RunStore(str(tmp_path))
+    assert store.get("old").status == "done" and store.get("old").pid is None
+    store.create_run(parse_config({"name": "new"}))
+    assert len(store.list_runs()) == 2
+
+
+CONCURRENT_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pipelines.config import parse_config
+    from workbench.store import RunStore
+    store = RunStore(sys.argv[1])
+    deadline, n = time.monotonic() + float(sys.argv[3]), 0
+    while time.monotonic() < deadline:
+        run = store.create_run(parse_config({"name": f"{sys.argv[2]}-{n}"}))
+        store.run_started(run.id, ["train"])
+        store.stage_started(run.id, "train")
+        store.stage_finished(run.id, "train", {"n": n})
+        store.run_finished(run.id)
+        n += 1
+    print(n)
+    """
+)
+
+
+def test_two_processes_writing_the_registry_at_once_lose_no_row(tmp_path):
+    seconds = os.environ.get("STORE_CONCURRENCY_SECONDS", "5")  # the closing note of #18 quotes a 30 s run
+    procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(tmp_path), name, seconds],
+                              stdout=subprocess.PIPE, text=True) for name in ("a", "b")]
+    written = [int(p.communicate()[0]) for p in procs]
+    assert all(p.returncode == 0 for p in procs) and min(written) > 0
+    runs = RunStore(str(tmp_path)).list_runs()
+    assert len(runs) == sum(written)
+    assert all(r.status == "done" and r.stage("train").status == "done" for r in runs)
+    for prefix, n in zip("ab", written):
+        assert sorted(int(r.name.split("-")[1]) for r in runs if r.name.startswith(prefix + "-")) == list(range(n))

@@ -26,9 +26,11 @@ def one_line(err: BaseException) -> str:
 
 def execute(cfg: RunConfig, store: RunStore, run: RunRecord, stages: Iterable[str], sinks: Iterable[Sink] = ()) -> dict:
     """Run ``stages`` in order; returns ``{stage: metrics}``. Raises StageFailed or KeyboardInterrupt."""
+    stages = list(stages)
     events = JsonlSink(os.path.join(run.dir, EVENTS_FILE))
     reporter = Reporter(events, *sinks)
     results = {}
+    store.run_started(run.id, stages)
     try:
         for stage in stages:
             rep = reporter.for_stage(stage)

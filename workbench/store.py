@@ -1,8 +1,13 @@
 """The run store: one directory per run, indexed by an SQLite registry (WAL).
 
-The registry records runs and their stages with the pid that ran them. A process
-killed mid-stage (even with SIGKILL) leaves its stage ``running`` with a dead pid;
-the next time the store is opened that stage becomes ``interrupted``.
+The registry records runs and their stages with the process that ran them (its pid
+and its start time, so a pid reused by another process is not taken for the run's).
+A process killed mid-stage (even with SIGKILL) leaves its stage ``running``; a
+process killed between its last stage and closing the run leaves the run
+``running``. The next writer that opens the store records the truth (``interrupted``,
+or ``done`` when every planned stage finished); a read-only store (the TUI's
+pollers) shows the same truth without writing it. Every multi-statement change is
+one transaction.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import re
 import shutil
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from pipelines.config import RunConfig
 from pipelines.files import read_json
@@ -31,13 +38,17 @@ CREATE TABLE IF NOT EXISTS runs (
     config_path TEXT,
     model TEXT,
     dataset TEXT,
-    status TEXT NOT NULL
+    status TEXT NOT NULL,
+    pid INTEGER,
+    pid_start INTEGER,
+    planned TEXT
 );
 CREATE TABLE IF NOT EXISTS stages (
     run_id TEXT NOT NULL REFERENCES runs(id),
     stage TEXT NOT NULL,
     status TEXT NOT NULL,
     pid INTEGER,
+    pid_start INTEGER,
     started REAL,
     finished REAL,
     metrics TEXT,
@@ -45,6 +56,10 @@ CREATE TABLE IF NOT EXISTS stages (
     PRIMARY KEY (run_id, stage)
 );
 """
+# Columns added after the first release: a registry made before gets them on open.
+_ADDED_COLUMNS = {"runs": ("pid INTEGER", "pid_start INTEGER", "planned TEXT"), "stages": ("pid_start INTEGER",)}
+_RUN_COLUMNS = "id, name, dir, created, config_path, model, dataset, status, pid, pid_start, planned"
+_DIED = "the process running this stage died (killed or crashed)"
 
 
 @dataclass
@@ -67,6 +82,9 @@ class RunRecord:
     model: str | None
     dataset: str | None
     status: str
+    pid: int | None = None
+    pid_start: int | None = None
+    planned: list[str] | None = None  # the stages the process running it meant to run
     stages: list[StageRecord] = field(default_factory=list)
 
     def stage(self, name: str) -> StageRecord | None:
@@ -104,7 +122,23 @@ def default_runs_dir() -> str:
     return os.environ.get("NER_WORKBENCH_RUNS", DEFAULT_RUNS_DIR)
 
 
-def pid_alive(pid: int | None) -> bool:
+def process_start(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), None if no such process. With the
+    pid it names one process: a pid the kernel reused belongs to another start time."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] == "Z" else int(fields[19])  # a zombie is not alive for our purposes
+
+
+def this_process() -> tuple[int, int | None]:
+    return os.getpid(), process_start(os.getpid())
+
+
+def pid_alive(pid: int | None, started: int | None = None) -> bool:
+    """Whether process ``pid`` (the one that started at ``started``, if given) still runs."""
     if not pid:
         return False
     try:
@@ -112,13 +146,11 @@ def pid_alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    # A zombie (killed, not yet reaped by its parent) is not alive for our purposes.
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return True
+        pass
+    now = process_start(pid)
+    if now is None:
+        return not os.path.isdir("/proc/self")  # no /proc (not Linux): trust kill(0)
+    return started is None or now == started
 
 
 class RunBusy(ValueError):
@@ -126,17 +158,46 @@ class RunBusy(ValueError):
 
 
 class RunStore:
-    def __init__(self, runs_dir: str | None = None) -> None:
+    def __init__(self, runs_dir: str | None = None, readonly: bool = False) -> None:
+        """``readonly``: for pollers. Opens nothing for writing, runs no schema change or
+        recovery, and shows every run in its true state all the same."""
         self.runs_dir = os.path.abspath(runs_dir or default_runs_dir())
+        self.readonly = readonly
+        path = os.path.join(self.runs_dir, REGISTRY)
+        if readonly:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{path}: no run store yet")
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            return
         os.makedirs(self.runs_dir, exist_ok=True)
-        self.db = sqlite3.connect(os.path.join(self.runs_dir, REGISTRY), timeout=30, isolation_level=None)
+        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        with self._transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    self.db.execute(statement)
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column.split()[0] not in have:
+                        self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
         self.recover()
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """One all-or-nothing change; IMMEDIATE takes the write lock up front, so two
+        writers queue (busy timeout) instead of failing half way."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # -- writing -----------------------------------------------------------------
     def create_run(self, cfg: RunConfig, config_path: str | None = None) -> RunRecord:
@@ -155,18 +216,31 @@ class RunStore:
         os.replace(tmp, os.path.join(run_dir, "config.yaml"))
         model = cfg.model.pretrained or cfg.model.preset
         dataset = cfg.data.hub_id if cfg.data.source == "hub" else cfg.data.source
+        pid, pid_start = this_process()
         self.db.execute(
-            "INSERT INTO runs (id, name, dir, created, config_path, model, dataset, status) VALUES (?,?,?,?,?,?,?,?)",
-            (run_id, cfg.name, run_dir, time.time(), config_path, model, dataset, "created"),
+            "INSERT INTO runs (id, name, dir, created, config_path, model, dataset, status, pid, pid_start)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (run_id, cfg.name, run_dir, time.time(), config_path, model, dataset, "created", pid, pid_start),
         )
         return self.get(run_id)
 
-    def stage_started(self, run_id: str, stage: str) -> None:
+    def run_started(self, run_id: str, stages: list[str]) -> None:
+        """This process now runs ``stages`` of the run: if it dies before closing the run,
+        recovery says ``done`` when all of them finished, else ``interrupted``."""
+        pid, pid_start = this_process()
         self.db.execute(
-            "INSERT OR REPLACE INTO stages (run_id, stage, status, pid, started) VALUES (?,?,?,?,?)",
-            (run_id, stage, "running", os.getpid(), time.time()),
+            "UPDATE runs SET status='running', pid=?, pid_start=?, planned=? WHERE id=?",
+            (pid, pid_start, json.dumps(list(stages)), run_id),
         )
-        self._set_status(run_id, "running")
+
+    def stage_started(self, run_id: str, stage: str) -> None:
+        pid, pid_start = this_process()
+        with self._transaction():
+            self.db.execute(
+                "INSERT OR REPLACE INTO stages (run_id, stage, status, pid, pid_start, started) VALUES (?,?,?,?,?,?)",
+                (run_id, stage, "running", pid, pid_start, time.time()),
+            )
+            self._set_status(run_id, "running")
 
     def stage_finished(self, run_id: str, stage: str, metrics: dict) -> None:
         self.db.execute(
@@ -175,6 +249,10 @@ class RunStore:
         )
 
     def stage_failed(self, run_id: str, stage: str, error: str, status: str = "failed") -> None:
+        with self._transaction():
+            self._stage_failed(run_id, stage, error, status)
+
+    def _stage_failed(self, run_id: str, stage: str, error: str, status: str) -> None:
         self.db.execute(
             "UPDATE stages SET status=?, finished=?, error=? WHERE run_id=? AND stage=?",
             (status, time.time(), error, run_id, stage),
@@ -188,28 +266,58 @@ class RunStore:
         self.db.execute("UPDATE runs SET status=? WHERE id=?", (status, run_id))
 
     def recover(self) -> int:
-        """Mark stages whose process died mid-way as interrupted; returns how many."""
-        rows = self.db.execute("SELECT run_id, stage, pid FROM stages WHERE status='running'").fetchall()
-        dead = [(run_id, stage) for run_id, stage, pid in rows if not pid_alive(pid)]
-        for run_id, stage in dead:
-            self.stage_failed(run_id, stage, "the process running this stage died (killed or crashed)", "interrupted")
-        return len(dead)
+        """Record the truth about runs whose process died; returns how many changed."""
+        with self._transaction():
+            changes = self._dead_work()
+            for run_id, stage, status in changes:
+                if stage is not None:
+                    self._stage_failed(run_id, stage, _DIED, status)
+                else:
+                    self._set_status(run_id, status)
+        return len(changes)
+
+    def _dead_work(self, run_ids: list[str] | None = None) -> list[tuple[str, str | None, str]]:
+        """(run, stage or None for the run itself, true status) for work whose process died:
+        a stage still ``running`` is ``interrupted``; a run still ``created`` or ``running``
+        with no live stage is ``done`` if every stage it planned finished, else ``interrupted``."""
+        where = "" if run_ids is None else f" AND id IN ({','.join('?' * len(run_ids))})"
+        runs = self.db.execute(
+            f"SELECT id, status, pid, pid_start, planned FROM runs WHERE status IN ('created', 'running'){where}",
+            run_ids or (),
+        ).fetchall()
+        changes = []
+        for run_id, status, pid, pid_start, planned in runs:
+            stages = self.db.execute("SELECT stage, status, pid, pid_start FROM stages WHERE run_id=?", (run_id,)).fetchall()
+            running = [(stage, p, s) for stage, st, p, s in stages if st == "running"]
+            if any(pid_alive(p, s) for _, p, s in running) or (pid and pid_alive(pid, pid_start)):
+                continue
+            if pid is None and not running:
+                continue  # made before runs recorded their process: nothing to judge it by
+            changes += [(run_id, stage, "interrupted") for stage, _, _ in running]
+            finished = {stage for stage, st, _, _ in stages if st == "done"}
+            all_done = not running and planned is not None and set(json.loads(planned)) <= finished
+            changes.append((run_id, None, "done" if all_done else "interrupted"))
+        return changes
 
     def delete_run(self, run_id: str) -> int:
         """Forget a run and remove its directory; returns the bytes freed. A run whose
         process is still alive is refused. The directory is renamed aside before the
         registry forgets the run, so a failure half way never leaves a half-deleted run
         under its own name; a directory outside the store is never removed."""
+        self.recover()  # a run whose process died since this store was opened is not busy
         record = self.get(run_id)
-        pids = [pid for (pid,) in self.db.execute("SELECT pid FROM stages WHERE run_id=?", (run_id,))]
-        if record.status in ("created", "running") and any(pid_alive(pid) for pid in pids):
+        if record.status in ("created", "running") and (
+            any(s.status == "running" for s in record.stages) or (record.pid, record.pid_start) != this_process()
+        ):
+            # (A run this very process made and runs no stage of is not busy: its caller decides.)
             raise RunBusy(f"run {run_id} is still running: cancel it first")
         aside = None
         if os.path.isdir(record.dir) and os.path.dirname(os.path.abspath(record.dir)) == self.runs_dir:
             aside = os.path.join(self.runs_dir, f".deleting-{run_id}")
             os.replace(record.dir, aside)
-        self.db.execute("DELETE FROM stages WHERE run_id=?", (run_id,))
-        self.db.execute("DELETE FROM runs WHERE id=?", (run_id,))
+        with self._transaction():
+            self.db.execute("DELETE FROM stages WHERE run_id=?", (run_id,))
+            self.db.execute("DELETE FROM runs WHERE id=?", (run_id,))
         if aside is None:
             return 0
         freed = sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(aside) for f in files)
@@ -218,31 +326,44 @@ class RunStore:
 
     # -- reading -----------------------------------------------------------------
     def get(self, run_id: str) -> RunRecord:
-        row = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        row = self.db.execute("SELECT " + _RUN_COLUMNS + " FROM runs WHERE id=?", (run_id,)).fetchone()
         if row is None:
             raise KeyError(run_id)
         return self._record(row)
 
     def list_runs(self) -> list[RunRecord]:
-        rows = self.db.execute("SELECT * FROM runs ORDER BY created DESC").fetchall()
+        rows = self.db.execute("SELECT " + _RUN_COLUMNS + " FROM runs ORDER BY created DESC").fetchall()
         return [self._record(r) for r in rows]
 
-    def find(self, ref: str) -> RunRecord | None:
-        """A run by id, directory path, id prefix or name (the newest such run)."""
+    def find(self, ref: str, prefix: bool = True) -> RunRecord | None:
+        """A run by id, directory path or name (the newest such run), or with ``prefix``
+        by id prefix too. Deleting takes no prefix unless asked: `delete 2` must not
+        remove the newest run whose id happens to start with 2."""
+        if not ref:
+            return None
         path = os.path.abspath(ref)
-        for record in self.list_runs():
+        runs = self.list_runs()
+        for record in runs:
             if ref == record.id or path == record.dir:
                 return record
-        matches = [r for r in self.list_runs() if r.id.startswith(ref) or r.name == ref]
-        return matches[0] if matches and ref else None
+        matches = [r for r in runs if r.name == ref or (prefix and r.id.startswith(ref))]
+        return matches[0] if matches else None
 
     def _record(self, row: tuple) -> RunRecord:
-        run = RunRecord(*row)
+        run = RunRecord(*row[:8], row[8], row[9], json.loads(row[10]) if row[10] else None)
         stages = self.db.execute(
             "SELECT stage, status, started, finished, metrics, error FROM stages WHERE run_id=? ORDER BY started",
             (run.id,),
         ).fetchall()
         run.stages = [StageRecord(s, st, a, b, json.loads(m) if m else {}, e) for s, st, a, b, m, e in stages]
+        if self.readonly and run.status in ("created", "running"):
+            # What recovery would record, shown without writing it.
+            for _, stage, status in self._dead_work([run.id]):
+                if stage is None:
+                    run.status = status
+                else:
+                    found = run.stage(stage)
+                    found.status, found.error = status, _DIED
         return run
 
     def metrics(self, run: RunRecord) -> dict:
