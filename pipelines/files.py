@@ -1,48 +1,61 @@
 """Write-then-rename, so a killed process never leaves a half-written artifact that
-looks complete: readers see the old version or the new one, nothing between."""
+looks complete: readers see the old version or the new one, nothing between.
+
+Every file the product writes goes through ``atomic_path`` (a library that writes to a
+path of its own choosing too): the new file is fsynced before the rename and the
+directory after it, so a power cut cannot leave a renamed file that is empty.
+Directories are swapped in one step where the kernel allows it (``renameat2``
+RENAME_EXCHANGE on Linux), so there is no moment without the target.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
 import tempfile
-from typing import Any, Callable
+import uuid
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 
-def replace_dir(target: str, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_dir)`` then move the finished directory to ``target``."""
-    parent = os.path.dirname(os.path.abspath(target))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".tmp-", dir=parent)
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
-        write(tmp)
-        old = None
-        if os.path.exists(target):
-            old = tmp + ".old"
-            os.rename(target, old)
-        os.rename(tmp, target)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
-def write_json(path: str, data: Any) -> None:
-    """Atomically write ``data`` as pretty JSON."""
+@contextmanager
+def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
+    """A temporary path beside ``path`` to write to (``suffix``: for writers that want
+    one, e.g. ``.pt2``); on success it is fsynced and renamed over ``path``, on any
+    failure removed."""
     parent = os.path.dirname(os.path.abspath(path))
     os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=parent)
+    tmp = os.path.join(parent, f".{os.path.basename(path)}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, ensure_ascii=False, indent=2)
-            f.write("\n")
+        yield tmp
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync(parent)
+
+
+def write_text(path: str, text: str) -> None:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def write_json(path: str, data: Any) -> None:
+    """Atomically write ``data`` as pretty JSON."""
+    write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
 
 def read_json(path: str, default: Any = None) -> Any:
@@ -51,3 +64,45 @@ def read_json(path: str, default: Any = None) -> Any:
             return json.load(f)
     except FileNotFoundError:
         return default
+
+
+def replace_dir(target: str, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_dir)`` then put the finished directory at ``target``."""
+    parent = os.path.dirname(os.path.abspath(target))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix="." + os.path.basename(target) + ".tmp-", dir=parent)
+    try:
+        write(tmp)
+        for root, _, files in os.walk(tmp):
+            for name in files:
+                _fsync(os.path.join(root, name))
+        if os.path.exists(target):
+            _swap_in(tmp, target)  # tmp now holds the old version
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            os.rename(tmp, target)
+        _fsync(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _swap_in(new: str, target: str) -> None:
+    """Exchange ``new`` and ``target`` atomically; where the kernel or the file system
+    cannot, move the old one aside first, and put it back if the second rename fails."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is not None and renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(target), _RENAME_EXCHANGE) == 0:
+        return
+    aside = new + ".old"
+    os.rename(target, aside)
+    try:
+        os.rename(new, target)
+    except BaseException:
+        os.rename(aside, target)
+        raise
+    os.rename(aside, new)

@@ -84,6 +84,24 @@ def test_delete_by_name_and_every_unfinished_run(tmp_path, capsys):
     assert "name the runs to delete, or pass --unfinished" in capsys.readouterr().err
 
 
+def test_delete_takes_an_id_prefix_only_when_asked(tmp_path, capsys):
+    from conftest import finished_run
+    from workbench.store import RunStore
+
+    runs = str(tmp_path / "runs")
+    run = finished_run(RunStore(runs), "kept")
+    prefix = run.id[:4]  # e.g. "2026": every run of the year
+    assert main(["delete", prefix, "--runs-dir", runs]) == 2
+    assert f"no run {prefix!r} (an id prefix deletes only with --prefix)" in capsys.readouterr().err
+    assert [r.id for r in RunStore(runs).list_runs()] == [run.id]
+    assert main(["delete", prefix, "--prefix", "--runs-dir", runs]) == 0
+    assert RunStore(runs).list_runs() == []
+    assert main(["delete", "no-such-run", "--runs-dir", runs]) == 2
+    assert "no run 'no-such-run'" in capsys.readouterr().err
+    assert main(["delete", "--runs-dir", runs]) == 2
+    assert "name the runs to delete, or pass --unfinished" in capsys.readouterr().err
+
+
 def test_the_summary_gives_a_resumed_stage_its_time_across_resumes():
     from workbench.cli import _took
 

@@ -241,9 +241,11 @@ CONCURRENT_WRITER = textwrap.dedent(
 def test_two_processes_writing_the_registry_at_once_lose_no_row(tmp_path):
     seconds = os.environ.get("STORE_CONCURRENCY_SECONDS", "5")  # the closing note of #18 quotes a 30 s run
     procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT_WRITER, str(tmp_path), name, seconds],
-                              stdout=subprocess.PIPE, text=True) for name in ("a", "b")]
-    written = [int(p.communicate()[0]) for p in procs]
-    assert all(p.returncode == 0 for p in procs) and min(written) > 0
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    outputs = [p.communicate() for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outputs]
+    written = [int(out) for out, _ in outputs]
+    assert min(written) > 0
     runs = RunStore(str(tmp_path)).list_runs()
     assert len(runs) == sum(written)
     assert all(r.status == "done" and r.stage("train").status == "done" for r in runs)

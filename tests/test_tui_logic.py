@@ -6,7 +6,8 @@ import threading
 import pytest
 
 from pipelines.events import Event
-from workbench.config_files import TEMPLATES, Template, check_config_text, find_key_line, from_template, write_text_atomic
+from workbench.config_files import TEMPLATES, Template, check_config_text, find_key_line, from_template
+from pipelines.files import write_text
 from workbench.highlight import SentenceTagger, percentile, split_sentences
 from workbench.progress import ProgressTracker, describe, format_duration
 
@@ -86,8 +87,8 @@ def test_invalid_yaml_and_odd_inputs_never_raise():
 
 def test_atomic_write_and_templates(tmp_path):
     path = tmp_path / "c.yaml"
-    write_text_atomic(str(path), "name: a\n")
-    write_text_atomic(str(path), "name: b\n")
+    write_text(str(path), "name: a\n")
+    write_text(str(path), "name: b\n")
     assert path.read_text() == "name: b\n" and os.listdir(tmp_path) == ["c.yaml"]
     quick = next(t for t in TEMPLATES if t.name == "quickstart")
     text = from_template(quick, "mine")

@@ -62,9 +62,9 @@ def make_workspace(root: str) -> tuple[str, str]:
         os.makedirs(run_dir)
         with open(os.path.join(run_dir, "config.yaml"), "w", encoding="utf-8") as f:
             f.write(CONFIG.replace("name: quickstart", f"name: {name}"))
-        db.execute("INSERT INTO runs VALUES (?,?,?,?,?,?,?,?)", (run_id, name, run_dir, created, None, model, dataset, status))
+        db.execute("INSERT INTO runs (id, name, dir, created, config_path, model, dataset, status) VALUES (?,?,?,?,?,?,?,?)", (run_id, name, run_dir, created, None, model, dataset, status))
         for stage, st, started, finished, metrics, error in stages:
-            db.execute("INSERT INTO stages VALUES (?,?,?,?,?,?,?,?)", (run_id, stage, st, None, started, finished, json.dumps(metrics), error))
+            db.execute("INSERT INTO stages (run_id, stage, status, pid, started, finished, metrics, error) VALUES (?,?,?,?,?,?,?,?)", (run_id, stage, st, None, started, finished, json.dumps(metrics), error))
     good = os.path.join(runs_dir, RUNS[0][0])
     for sub, files in (("model", {"config.json": 700, "model.safetensors": 12_800_000, "workbench.json": 120}), ("export", {"model.ts": 13_100_000})):
         os.makedirs(os.path.join(good, sub))

@@ -17,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from . import compare
-from .config_files import REPO_CONFIGS, TEMPLATES, Template, check_config_text, config_name_ok, from_template, write_text_atomic
+from .config_files import REPO_CONFIGS, TEMPLATES, Template, check_config_text, config_name_ok, from_template
+from pipelines.files import write_text
+
 from .commands import COMMANDS, command_names, job_argv
 from .jobs import Job, list_jobs, start_job
 
@@ -106,10 +108,14 @@ class Backend:
 
     # -- runs --------------------------------------------------------------------
     @contextmanager
-    def _store(self) -> Iterator["RunStore"]:  # noqa: F821
-        from .store import RunStore
+    def _store(self, readonly: bool = True) -> Iterator["RunStore"]:  # noqa: F821
+        """The screens poll every few seconds: they read through a read-only store (no schema
+        change, no recovery written; runs still show their true state). Only a brand-new
+        runs directory is created by a reader, once."""
+        from .store import REGISTRY, RunStore
 
-        store = RunStore(self.runs_dir)
+        readonly = readonly and os.path.isfile(os.path.join(self.runs_dir, REGISTRY))
+        store = RunStore(self.runs_dir, readonly=readonly)
         try:
             yield store
         finally:
@@ -143,7 +149,7 @@ class Backend:
 
     def delete_run(self, run_id: str) -> int:
         """Remove a run and its directory (refused while it runs); returns the bytes freed."""
-        with self._store() as store:
+        with self._store(readonly=False) as store:
             return store.delete_run(run_id)
 
     def run_detail(self, run_id: str) -> RunDetail:
@@ -185,7 +191,7 @@ class Backend:
         """Validate, then write atomically; returns the problem (and writes nothing) if invalid."""
         problem = check_config_text(text, os.path.basename(path))
         if problem is None:
-            write_text_atomic(path, text)
+            write_text(path, text)
         return problem
 
     def new_config(self, template: Template, name: str) -> str:
@@ -195,7 +201,7 @@ class Backend:
         path = os.path.join(self.configs_dir, name if name.endswith((".yaml", ".yml")) else name + ".yaml")
         if os.path.exists(path):
             raise ValueError(f"{path} exists already")
-        write_text_atomic(path, from_template(template, os.path.splitext(os.path.basename(path))[0]))
+        write_text(path, from_template(template, os.path.splitext(os.path.basename(path))[0]))
         return path
 
     # -- jobs --------------------------------------------------------------------
@@ -263,7 +269,7 @@ class Backend:
         """Write the table as Markdown or CSV (into ``export_dir``); returns the path."""
         text = compare.to_markdown(rows) if fmt == "md" else compare.to_csv(rows)
         path = os.path.join(self.export_dir, f"compare.{fmt}")
-        write_text_atomic(path, text)
+        write_text(path, text)
         return path
 
 

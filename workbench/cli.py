@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs_dir_arg(p)
 
     p = add_command("delete")
-    p.add_argument("runs", nargs="*", metavar="RUN", help="run id, id prefix, name (the newest such run) or directory")
+    p.add_argument("runs", nargs="*", metavar="RUN", help="run id, name (the newest such run) or directory")
+    p.add_argument("--prefix", action="store_true", help="also match RUN as an id prefix")
     p.add_argument("--unfinished", action="store_true", help="every failed or interrupted run")
     runs_dir_arg(p)
 
@@ -572,9 +573,10 @@ def cmd_delete(args) -> int:
     store = RunStore(args.runs_dir)
     targets = []
     for ref in args.runs:
-        run = store.find(ref)
+        run = store.find(ref, prefix=args.prefix)
         if run is None:
-            raise CliError(f"no run {ref!r} (see `ner-workbench runs`)")
+            hint = " (an id prefix deletes only with --prefix)" if not args.prefix and store.find(ref) else ""
+            raise CliError(f"no run {ref!r}{hint} (see `ner-workbench runs`)")
         targets.append(run)
     if args.unfinished:
         targets += [r for r in store.list_runs() if r.status in UNFINISHED]

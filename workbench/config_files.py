@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 
 import yaml
@@ -134,22 +133,6 @@ def find_key_line(text: str, key_path: str) -> int | None:
     return line
 
 
-def write_text_atomic(path: str, text: str) -> None:
-    """Write to a temporary file beside ``path``, fsync, then rename over it:
-    a crash leaves the old file or the new one, never half of either."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def from_template(template: Template, name: str) -> str:

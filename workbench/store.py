@@ -23,11 +23,13 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from pipelines.config import RunConfig
-from pipelines.files import read_json
+from pipelines.files import read_json, write_text
+from pipelines.layout import CONFIG_FILE
 
 REGISTRY = "registry.sqlite"
 UNFINISHED = ("failed", "interrupted")  # what `delete --unfinished` clears
 DEFAULT_RUNS_DIR = "runs"
+BUSY_TIMEOUT_S = 30  # how long a writer waits for another one
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -153,6 +155,21 @@ def pid_alive(pid: int | None, started: int | None = None) -> bool:
     return started is None or now == started
 
 
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Switch a registry to WAL. Two processes opening a new registry at once race for
+    the switch, and SQLite answers the loser "database is locked" at once, without its
+    busy timeout (seen: 1 open in 20 failed when two jobs started together): retry."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 class RunBusy(ValueError):
     """The run's process is still working on it."""
 
@@ -167,11 +184,11 @@ class RunStore:
         if readonly:
             if not os.path.isfile(path):
                 raise FileNotFoundError(f"{path}: no run store yet")
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30, isolation_level=None)
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
             return
         os.makedirs(self.runs_dir, exist_ok=True)
-        self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        _enable_wal(self.db)
         self.db.execute("PRAGMA synchronous=NORMAL")
         with self._transaction():
             for statement in _SCHEMA.split(";"):
@@ -210,10 +227,7 @@ class RunStore:
             run_id = f"{stamp}-{slug}-{n}"
         run_dir = os.path.join(self.runs_dir, run_id)
         os.makedirs(run_dir)
-        tmp = os.path.join(run_dir, ".config.yaml.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(cfg.to_yaml())
-        os.replace(tmp, os.path.join(run_dir, "config.yaml"))
+        write_text(os.path.join(run_dir, CONFIG_FILE), cfg.to_yaml())
         model = cfg.model.pretrained or cfg.model.preset
         dataset = cfg.data.hub_id if cfg.data.source == "hub" else cfg.data.source
         pid, pid_start = this_process()

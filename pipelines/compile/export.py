@@ -10,7 +10,7 @@ from typing import Sequence
 from pipelines.config import ExportConfig
 from pipelines.data.encoding import CharEncoder, make_windows, pad_batch
 from pipelines.events import Reporter
-from pipelines.files import replace_dir, write_json
+from pipelines.files import atomic_path, replace_dir, write_json
 from pipelines.layout import EXPORT_META
 from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_model, logits_module
 
@@ -108,8 +108,7 @@ def export_program(model_dir: str, shape, path: str) -> None:
 
     model, _, _ = load_model(model_dir, attn="eager")
     program = torch.export.export(logits_module(model), example_inputs(shape))
-    tmp = path[: -len(".pt2")] + ".tmp.pt2"  # torch.export.save wants the suffix
-    torch.export.save(program, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".pt2") as tmp:  # torch.export.save wants the suffix
+        torch.export.save(program, tmp)
 
 

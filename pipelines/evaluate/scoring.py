@@ -15,7 +15,7 @@ from pipelines.data.encoding import CharEncoder, load_tokenizer
 from pipelines.data.loaders import load_split
 from pipelines.evaluate.metrics import ner_metrics
 from pipelines.events import Reporter
-from pipelines.files import write_json
+from pipelines.files import atomic_path, write_json
 from pipelines.layout import EVAL_DIR, run_decoder
 from pipelines.modeling.models import ModelError, ModelMeta, resolve_model_dir
 from pipelines.runtime.engines import open_engine
@@ -137,12 +137,9 @@ def _agreement(reference_path: str, pred: list[list[str]]) -> float | None:
 
 
 def _write_predictions(path: str, sentences, gold, pred) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for chars, g, p in zip(sentences, gold, pred):
             f.write(json.dumps({"text": "".join(chars), "gold": g, "pred": p}, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def split_from_spec(run_or_model_dir: str, spec: str):

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 from pipelines.config import ModelConfig
+from pipelines.files import write_json
 from pipelines.data.encoding import load_tokenizer, save_tokenizer
 from pipelines.layout import MODEL_DIR
 
@@ -41,8 +42,7 @@ class ModelMeta:
     source: str | None = None  # preset name, hub id or directory the weights started from
 
     def save(self, directory: str) -> None:
-        with open(os.path.join(directory, META_FILE), "w", encoding="utf-8") as f:
-            json.dump(asdict(self), f, ensure_ascii=False, indent=2)
+        write_json(os.path.join(directory, META_FILE), asdict(self))
 
     @classmethod
     def load(cls, directory: str) -> "ModelMeta":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 
+from pipelines.files import atomic_path
 from pipelines.layout import CONFIG_FILE
 from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_model, logits_module
 
@@ -25,9 +26,7 @@ def export_onnx(model_dir: str, path: str) -> None:
 
     model, _, _ = load_model(model_dir, attn="eager")
     axes = {0: "batch", 1: "sequence"}
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = path + ".tmp"
-    with warnings.catch_warnings():
+    with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             logits_module(model),
@@ -39,7 +38,6 @@ def export_onnx(model_dir: str, path: str) -> None:
             opset_version=17,
             dynamo=False,  # the TorchScript-based exporter: no onnxscript needed, dynamic axes work
         )
-    os.replace(tmp, path)
 
 
 def onnx_model(model_dir: str, out_dir: str, int8: bool = False) -> str:
@@ -53,9 +51,8 @@ def onnx_model(model_dir: str, out_dir: str, int8: bool = False) -> str:
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
-        tmp = path + ".tmp.onnx"
-        quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
-        os.replace(tmp, path)
+        with atomic_path(path, suffix=".onnx") as tmp:
+            quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
     return path
 
 
@@ -71,20 +68,19 @@ def quantize_static_model(fp32_path: str, out_path: str, batches, qcfg) -> str:
             return None if batch is None else {"input_ids": batch[0], "attention_mask": batch[1]}
 
     method = {"max": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}
-    tmp = out_path + ".tmp.onnx"
-    quantize_static(
-        fp32_path,
-        tmp,
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        op_types_to_quantize=["MatMul", "Gemm"],
-        per_channel=qcfg.quantize_per_channel,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=method[qcfg.calibrate_mode],
-        extra_options={"CalibPercentile": qcfg.calibrate_range * 100},
-    )
-    os.replace(tmp, out_path)
+    with atomic_path(out_path, suffix=".onnx") as tmp:
+        quantize_static(
+            fp32_path,
+            tmp,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            per_channel=qcfg.quantize_per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=method[qcfg.calibrate_mode],
+            extra_options={"CalibPercentile": qcfg.calibrate_range * 100},
+        )
     return out_path
 
 
