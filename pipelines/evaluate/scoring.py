@@ -2,7 +2,8 @@
 
 ``infer`` runs one engine over a split and saves its predictions (JSON lines: text,
 gold, pred); ``evaluate`` scores them and, in a run, writes ``eval/SPLIT-ENGINE.json``;
-``score_predictions`` scores a saved file without a model.
+``score_predictions`` scores a saved file without a model. Both add the entity error
+counts (``errors``: see ``errors.py``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import time
 
 from pipelines.data.encoding import CharEncoder, load_tokenizer
 from pipelines.data.loaders import load_split
+from pipelines.evaluate.errors import error_counts, read_predictions
 from pipelines.evaluate.metrics import ner_metrics
 from pipelines.events import Reporter
 from pipelines.files import atomic_path, write_json
@@ -97,7 +99,7 @@ def evaluate(
     decoder = decoder or run_decoder(run_or_model_dir)
     _, gold, pred, seconds = infer(run_or_model_dir, dataset, split_name, reporter, engine_name, batch_size, decoder=decoder)
     scores = ner_metrics(gold, pred, strict=strict)
-    scores.update(engine=engine_name, split=split_name, seconds=round(seconds, 2), decode=decoder)
+    scores.update(engine=engine_name, split=split_name, seconds=round(seconds, 2), decode=decoder, errors=error_counts(gold, pred))
     for key in ("f1", "precision", "recall", "accuracy"):
         reporter.metric(f"{split_name}_{key}", scores[key])
     if resolve_model_dir(run_or_model_dir) != run_or_model_dir:
@@ -113,17 +115,10 @@ def evaluate(
 
 
 def score_predictions(path: str, strict: bool = False) -> dict:
-    """Scores of a saved predictions file (from ``infer`` or ``eval``)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            rows = [json.loads(line) for line in f if line.strip()]
-    except FileNotFoundError:
-        raise ModelError(f"{path}: no such predictions file") from None
-    except json.JSONDecodeError as err:
-        raise ModelError(f"{path}: not a predictions file (line {err.lineno}: {err.msg})") from None
-    if not rows or not all({"gold", "pred"} <= set(r) for r in rows):
-        raise ModelError(f"{path}: not a predictions file (each line needs gold and pred)")
-    return ner_metrics([r["gold"] for r in rows], [r["pred"] for r in rows], strict=strict)
+    """Scores and error counts of a saved predictions file (from ``infer`` or ``eval``)."""
+    rows = read_predictions(path)
+    gold, pred = [r.gold for r in rows], [r.pred for r in rows]
+    return {**ner_metrics(gold, pred, strict=strict), "errors": error_counts(gold, pred)}
 
 
 def _agreement(reference_path: str, pred: list[list[str]]) -> float | None:
