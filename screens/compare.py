@@ -1,7 +1,8 @@
 """Compare: every evaluated or benchmarked (run, split, engine) side by side, deltas against fp32.
 
 The rows come from ``workbench.compare`` (UI-free); this screen colours, sorts
-(click a header or press s on a column) and exports them.
+(click a header or press s on a column) and exports them, and plots F1 per entity
+type for the run of the cursor's row.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from textual.widgets import DataTable, Footer, Header, Static
 
 from workbench.backend import display_path
 from workbench.compare import COLUMNS, NO_BENCH_NOTE, NOT_BUILT_NOTE, empty_columns, format_cell, sort_rows
+from workbench.series import f1_by_type
+
+from .widgets.plots import Chart
 
 
 def cell(row, column) -> Text:
@@ -30,6 +34,7 @@ def cell(row, column) -> Text:
 class CompareScreen(Screen):
     DEFAULT_CSS = """
     CompareScreen #table { height: 1fr; }
+    CompareScreen #bars { height: 1fr; min-height: 12; max-height: 20; }
     CompareScreen #note { padding: 0 1; color: $text-muted; height: auto; }
     """
     BINDINGS = [
@@ -42,12 +47,15 @@ class CompareScreen(Screen):
     def __init__(self) -> None:
         super().__init__()
         self.rows: list = []
+        self.shown: list = []  # the rows in the table's order
+        self.plotted_run: str | None = None
         self.sort_key: str | None = None
         self.descending = False
 
     def compose(self) -> ComposeResult:
         yield Header()
         yield DataTable(id="table", cursor_type="cell", zebra_stripes=True)
+        yield Chart(id="bars")
         yield Static("", id="note")
         yield Footer()
 
@@ -77,6 +85,8 @@ class CompareScreen(Screen):
         table.clear()
         for row in rows:
             table.add_row(*(cell(row, c) for c in COLUMNS))
+        self.shown, self.plotted_run = rows, None
+        self.show_bars(table.cursor_row)
         note = ["ΔF1 / Δacc: against the fp32 torch row of the same run and split (green: higher)."]
         empty = empty_columns(rows)
         if not rows:
@@ -90,6 +100,21 @@ class CompareScreen(Screen):
             title = next(c.title for c in COLUMNS if c.key == self.sort_key)
             note.append(f"sorted by {title} {'↓' if self.descending else '↑'}")
         self.query_one("#note", Static).update("\n".join(note))
+
+    def on_data_table_cell_highlighted(self, event: DataTable.CellHighlighted) -> None:
+        self.show_bars(event.coordinate.row)
+
+    def show_bars(self, index: int) -> None:
+        """F1 per entity type and engine for the run of the table's row ``index``."""
+        run = self.shown[index] if 0 <= index < len(self.shown) else None
+        if run is not None and run.run_id == self.plotted_run:
+            return
+        self.plotted_run = run.run_id if run is not None else None
+        groups, bars = f1_by_type([r for r in self.rows if run is not None and r.run_id == run.run_id])
+        chart = self.query_one("#bars", Chart)
+        chart.display = bool(bars)
+        if bars:
+            chart.bars(groups, bars, "F1", f"F1 per entity type: {run.run_name} ({run.run_id})")
 
     def sort_by(self, key: str) -> None:
         if self.sort_key == key:

@@ -21,6 +21,12 @@ from textual.widgets.option_list import Option
 from workbench.progress import JobWatch
 
 from .widgets.job_progress import STATE_STYLES, JobProgress
+from .widgets.plots import CurveCharts
+
+# Below this width of the job's column, or this height of the screen, the curves hide:
+# the log needs the room more than a chart too small to read. Above it, the loss and the
+# dev F1 sit side by side, so that the log keeps its height.
+CURVES_MIN_WIDTH, CURVES_MIN_HEIGHT = 56, 30
 
 
 class JobsScreen(Screen):
@@ -32,6 +38,9 @@ class JobsScreen(Screen):
     JobsScreen #jobs { height: 1fr; }
     JobsScreen #log { height: 1fr; border: round $panel; }
     JobsScreen #buttons { height: auto; }
+    JobsScreen #curves { display: none; padding: 0 1; }
+    JobsScreen #curves Chart { height: 12; }
+    JobsScreen #curves-note { display: none; padding: 0 1; }
     """
     BINDINGS = [
         Binding("l", "launch", "Launch"),
@@ -59,6 +68,8 @@ class JobsScreen(Screen):
                 yield DataTable(id="jobs", cursor_type="row")
             with Vertical():
                 yield JobProgress(id="progress")
+                yield CurveCharts(id="curves", min_width=CURVES_MIN_WIDTH // 2)
+                yield Static("curves: enlarge window", id="curves-note", classes="muted")
                 yield RichLog(id="log", wrap=True, markup=False, highlight=False, max_lines=5000)
                 with Horizontal(id="buttons"):
                     yield Button("Cancel job", id="cancel", variant="error")
@@ -152,6 +163,7 @@ class JobsScreen(Screen):
         self.watch = JobWatch(self.app.backend.job(job_id))
         self.app.selected_job = job_id
         self.query_one("#log", RichLog).clear()
+        self._show_curves([])
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         job_id = event.row_key.value
@@ -199,9 +211,27 @@ class JobsScreen(Screen):
         if update.log_tail:
             log.write(Text("── output.log (last lines) ──", style="bold red"))
             log.write(Text(update.log_tail, style="red"))
+        if update.curves is not None:
+            self._show_curves(update.curves)
         title = watch.job.spec.get("title") or " ".join(watch.job.argv)
         self.query_one(JobProgress).show(f"{watch.job.id} · {title}", update.status, update.message, update.elapsed_s, watch.tracker)
         self.query_one("#cancel", Button).disabled = update.status != "running"
+
+    # -- curves ------------------------------------------------------------------
+    def _show_curves(self, series: list) -> None:
+        self.query_one("#curves", CurveCharts).show(series)
+        self._place_curves()
+
+    def on_resize(self) -> None:
+        self._place_curves()
+
+    def _place_curves(self) -> None:
+        """Curves where the job has some and they fit, else a line saying they are hidden."""
+        curves = self.query_one("#curves", CurveCharts)
+        column = self.size.width - self.query_one("#side").outer_size.width
+        fits = column >= CURVES_MIN_WIDTH and self.size.height >= CURVES_MIN_HEIGHT
+        curves.display = fits and bool(curves.charts())
+        self.query_one("#curves-note", Static).display = not fits and bool(curves.charts())
 
     def action_cancel_job(self) -> None:
         if self.watch is None:

@@ -1,7 +1,7 @@
 """Plot series from events and bench reports, against hand-made events."""
 
 from pipelines.events import Event
-from workbench.series import Curves, curves_of, latency_samples, p50_sweep
+from workbench.series import Curves, curves_of, f1_by_type, first_shape, latency_samples, p50_series, p50_sweep
 
 
 def progress(stage, n, unit="steps", **data):
@@ -60,3 +60,32 @@ def test_bench_series_distribution_and_sweeps():
     assert p50_sweep(report, "seq") == {"torch": [(128, 5.0), (256, 9.0)], "ort": [(128, 4.0), (256, 8.0)]}
     assert p50_sweep(report, "batch") == {"torch": [(1, 5.0), (8, 30.0)], "ort": [(1, 4.0)]}
     assert p50_sweep({"results": []}, "seq") == {}
+
+
+def test_p50_series_only_for_dimensions_with_a_curve():
+    report = {"results": [
+        _result("torch", 1, 128, 5.0), _result("torch", 1, 256, 9.0), _result("ort", 1, 128, 4.0), _result("torch", 8, 128, 30.0),
+    ]}
+    seq, batch = p50_series(report)["seq"], p50_series(report)["batch"]
+    assert [(s.name, s.x, s.y, s.x_label, s.y_label) for s in seq] == [
+        ("torch", [128, 256], [5.0, 9.0], "seq at batch 1", "p50 (ms)"), ("ort", [128], [4.0], "seq at batch 1", "p50 (ms)"),
+    ]
+    assert [(s.name, s.x) for s in batch] == [("torch", [1, 8]), ("ort", [1])]
+    assert p50_series({"results": [_result("torch", 1, 128, 5.0)]}) == {}  # one shape: no curve
+    assert first_shape(report) == (1, 128) and first_shape({"results": []}) is None
+
+
+def test_f1_by_type_names_bars_by_engine_and_precision():
+    from workbench.compare import CompareRow
+
+    def row(run, engine, precision, f1, split="test", **per_type):
+        return CompareRow(run, run, split, engine, precision, f1=f1, per_type_f1=per_type)
+
+    rows = [row("a", "torch", "fp32", 0.8, LOC=0.85, PER=0.9, ORG=0.6), row("a", "tvm-int8", "int8", 0.7, PER=0.8, LOC=0.7, ORG=0.5, MISC=0.1),
+            CompareRow("a", "a", "—", "ort", "fp32")]  # benchmarked, never scored: no bar
+    groups, bars = f1_by_type(rows)
+    assert groups == ["PER", "LOC", "ORG", "MISC", "all"]
+    assert bars == {"torch fp32": {"PER": 0.9, "LOC": 0.85, "ORG": 0.6, "all": 0.8}, "tvm-int8": {"PER": 0.8, "LOC": 0.7, "ORG": 0.5, "MISC": 0.1, "all": 0.7}}
+    _, bars = f1_by_type([*rows, row("b", "torch", "fp32", 0.5, "dev")])
+    assert list(bars) == ["a · torch fp32 · test", "a · tvm-int8 · test", "b · torch fp32 · dev"]
+    assert f1_by_type([]) == ([], {})

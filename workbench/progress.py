@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 from pipelines.events import Event
 from pipelines.files import read_json
+
+from .series import Curves, Series
 
 # Progress extras shown next to the bar, in this order (as the CLI does).
 # Progress data worth showing beside a bar: training, then tuning (kernel and its best time).
@@ -143,6 +145,9 @@ class JobUpdate:
     message: str
     elapsed_s: float | None
     log_tail: str = ""  # output.log's last lines, once, when the job has failed or crashed
+    # When the job's curves grew: a copy of the series to plot (the watch keeps feeding
+    # its own in the worker thread while the UI draws these).
+    curves: list[Series] | None = None
 
 
 class JobWatch:
@@ -151,11 +156,14 @@ class JobWatch:
     def __init__(self, job) -> None:
         self.job = job
         self.tracker = ProgressTracker()
+        self.curves = Curves()  # the same events as plot series (loss, dev F1, tuning)
         self.ended = False
 
     def poll(self, now: float | None = None) -> JobUpdate:
         state = self.job.state()  # before the events: a job that just ended has written them all
-        lines = self.tracker.feed(self.job.new_events())
+        events = self.job.new_events()
+        lines = self.tracker.feed(events)
+        grew = self.curves.feed(events)
         created = self.job.spec.get("created")
         finished = (read_json(os.path.join(self.job.dir, "exit.json")) or {}).get("finished")
         end = finished if finished is not None else (now if now is not None else time.time())
@@ -165,4 +173,12 @@ class JobWatch:
             self.ended = True
             if state.status in ("failed", "crashed"):
                 tail = self.job.log_tail(20)
-        return JobUpdate(lines, state.status, state.message, elapsed, tail)
+        return JobUpdate(lines, state.status, state.message, elapsed, tail, self.plotted() if grew else None)
+
+    def plotted(self) -> list[Series]:
+        """A copy of the series of one stage: the running stage if it has curves, else the
+        last one that had (a run's eval after its train still shows the training)."""
+        stages = self.curves.stages()
+        current = self.tracker.current.stage if self.tracker.current is not None else None
+        stage = current if current in stages else (stages[-1] if stages else "")
+        return [replace(s, x=list(s.x), y=list(s.y)) for s in self.curves.series(stage)]

@@ -12,14 +12,18 @@ From events (a run's ``events.jsonl``, or a job's events as they arrive):
 
 From a bench report (``bench.json``): each engine's latencies at a shape (their
 distribution), and p50 against the sequence length and against the batch size.
+
+From the comparison's rows (``workbench/compare.py``): F1 per entity type and engine.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Iterable, Sequence
 
 from pipelines.events import Event
+
+from .compare import ENTITY_TYPES, CompareRow
 
 QUALITY = {"dev_f1": "dev F1", "mlm_accuracy": "MLM accuracy", "teacher_agreement": "agreement with the teacher"}
 
@@ -102,12 +106,19 @@ def curves_of(events: Iterable[Event]) -> Curves:
 def latency_samples(report: dict, batch: int | None = None, seq: int | None = None) -> dict[str, list[float]]:
     """Each engine's measured latencies (ms) at one shape (the first shape of the report if
     none is given). Reports written before samples were kept give nothing."""
-    results = report.get("results") or []
     if batch is None or seq is None:
-        if not results:
+        shape = first_shape(report)
+        if shape is None:
             return {}
-        batch, seq = results[0]["batch"], results[0]["seq"]
+        batch, seq = shape
+    results = report.get("results") or []
     return {r["engine"]: list(r["samples_ms"]) for r in results if r["batch"] == batch and r["seq"] == seq and r.get("samples_ms")}
+
+
+def first_shape(report: dict) -> tuple[int, int] | None:
+    """The (batch, seq) of the report's first result: the shape its distribution is shown at."""
+    results = report.get("results") or []
+    return (results[0]["batch"], results[0]["seq"]) if results else None
 
 
 def p50_sweep(report: dict, over: str) -> dict[str, list[tuple[int, float]]]:
@@ -123,3 +134,34 @@ def p50_sweep(report: dict, over: str) -> dict[str, list[tuple[int, float]]]:
         if r[other] == fixed:
             sweep.setdefault(r["engine"], []).append((r[over], r["latency_ms"]["p50"]))
     return {engine: sorted(points) for engine, points in sweep.items()}
+
+
+def p50_series(report: dict) -> dict[str, list[Series]]:
+    """``p50_sweep`` as line series, one per engine, for each dimension ("seq", "batch")
+    where some engine was benched at more than one value (one point is not a curve)."""
+    found = {}
+    for over, other in (("seq", "batch"), ("batch", "seq")):
+        lines = p50_sweep(report, over)
+        if any(len(points) > 1 for points in lines.values()):
+            fixed = min(r[other] for r in report["results"])
+            found[over] = [
+                Series(engine, f"{over} at {other} {fixed}", "p50 (ms)", [x for x, _ in points], [y for _, y in points])
+                for engine, points in lines.items()
+            ]
+    return found
+
+
+def f1_by_type(rows: Sequence[CompareRow]) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """Grouped bars of the comparison's scored rows: the groups (the entity types, PER / LOC /
+    ORG first, then "all") and each row's F1 per group, named by its engine and precision
+    (and its run, or split, when the rows hold more than one)."""
+    scored = [r for r in rows if r.f1 is not None]
+    many_runs, many_splits = len({r.run_id for r in scored}) > 1, len({r.split for r in scored}) > 1
+    bars: dict[str, dict[str, float]] = {}
+    for row in scored:
+        engine = row.engine if row.precision in row.engine else f"{row.engine} {row.precision}"
+        label = " · ".join([*([row.run_name] if many_runs else []), engine, *([row.split] if many_splits else [])])
+        bars[label] = {**row.per_type_f1, "all": row.f1}
+    known = [t for t in ENTITY_TYPES if any(t in r.per_type_f1 for r in scored)]
+    others = sorted({t for r in scored for t in r.per_type_f1} - set(ENTITY_TYPES))
+    return [*known, *others, "all"] if scored else [], bars
