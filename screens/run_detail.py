@@ -14,6 +14,8 @@ from textual.widgets import DataTable, Footer, Header, Static
 from workbench.backend import display_path
 from workbench.compare import human_bytes
 
+from .errors import ErrorBrowserScreen
+from .widgets.plots import RunPlots
 from .widgets.status import status_text
 
 
@@ -30,6 +32,8 @@ class RunDetailScreen(Screen):
         Binding("t", "tag", "Tag with this model"),
         Binding("e", "launch('export')", "Export job"),
         Binding("v", "launch('eval')", "Eval job"),
+        Binding("r", "launch('report')", "Report job"),
+        Binding("x", "errors", "Error browser"),
     ]
 
     def __init__(self, run_id: str) -> None:
@@ -42,6 +46,7 @@ class RunDetailScreen(Screen):
             yield Static(f"run {self.run_id}", id="summary")
             yield Static("Stages", classes="section")
             yield DataTable(id="stages", cursor_type="row")
+            yield RunPlots(id="plots")
             yield Static("Artifacts", classes="section")
             yield DataTable(id="artifacts", cursor_type="row")
             yield Static("", id="error")
@@ -57,6 +62,7 @@ class RunDetailScreen(Screen):
         artifacts.add_column("path")
         artifacts.add_column("size")
         self.load()
+        self.load_plots()
 
     @work(thread=True, exclusive=True)
     def load(self) -> None:
@@ -66,6 +72,16 @@ class RunDetailScreen(Screen):
             self.app.call_from_thread(self.query_one("#summary", Static).update, Text(f"cannot open run {self.run_id}: {err}", style="red"))
             return
         self.app.call_from_thread(self._show, detail)
+
+    @work(thread=True, exclusive=True, group="plots")
+    def load_plots(self) -> None:
+        backend = self.app.backend
+        try:
+            curves, bench = backend.run_curves(self.run_id), backend.run_bench(self.run_id)
+        except Exception as err:  # noqa: BLE001 - a torn events.jsonl or bench.json
+            self.app.call_from_thread(self.notify, f"cannot read the run's plots: {err}", severity="error")
+            return
+        self.app.call_from_thread(self.query_one(RunPlots).show, curves, bench, backend.command_line("bench", self.run_id))
 
     def _show(self, detail) -> None:
         s = detail.summary
@@ -92,6 +108,9 @@ class RunDetailScreen(Screen):
     def action_tag(self) -> None:
         self.app.pop_screen()
         self.app.open_in_highlighter(self.run_id)
+
+    def action_errors(self) -> None:
+        self.app.push_screen(ErrorBrowserScreen(self.run_id))
 
     def action_launch(self, action: str) -> None:
         try:

@@ -96,10 +96,6 @@ def test_delete_takes_an_id_prefix_only_when_asked(tmp_path, capsys):
     assert [r.id for r in RunStore(runs).list_runs()] == [run.id]
     assert main(["delete", prefix, "--prefix", "--runs-dir", runs]) == 0
     assert RunStore(runs).list_runs() == []
-    assert main(["delete", "no-such-run", "--runs-dir", runs]) == 2
-    assert "no run 'no-such-run'" in capsys.readouterr().err
-    assert main(["delete", "--runs-dir", runs]) == 2
-    assert "name the runs to delete, or pass --unfinished" in capsys.readouterr().err
 
 
 def test_the_summary_gives_a_resumed_stage_its_time_across_resumes():
@@ -123,15 +119,16 @@ def test_the_command_table_and_the_parser_agree():
     assert helps == {c.name: c.help for c in COMMANDS}
 
 
-@pytest.mark.parametrize("name", ["run", "train", "validate", "export", "eval", "infer", "compile", "bench"])
+@pytest.mark.parametrize("name", ["run", "train", "validate", "export", "eval", "infer", "compile", "bench", "report"])
 def test_a_jobs_command_line_parses_as_the_cli_reads_it(name):
     from workbench.cli import build_parser
     from workbench.commands import BY_NAME, job_argv
 
     args = build_parser().parse_args(job_argv(name, "TARGET", "/runs", engine="ort-int8"))
     assert args.command == name
-    target = args.config if BY_NAME[name].takes == "config" else args.model
-    assert target == "TARGET"
+    takes = BY_NAME[name].takes
+    target = args.config if takes == "config" else args.runs if takes == "runs" else args.model
+    assert target == (["TARGET"] if takes == "runs" else "TARGET")
     assert getattr(args, "runs_dir", None) == (None if name == "validate" else "/runs")
     if name in ("eval", "infer"):
         assert args.engine == "ort-int8"

@@ -141,7 +141,7 @@ class DemoBackend(Backend):
     """Pinned to today's commands and engines, so snapshots don't move when the CLI grows."""
 
     def cli_commands(self) -> set[str]:
-        return {"run", "train", "export", "eval", "infer", "compile", "bench", "pretrain", "validate", "tag", "runs", "tui"}
+        return {"run", "train", "export", "eval", "infer", "compile", "bench", "report", "pretrain", "validate", "tag", "runs", "tui"}
 
     def engine_names(self) -> tuple[str, ...]:
         return ("torch", "torchscript", "ort", "ort-int8", "tvm-fp32", "tvm-fp16")

@@ -20,7 +20,7 @@ from . import compare
 from .config_files import REPO_CONFIGS, TEMPLATES, Template, check_config_text, config_name_ok, from_template
 from pipelines.files import write_text
 
-from .commands import COMMANDS, command_names, job_argv
+from .commands import COMMANDS, command_line, command_names, display_path, job_argv  # noqa: F401 (display_path: for the screens)
 from .jobs import Job, list_jobs, start_job
 
 NOT_BUILT = "not available yet"
@@ -39,7 +39,7 @@ class Action:
 
 
 # What the jobs screen can launch: the CLI commands that take a config or a run.
-ACTIONS = tuple(Action(c.name, c.title, c.takes) for c in COMMANDS if c.title)
+ACTIONS = tuple(Action(c.name, c.title, c.target) for c in COMMANDS if c.title)
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,10 @@ class Backend:
         """CLI arguments for an action on a config path or a run id."""
         return job_argv(action, target, self.runs_dir, engine)
 
+    def command_line(self, action: str, target: str) -> str:
+        """The CLI command a person would type for an action (shown in hints)."""
+        return command_line(action, target, self.runs_dir)
+
     def start_job(self, argv: list[str], title: str | None = None) -> Job:
         return start_job(argv, self.jobs_dir, title)
 
@@ -272,11 +276,69 @@ class Backend:
         write_text(path, text)
         return path
 
+    # -- plots -------------------------------------------------------------------
+    def run_curves(self, run_id: str) -> dict[str, list["Series"]]:  # noqa: F821
+        """A run's curves by stage (training loss and quality, tuning), from its events.jsonl."""
+        from pipelines.events import read_events
 
-def display_path(path: str) -> str:
-    """Relative to the working directory when inside it (shorter, and the same on every machine)."""
-    rel = os.path.relpath(path)
-    return path if rel.startswith("..") else rel
+        from .series import curves_of
+
+        curves = curves_of(read_events(os.path.join(self._run_dir(run_id), "events.jsonl")))
+        return {stage: curves.series(stage) for stage in curves.stages()}
+
+    def run_bench(self, run_id: str) -> dict | None:
+        """A run's bench report (bench.json), None until its bench stage has results."""
+        from pipelines.files import read_json
+
+        report = read_json(os.path.join(self._run_dir(run_id), "bench.json"))
+        return report if isinstance(report, dict) and report.get("results") else None
+
+    def _run_dir(self, run_id: str) -> str:
+        with self._store() as store:
+            return store.get(run_id).dir
+
+    # -- errors ------------------------------------------------------------------
+    def predictions_files(self, run_id: str) -> list["PredictionsFile"]:
+        """The run's saved predictions (``eval/*.predictions.jsonl``), the torch ones first."""
+        from pipelines.layout import EVAL_DIR
+
+        found = glob.glob(os.path.join(self._run_dir(run_id), EVAL_DIR, "*" + PREDICTIONS_SUFFIX))
+        files = [_predictions_file(p, self.engine_names()) for p in found]
+        return sorted(files, key=lambda f: (f.split, f.engine != "torch", f.name))
+
+    def error_report(self, path: str):
+        """Entity errors of a predictions file (``pipelines.evaluate.errors.ErrorReport``)."""
+        from pipelines.evaluate.errors import file_report
+
+        return file_report(path)
+
+    def engine_diff(self, path_a: str, path_b: str):
+        """Where B's entities differ from A's (``pipelines.evaluate.errors.PredictionsDiff``);
+        raises if the two files are not the same sentences."""
+        from pipelines.evaluate.errors import diff_predictions
+
+        return diff_predictions(path_a, path_b)
+
+
+PREDICTIONS_SUFFIX = ".predictions.jsonl"
+
+
+@dataclass(frozen=True)
+class PredictionsFile:
+    path: str
+    name: str  # the file's stem: test-ort-int8, test-torch@argmax
+    split: str  # test; files of one split are predictions of the same sentences
+    engine: str
+
+
+def _predictions_file(path: str, engine_names: tuple[str, ...]) -> PredictionsFile:
+    """Split and engine from the name ``eval_stem`` gives (SPLIT-ENGINE[@DECODER]); both may
+    hold dashes, so the engine is the longest known name the stem ends with."""
+    name = os.path.basename(path)[: -len(PREDICTIONS_SUFFIX)]
+    base = name.split("@")[0]
+    engine = next((e for e in sorted(engine_names, key=len, reverse=True) if base.endswith("-" + e)), "")
+    split = base[: -len(engine) - 1] if engine else base
+    return PredictionsFile(path, name, split, engine)
 
 
 def _metrics_line(metrics: dict) -> str:

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="seqeval strict IOB2 mode")
     p.add_argument("--decode", choices=("argmax", "bio"), default=None, help="argmax, or bio: valid BIO only (default: the run's eval.decode)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the scores as JSON (- for stdout)")
+    p.add_argument("--errors", action="store_true", help="also print the entity errors per kind and type (missed, spurious, wrong type / boundary)")
 
     p = add_command("tag")
     p.add_argument("--model", required=True, help="run id, name or directory, or a model directory")
@@ -113,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print entities as JSON")
     p.add_argument("--decode", choices=("argmax", "bio"), default=None, help="argmax, or bio: valid BIO only (default: the run's eval.decode)")
     p.add_argument("text", nargs="+", help="text to tag (- reads standard input)")
+    runs_dir_arg(p)
+
+    p = add_command("report")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run id, name or directory; several runs go side by side")
+    p.add_argument("--out", default=None, metavar="DIR", help="where report.md, report.html and figures/ go (default: the first run's report/)")
     runs_dir_arg(p)
 
     p = add_command("runs")
@@ -294,6 +300,21 @@ def _print_scores(scores: dict, out) -> None:
     table.add_row("[bold]micro", f"[bold]{scores['precision']:.4f}", f"[bold]{scores['recall']:.4f}", f"[bold]{scores['f1']:.4f}", "")
     out.print(table)
     out.print(f"entity F1 {scores['f1']:.4f} · token accuracy {scores['accuracy']:.4f}")
+
+
+def _print_errors(scores: dict, out) -> None:
+    """The entity errors per kind and type (``errors`` of the scores: see pipelines/evaluate/errors.py)."""
+    from rich.table import Table
+
+    errors = scores["errors"]
+    types = list(errors["by_type"])
+    table = Table(title="entity errors", caption="by gold type (spurious: by predicted type)")
+    for col in ("kind", "all", *types):
+        table.add_column(col, justify="left" if col == "kind" else "right")
+    for kind, n in errors["counts"].items():
+        table.add_row(kind, f"[bold]{n}", *(str(errors["by_type"][t][kind]) for t in types))
+    table.add_row("[bold]errors", f"[bold]{sum(errors['counts'].values())}", *(f"[bold]{sum(errors['by_type'][t].values())}" for t in types))
+    out.print(table)
 
 
 def _resolve_model(ref: str, runs_dir: str | None) -> tuple[str, "RunRecord | None"]:  # noqa: F821
@@ -509,7 +530,10 @@ def cmd_eval(args) -> int:
     if args.json_out == "-":
         print(json.dumps(scores, ensure_ascii=False, indent=2))
     else:
-        _print_scores(scores, Console())
+        out = Console()
+        _print_scores(scores, out)
+        if args.errors:
+            _print_errors(scores, out)
         if args.json_out:
             from pipelines.files import write_json
 
@@ -602,6 +626,20 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    run_dirs = []
+    for ref in args.runs:
+        path, run = _resolve_model(ref, args.runs_dir)
+        if run is None:
+            raise CliError(f"{path}: a directory, not a run of this run store (see `ner-workbench runs`, or pass --runs-dir)")
+        run_dirs.append(run.dir)
+    for path in write_report(run_dirs, args.out):
+        print(path)
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run,
     "train": cmd_train,
@@ -610,6 +648,7 @@ COMMANDS = {
     "export": cmd_export,
     "compile": cmd_compile,
     "bench": cmd_bench,
+    "report": cmd_report,
     "infer": cmd_infer,
     "eval": cmd_eval,
     "tag": cmd_tag,

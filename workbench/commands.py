@@ -7,6 +7,8 @@ checks that it has a parser for every command here and no other.
 
 from __future__ import annotations
 
+import os
+import shlex
 from dataclasses import dataclass
 
 
@@ -14,10 +16,15 @@ from dataclasses import dataclass
 class Command:
     name: str
     help: str  # the CLI's one-line help
-    takes: str | None = None  # what a job runs it on: "config" (a YAML path), "run" (--model RUN), None: no job
+    takes: str | None = None  # what a job runs it on: "config" (a YAML path), "run" (--model RUN), "runs" (RUN…), None: no job
     title: str | None = None  # how the jobs screen offers it (None: not offered)
     engine: bool = False  # takes --engine
     runs_dir: bool = True  # takes --runs-dir
+
+    @property
+    def target(self) -> str | None:
+        """What the jobs screen offers to start it on: a config or a run ("runs": one run)."""
+        return "run" if self.takes == "runs" else self.takes
 
 
 # In the order the jobs screen lists them.
@@ -31,6 +38,10 @@ COMMANDS = (
         "compile: TVM artifacts of a run (its config's precisions)",
     ),
     Command("bench", "latency / throughput of engines side by side, interleaved in one process", "run", "bench: latency / throughput of a run's engines"),
+    Command(
+        "report", "a Markdown + HTML report of runs: environment, quality, engines, errors, plots", "runs",
+        "report: Markdown + HTML report of a run (tables and plots)",
+    ),
     Command(
         "infer", "run an engine over a split and save its predictions (JSON lines)", "run",
         "infer: a run's engine over its eval split, predictions saved", engine=True,
@@ -61,9 +72,33 @@ def job_argv(name: str, target: str, runs_dir: str, engine: str = "torch") -> li
     command = BY_NAME.get(name)
     if command is None or command.takes is None:
         raise ValueError(f"{name}: not a command a job can run")
-    argv = [name, target] if command.takes == "config" else [name, "--model", target]
+    argv = [name, target] if command.takes in ("config", "runs") else [name, "--model", target]
     if command.engine:
         argv += ["--engine", engine]
     if command.runs_dir:
         argv += ["--runs-dir", runs_dir]
     return argv
+
+
+def display_path(path: str) -> str:
+    """Relative to the working directory when inside it (shorter, and the same on every machine)."""
+    rel = os.path.relpath(path)
+    return path if rel.startswith("..") else rel
+
+
+def runs_dir_option(runs_dir: str) -> str:
+    """`` --runs-dir DIR`` for a command a person reads, or nothing for the default store."""
+    from .store import default_runs_dir
+
+    if os.path.abspath(runs_dir) == os.path.abspath(default_runs_dir()):
+        return ""
+    return " --runs-dir " + shlex.quote(display_path(runs_dir))
+
+
+def command_line(name: str, target: str, runs_dir: str) -> str:
+    """What a person types to run command ``name`` on a run or a config."""
+    argv = job_argv(name, target, runs_dir)
+    if "--runs-dir" in argv:
+        at = argv.index("--runs-dir")
+        del argv[at : at + 2]
+    return shlex.join(["ner-workbench", *argv]) + (runs_dir_option(runs_dir) if BY_NAME[name].runs_dir else "")
