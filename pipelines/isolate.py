@@ -25,7 +25,7 @@ def run_isolated(module: str, request: dict, reporter: Reporter, log_path: str) 
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False, encoding="utf-8") as f:
         json.dump(request, f)
         request_path = f.name
-    result: dict = {}
+    result: dict | None = None
     os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
     try:
         with open(log_path, "ab") as log:
@@ -36,7 +36,10 @@ def run_isolated(module: str, request: dict, reporter: Reporter, log_path: str) 
                 for line in proc.stdout:
                     try:
                         event = Event.from_json(line)
-                    except (json.JSONDecodeError, TypeError):
+                    except (json.JSONDecodeError, TypeError, KeyError):
+                        # A library printing to stdout, or an event torn by a crash: shown, not lost.
+                        if line.strip():
+                            reporter.log(f"{module}: {line.strip()[:300]}", level="warning")
                         continue
                     if event.kind == "finished":
                         result = event.data or {}
@@ -53,6 +56,8 @@ def run_isolated(module: str, request: dict, reporter: Reporter, log_path: str) 
     if rc != 0:
         how = f"killed by {signal.Signals(-rc).name}" if rc < 0 else f"exit code {rc}"
         raise ChildFailed(f"{module} failed ({how}): {_tail(log_path)}")
+    if result is None:  # it exited 0 but its last word (the result) never arrived whole
+        raise ChildFailed(f"{module} ended without its result (no final event): {_tail(log_path)}")
     return result
 
 

@@ -124,6 +124,20 @@ def test_a_crashing_child_fails_the_stage_with_its_log_tail(tmp_path, monkeypatc
         run_isolated("crashy", {}, Reporter(), str(tmp_path / "log.txt"))
 
 
+def test_a_child_whose_result_is_torn_fails_and_its_stray_output_is_shown(tmp_path, monkeypatch):
+    """Exit 0 with the final event cut mid-line (a crash while printing it) used to read
+    as success with an empty result; stdout that is not an event used to vanish."""
+    (tmp_path / "torn.py").write_text(
+        "print('loading weights')\n"
+        "print('{\"kind\": \"finished\", \"stage\": \"compile\", \"data\": {\"compile_s\": 1', flush=True)\n"
+    )
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    events = []
+    with pytest.raises(ChildFailed, match=r"torn ended without its result \(no final event\)"):
+        run_isolated("torn", {}, Reporter(events.append), str(tmp_path / "log.txt"))
+    assert [e.message for e in events if e.kind == "log"][0] == "torn: loading weights"
+
+
 def test_bench_reports_every_field(compiled):
     run, _, _ = compiled
     cfg = parse_config({"bench": {"engines": ["torch", "ort", "tvm-fp32", "tvm-int8x"], "batch": [1], "seq": [16], "iterations": 3, "warmup": 1}})
