@@ -107,3 +107,33 @@ def test_cli_eval_rejects_a_file_that_is_not_predictions(tmp_path, capsys):
     bad.write_text('{"text": "x"}\n', encoding="utf-8")
     assert main(["eval", "--predictions", str(bad)]) == 2
     assert "not a predictions file (each line needs gold and pred)" in capsys.readouterr().err
+
+
+def test_a_retrained_model_is_never_served_by_the_onnx_of_the_one_before(toy_run, tmp_path):
+    """ONNX Runtime's models are cached by the model's fingerprint, not by file existence:
+    after the weights change, `ort` and `ort-int8` rebuild and follow the new weights."""
+    import shutil
+
+    import numpy as np
+    import torch
+
+    from pipelines.modeling.models import load_model, save_model
+    from pipelines.runtime.engines import open_engine
+
+    run, *_ = toy_run
+    model_dir = str(tmp_path / "model")
+    shutil.copytree(os.path.join(run.dir, "model"), model_dir)
+    ids, mask = np.array([[101, 2769, 4638, 102]], dtype=np.int64), np.ones((1, 4), dtype=np.int64)
+    before = open_engine("ort", model_dir).logits(ids, mask)
+    open_engine("ort-int8", model_dir)
+
+    model, tokenizer, meta = load_model(model_dir)
+    with torch.no_grad():
+        model.classifier.bias += 3.0 * torch.arange(model.classifier.bias.numel())  # "retrained"
+    save_model(model, tokenizer, meta, model_dir)
+
+    eager = open_engine("torch", model_dir).logits(ids, mask)
+    after = open_engine("ort", model_dir).logits(ids, mask)
+    assert not np.allclose(before, eager, atol=1e-3)  # the change is visible
+    assert np.allclose(after, eager, atol=1e-4)
+    assert np.argmax(open_engine("ort-int8", model_dir).logits(ids, mask), -1).tolist() == np.argmax(eager, -1).tolist()

@@ -7,6 +7,7 @@ read it and every engine here decodes it the same way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
@@ -157,3 +158,17 @@ def example_inputs(shape) -> tuple:
     import torch
 
     return torch.zeros(tuple(shape), dtype=torch.long), torch.ones(tuple(shape), dtype=torch.long)
+
+
+def model_fingerprint(model_dir: str) -> str:
+    """A checksum of what makes a model directory's outputs: its config, weights and label
+    order. Artifacts built from a model (ONNX, quantised ONNX) keep it, so a retrained
+    model is never served by the artifact of the one before."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(model_dir)):
+        if name in ("config.json", META_FILE) or name.endswith((".safetensors", ".bin")):
+            digest.update(name.encode())
+            with open(os.path.join(model_dir, name), "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()[:16]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
-from pipelines.files import atomic_path
+from pipelines.files import atomic_path, read_json, write_json
 from pipelines.layout import CONFIG_FILE
-from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_model, logits_module
+from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_model, logits_module, model_fingerprint
 
 FP32_FILE, DYNAMIC_FILE, STATIC_FILE = "model.onnx", "model.int8.onnx", "model.int8-static.onnx"
 
@@ -40,19 +40,32 @@ def export_onnx(model_dir: str, path: str) -> None:
         )
 
 
+def _built_for(path: str) -> str | None:
+    """The key an ONNX file was built for (its sidecar ``PATH.json``), None if unknown."""
+    return (read_json(path + ".json") or {}).get("key") if os.path.isfile(path) else None
+
+
+def _record_key(path: str, key: str) -> None:
+    write_json(path + ".json", {"key": key})
+
+
 def onnx_model(model_dir: str, out_dir: str, int8: bool = False) -> str:
-    """The model as ONNX (dynamic batch and length), exported on first use."""
+    """The model as ONNX (dynamic batch and length), exported on first use and again
+    whenever the model changed since (its fingerprint is the cache key)."""
+    key = model_fingerprint(model_dir)
     path = os.path.join(out_dir, DYNAMIC_FILE if int8 else FP32_FILE)
-    if os.path.isfile(path):
+    if _built_for(path) == key:
         return path
     fp32 = os.path.join(out_dir, FP32_FILE)
-    if not os.path.isfile(fp32):
+    if _built_for(fp32) != key:
         export_onnx(model_dir, fp32)
+        _record_key(fp32, key)
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         with atomic_path(path, suffix=".onnx") as tmp:
             quantize_dynamic(fp32, tmp, weight_type=QuantType.QInt8)
+        _record_key(path, key)
     return path
 
 
@@ -85,10 +98,8 @@ def quantize_static_model(fp32_path: str, out_path: str, batches, qcfg) -> str:
 
 
 def static_int8_model(run_dir: str, model_dir: str, out_dir: str, fp32_path: str) -> str:
-    """The run's static int8 ONNX model, calibrated on first use."""
-    path = os.path.join(out_dir, STATIC_FILE)
-    if os.path.isfile(path):
-        return path
+    """The run's static int8 ONNX model, calibrated on first use and again whenever the
+    model or the calibration settings changed since."""
     from pipelines.config import load_config
     from pipelines.data.encoding import CharEncoder, length_batches, load_tokenizer, make_windows, pad_batch
     from pipelines.data.loaders import data_for, sample_split
@@ -96,10 +107,16 @@ def static_int8_model(run_dir: str, model_dir: str, out_dir: str, fp32_path: str
 
     cfg = load_config(os.path.join(run_dir, CONFIG_FILE))
     qcfg = cfg.compile.quantize
+    path = os.path.join(out_dir, STATIC_FILE)
+    key = f"{model_fingerprint(model_dir)}-{cfg.seed}-{qcfg.model_dump_json()}"
+    if _built_for(path) == key:
+        return path
     sentences = sample_split(data_for(cfg), qcfg.calibration_split, qcfg.get_data_num, cfg.seed)["tokens"]
     meta, encoder = ModelMeta.load(model_dir), CharEncoder(load_tokenizer(model_dir))
     windows = make_windows(sentences, encoder, meta.max_length, meta.window_stride)
     # One padded shape for all: the percentile and entropy calibrators stack batches.
     groups = length_batches([len(w.ids) for w in windows], 16)
     batches = [pad_batch([windows[i].ids for i in b], encoder.pad_id, meta.max_length) for b in groups]
-    return quantize_static_model(fp32_path, path, batches, qcfg)
+    quantize_static_model(fp32_path, path, batches, qcfg)
+    _record_key(path, key)
+    return path
