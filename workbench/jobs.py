@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from pipelines.events import Event, follow_events
 from pipelines.files import read_json, write_json
+from pipelines.runtime.tvm_threads import environment_for_children
 
 from .store import pid_alive as _alive
 
@@ -107,6 +108,7 @@ def start_job(argv: list[str], jobs_dir: str, title: str | None = None) -> Job:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # survives the app; Ctrl-C in the app does not reach it
+        env=environment_for_children(),  # not the thread settings the app's own engines made
     )
     spec = read_json(os.path.join(directory, "job.json"))
     spec["supervisor_pid"] = proc.pid

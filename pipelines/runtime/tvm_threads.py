@@ -29,11 +29,31 @@ def physical_cores() -> int:
     return max(1, min(usable, physical))
 
 
+# What the environment held before this process set a key, so the processes it starts
+# (the TUI's jobs) get the user's environment back, not the highlighter's thread count.
+_BEFORE: dict[str, str | None] = {}
+
+
+def _put(key: str, value: str, override: bool) -> None:
+    _BEFORE.setdefault(key, os.environ.get(key))
+    if override or key not in os.environ:
+        os.environ[key] = value
+
+
 def configure_tvm_threads(threads: int | None = None) -> None:
     """Call before TVM runs any kernel in this process (later calls change nothing).
     An explicit ``threads`` wins; otherwise a user's ``TVM_NUM_THREADS`` is kept."""
-    if threads:
-        os.environ["TVM_NUM_THREADS"] = str(threads)
-    else:
-        os.environ.setdefault("TVM_NUM_THREADS", str(physical_cores()))
-    os.environ.setdefault("TVM_THREAD_POOL_SPIN_COUNT", SPIN_COUNT)
+    _put("TVM_NUM_THREADS", str(threads or physical_cores()), override=bool(threads))
+    _put("TVM_THREAD_POOL_SPIN_COUNT", SPIN_COUNT, override=False)
+
+
+def environment_for_children() -> dict[str, str]:
+    """This process's environment less what ``configure_tvm_threads`` set in it: what a
+    process it starts should inherit (each sizes its own pool)."""
+    env = dict(os.environ)
+    for key, value in _BEFORE.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return env
