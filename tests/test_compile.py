@@ -202,3 +202,15 @@ def test_only_kernels_that_just_move_data_are_left_out_of_tuning():
     layout = ["take1", "reshape21", "fused_cast_reshape1", "fused_reshape3_transpose1_broadcast_to3_reshape41"]
     compute = ["fused_matmul_add2_reshape1_add1", "fused_softmax_broadcast_to5_reshape71", "layer_norm1", "fused_bitwise_and1_broadcast_to2_where1"]
     assert [n for n in layout + compute if LAYOUT_ONLY_KERNEL.match(n)] == layout
+
+
+def test_only_the_budgets_own_stop_is_taken_for_the_end_of_tuning():
+    """Past the budget, an error that is not the budget's own stop is a failure, not
+    'tuning stopped at its time budget' (it was swallowed whatever it was)."""
+    from pipelines.compile.tuning import BUDGET_STOP, TimeBudgetReached, stopped_by_budget
+
+    wrapped = RuntimeError(f"Traceback (most recent call last): ... TimeBudgetReached: {BUDGET_STOP} after 64 trials")
+    assert stopped_by_budget(TimeBudgetReached(BUDGET_STOP), out_of_time=True)
+    assert stopped_by_budget(wrapped, out_of_time=True)  # as the FFI re-raises it
+    assert not stopped_by_budget(RuntimeError("InternalError: Check failed: (n_loops > 0)"), out_of_time=True)
+    assert not stopped_by_budget(wrapped, out_of_time=False)

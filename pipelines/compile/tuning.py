@@ -34,6 +34,9 @@ LAYOUT_OPS = ("reshape", "transpose", "take", "index_tensor", "cast", "squeeze",
 LAYOUT_ONLY_KERNEL = re.compile(r"^(?:fused_)?(?:(?:%s)\d*(?:_|$))+$" % "|".join(LAYOUT_OPS))
 
 
+BUDGET_STOP = "tuning time budget reached"
+
+
 class TimeBudgetReached(Exception):
     pass
 
@@ -109,6 +112,13 @@ def _pooled_builder(workers: int):
     return PooledBuilder()
 
 
+def stopped_by_budget(err: BaseException, out_of_time: bool) -> bool:
+    """Whether ``err`` is our own stop at the time budget (the FFI may re-wrap it, so it is
+    told by its message). Any other error past the budget is a real failure: it used
+    to read "stopped at its budget" too."""
+    return out_of_time and (isinstance(err, TimeBudgetReached) or BUDGET_STOP in str(err))
+
+
 def _progress_callback(reporter: Reporter, budget: TuningBudget, task_names: list[str], deadline: float | None):
     from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
     from tvm.ir.utils import derived_object
@@ -144,7 +154,7 @@ def _progress_callback(reporter: Reporter, budget: TuningBudget, task_names: lis
                 # tasks from here trips its checks: unwind instead. Every measured
                 # record is already in the database (that callback runs first).
                 state["out_of_time"] = True
-                raise TimeBudgetReached(f"tuning time budget reached after {state['trials']} trials")
+                raise TimeBudgetReached(f"{BUDGET_STOP} after {state['trials']} trials")
 
     return Progress(), state
 
@@ -255,8 +265,8 @@ def tune(mod, target, db_dir: str, budget: TuningBudget, rules, reporter: Report
                     database=database,
                     measure_callbacks=[*ms.MeasureCallback.create("default"), progress],
                 )
-            except Exception:  # noqa: BLE001 - the FFI may re-wrap our own exception
-                if not state["out_of_time"]:
+            except Exception as err:  # noqa: BLE001 - the FFI may re-wrap our own exception
+                if not stopped_by_budget(err, state["out_of_time"]):
                     raise
                 reporter.log(f"tuning stopped at its time budget ({budget.max_minutes} min) after {state['trials']} trials")
     finally:
