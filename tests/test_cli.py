@@ -139,3 +139,22 @@ def test_a_command_that_takes_no_target_has_no_job():
 
     with pytest.raises(ValueError, match="tag: not a command a job can run"):
         job_argv("tag", "x", "/runs")
+
+
+def test_an_unexpected_error_of_a_command_keeps_its_traceback(tmp_path, capsys, monkeypatch):
+    """One line on the terminal, and the traceback in the store's errors/ (it was lost for
+    commands that are not stages: they have no run error.log)."""
+    import pipelines.runtime.tagger as tagger
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("kernel exploded")
+
+    monkeypatch.setattr(tagger.Tagger, "open", classmethod(broken))
+    runs = str(tmp_path / "runs")
+    assert main(["tag", "--model", str(tmp_path), "--runs-dir", runs, "你好"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: RuntimeError: kernel exploded (traceback: ") and len(err.splitlines()) == 1
+    [log] = os.listdir(os.path.join(runs, "errors"))
+    assert log.endswith("-tag.log")
+    text = open(os.path.join(runs, "errors", log), encoding="utf-8").read()
+    assert "Traceback (most recent call last)" in text and "in broken" in text and "kernel exploded" in text

@@ -171,8 +171,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if os.environ.get("NER_WORKBENCH_DEBUG"):
             raise
-        err.print(f"[red]error:[/] {type(exc).__name__}: {one_line(exc)}", highlight=False)
+        where = _save_traceback(args)
+        err.print(f"[red]error:[/] {type(exc).__name__}: {one_line(exc)} (traceback: {where})", highlight=False)
         return 1
+
+
+def _save_traceback(args) -> str:
+    """A command that is not a stage has no run to keep its error.log: its traceback goes
+    to the store's errors/ folder, so one line on the terminal loses nothing."""
+    import time
+    import traceback
+
+    from pipelines.files import write_text
+
+    from .commands import display_path
+    from .store import default_runs_dir
+
+    runs_dir = getattr(args, "runs_dir", None) or default_runs_dir()
+    path = os.path.join(runs_dir, "errors", f"{time.strftime('%Y%m%d-%H%M%S')}-{args.command}.log")
+    try:
+        write_text(path, f"ner-workbench {' '.join(sys.argv[1:])}\n\n{traceback.format_exc()}")
+    except OSError as why:
+        return f"not saved: {why}"
+    return display_path(path)
 
 
 # -- commands ---------------------------------------------------------------------
