@@ -42,3 +42,31 @@ def test_cancel_marks_the_stage_interrupted(tmp_path):
     [run] = RunStore(runs).list_runs()
     assert run.stage("train").status == "interrupted"
     assert any(e.kind == "failed" and e.message == "cancelled" for e in seen + job.new_events())
+
+
+def test_a_job_cancelled_before_its_command_started_never_runs_it(tmp_path):
+    """Cancel right after the start: the command's pid is not known yet (before, cancel
+    did nothing then and the job ran to its end)."""
+    cfg = tmp_path / "long.yaml"
+    cfg.write_text("name: long\nstages: [train]\ndata: {max_sentences: 2000}\ntrain: {epochs: 50, batch_size: 8}\n", encoding="utf-8")
+    runs = str(tmp_path / "runs")
+    job = start_job(["run", str(cfg), "--runs-dir", runs, "--quiet"], str(tmp_path / "jobs"))
+    job.cancel()
+    state = job.wait(timeout=60)
+    assert state.status == "cancelled", (state, job.log_tail())
+    assert not any(e.kind == "progress" for e in job.new_events())
+
+
+def test_a_job_between_its_spawn_and_its_recorded_pid_reads_as_starting(tmp_path):
+    """Not 'crashed' for the moment before start_job records the supervisor's pid; a job
+    that never got one long after its start did crash."""
+    import json
+
+    from workbench.jobs import Job
+
+    young, old = tmp_path / "young", tmp_path / "old"
+    for directory, created in ((young, time.time()), (old, time.time() - 600)):
+        directory.mkdir()
+        (directory / "job.json").write_text(json.dumps({"argv": ["run", "x.yaml"], "created": created}))
+    assert Job(str(young)).state().status == "running"
+    assert Job(str(old)).state().status == "crashed"

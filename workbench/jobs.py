@@ -23,6 +23,8 @@ from pipelines.runtime.tvm_threads import environment_for_children
 from .store import pid_alive as _alive
 
 EVENTS_ENV = "NER_WORKBENCH_EVENTS"  # the CLI also writes its events there when set
+CANCEL_FILE = "cancel.json"  # a cancel request, for a command whose pid is not known yet
+STARTING_S = 10.0  # a job this young without a supervisor pid is starting, not crashed
 
 
 @dataclass
@@ -62,8 +64,11 @@ class Job:
             if rc < 0:
                 return JobState("crashed", rc, f"killed by signal {signal.Signals(-rc).name}")
             return JobState("failed", rc, self.log_tail(1))
-        if _alive(self.spec.get("supervisor_pid")):
+        spec = read_json(os.path.join(self.dir, "job.json"), self.spec)  # the supervisor's pid lands after the start
+        if _alive(spec.get("supervisor_pid")):
             return JobState("running", None)
+        if "supervisor_pid" not in spec and time.time() - spec.get("created", 0) < STARTING_S:
+            return JobState("running", None, "starting")  # between the spawn and recording its pid
         return JobState("crashed", None, "the job's supervisor died before the command ended")
 
     def new_events(self) -> list[Event]:
@@ -81,7 +86,11 @@ class Job:
         return "\n".join(text.strip().splitlines()[-lines:])
 
     def cancel(self) -> None:
-        """SIGTERM to the command (it records the stage as interrupted and exits)."""
+        """SIGTERM to the command (it records the stage as interrupted and exits). Asked
+        before the command has started, the supervisor sees the request and stops it:
+        the request is written first, then the command's pid read, and the supervisor
+        writes the pid first, then reads the request, so one of the two always acts."""
+        write_json(os.path.join(self.dir, CANCEL_FILE), {"requested": time.time()})
         pid = read_json(os.path.join(self.dir, "child.json"), {}).get("pid")
         if _alive(pid):
             os.kill(pid, signal.SIGTERM)
@@ -133,6 +142,8 @@ def _supervise(directory: str) -> int:
         # The supervisor ignores SIGTERM/SIGINT: cancelling goes to the command.
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if os.path.exists(os.path.join(directory, CANCEL_FILE)):
+            child.terminate()  # cancelled before its pid was there to signal
         rc = child.wait()
     write_json(os.path.join(directory, "exit.json"), {"returncode": rc, "finished": time.time()})
     return 0
