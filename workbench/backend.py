@@ -16,11 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from . import compare
-from .config_files import REPO_CONFIGS, TEMPLATES, Template, check_config_text, config_name_ok, from_template
 from pipelines.files import write_text
 
+from . import compare
 from .commands import COMMANDS, command_line, command_names, display_path, job_argv  # noqa: F401 (display_path: for the screens)
+from .config_files import REPO_CONFIGS, TEMPLATES, Template, check_config_text, config_name_ok, from_template
 from .jobs import Job, list_jobs, start_job
 
 NOT_BUILT = "not available yet"
@@ -300,10 +300,13 @@ class Backend:
     # -- errors ------------------------------------------------------------------
     def predictions_files(self, run_id: str) -> list["PredictionsFile"]:
         """The run's saved predictions (``eval/*.predictions.jsonl``), the torch ones first."""
+        from pipelines.evaluate.scoring import PREDICTIONS_SUFFIX, parse_stem
         from pipelines.layout import EVAL_DIR
 
-        found = glob.glob(os.path.join(self._run_dir(run_id), EVAL_DIR, "*" + PREDICTIONS_SUFFIX))
-        files = [_predictions_file(p, self.engine_names()) for p in found]
+        files = []
+        for path in glob.glob(os.path.join(self._run_dir(run_id), EVAL_DIR, "*" + PREDICTIONS_SUFFIX)):
+            name = os.path.basename(path)[: -len(PREDICTIONS_SUFFIX)]
+            files.append(PredictionsFile(path, name, *parse_stem(name)))
         return sorted(files, key=lambda f: (f.split, f.engine != "torch", f.name))
 
     def error_report(self, path: str):
@@ -320,25 +323,12 @@ class Backend:
         return diff_predictions(path_a, path_b)
 
 
-PREDICTIONS_SUFFIX = ".predictions.jsonl"
-
-
 @dataclass(frozen=True)
 class PredictionsFile:
     path: str
     name: str  # the file's stem: test-ort-int8, test-torch@argmax
     split: str  # test; files of one split are predictions of the same sentences
     engine: str
-
-
-def _predictions_file(path: str, engine_names: tuple[str, ...]) -> PredictionsFile:
-    """Split and engine from the name ``eval_stem`` gives (SPLIT-ENGINE[@DECODER]); both may
-    hold dashes, so the engine is the longest known name the stem ends with."""
-    name = os.path.basename(path)[: -len(PREDICTIONS_SUFFIX)]
-    base = name.split("@")[0]
-    engine = next((e for e in sorted(engine_names, key=len, reverse=True) if base.endswith("-" + e)), "")
-    split = base[: -len(engine) - 1] if engine else base
-    return PredictionsFile(path, name, split, engine)
 
 
 def _metrics_line(metrics: dict) -> str:

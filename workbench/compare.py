@@ -155,8 +155,10 @@ def _row(run_id: str, name: str, run_dir: str, path: str) -> CompareRow | None:
         return None
     if not isinstance(scores, dict) or "f1" not in scores:
         return None
+    from pipelines.evaluate.scoring import parse_stem  # the file's own name, for scores that lack the fields
+
     stem = os.path.basename(path)[: -len(".json")]
-    split, _, engine = stem.rpartition("-")
+    split, engine = parse_stem(stem)
     engine = scores.get("engine") or engine
     split = scores.get("split") or split or stem
     per_type = {t: float(v["f1"]) for t, v in (scores.get("per_type") or {}).items() if isinstance(v, dict) and "f1" in v}

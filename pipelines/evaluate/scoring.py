@@ -20,8 +20,10 @@ from pipelines.events import Reporter
 from pipelines.files import atomic_path, write_json
 from pipelines.layout import EVAL_DIR, run_decoder
 from pipelines.modeling.models import ModelError, ModelMeta, resolve_model_dir
-from pipelines.runtime.engines import open_engine
+from pipelines.runtime.engines import ENGINE_NAMES, open_engine
 from pipelines.runtime.predict import decode, predict_logits
+
+PREDICTIONS_SUFFIX = ".predictions.jsonl"
 
 
 def infer(
@@ -81,7 +83,15 @@ def eval_stem(run_dir: str, split_name: str, engine_name: str, decoder: str | No
 
 
 def predictions_path(run_dir: str, split_name: str, engine_name: str, decoder: str | None = None) -> str:
-    return os.path.join(run_dir, EVAL_DIR, eval_stem(run_dir, split_name, engine_name, decoder) + ".predictions.jsonl")
+    return os.path.join(run_dir, EVAL_DIR, eval_stem(run_dir, split_name, engine_name, decoder) + PREDICTIONS_SUFFIX)
+
+
+def parse_stem(stem: str) -> tuple[str, str]:
+    """(split, engine) of an ``eval_stem`` (SPLIT-ENGINE[@DECODER]); both may hold dashes,
+    so the engine is the longest known engine name the stem ends with ("" if none)."""
+    base = stem.split("@")[0]
+    engine = next((e for e in sorted(ENGINE_NAMES, key=len, reverse=True) if base.endswith("-" + e)), "")
+    return (base[: -len(engine) - 1] if engine else base), engine
 
 
 def evaluate(
