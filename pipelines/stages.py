@@ -15,7 +15,7 @@ from pipelines.data.loaders import data_for
 from pipelines.evaluate.scoring import evaluate
 from pipelines.events import Reporter
 from pipelines.files import read_json, write_json
-from pipelines.layout import COMPILED_DIR, EXPORT_DIR, METRICS_FILE, MODEL_DIR, read_export_meta
+from pipelines.layout import COMPILED_DIR, EXPORT_DIR, METRICS_FILE, read_export_meta
 from pipelines.modeling.models import resolve_model_dir
 
 
@@ -76,7 +76,7 @@ def stage_train(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     data = data_for(cfg)
     sizes = ", ".join(f"{name} {len(ds)}" for name, ds in data.splits.items())
     reporter.log(f"data: {cfg.data.source} ({sizes} sentences); labels {' '.join(data.labels)}")
-    return train(cfg, data, os.path.join(run_dir, MODEL_DIR), reporter)
+    return train(cfg, data, run_dir, reporter)
 
 
 def stage_export(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:

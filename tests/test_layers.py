@@ -19,7 +19,7 @@ PACKAGES = ("pipelines", "workbench", "screens")
 # compile and training are siblings, neither imports the other.
 LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (0, "base", ("pipelines", "pipelines.config", "pipelines.vendor_config", "pipelines.events", "pipelines.files",
-                 "pipelines.cpu", "pipelines.resources", "pipelines.isolate", "pipelines.layout")),
+                 "pipelines.cpu", "pipelines.resources", "pipelines.isolate", "pipelines.layout", "pipelines.faults")),
     (1, "data", ("pipelines.data",)),
     (2, "modeling", ("pipelines.modeling",)),
     (3, "runtime", ("pipelines.runtime",)),

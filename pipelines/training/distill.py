@@ -19,23 +19,16 @@ from __future__ import annotations
 import os
 import random
 import time
-from typing import Iterator, Sequence
+from typing import Sequence
 
 from pipelines.config import RunConfig
 from pipelines.data.encoding import CharEncoder, make_windows, pad_batch
 from pipelines.data.loaders import NerData
-from pipelines.events import Reporter, time_left
+from pipelines.events import Reporter
 from pipelines.files import replace_dir, write_json
 from pipelines.modeling.models import ModelError, build_model, load_model, parameter_count, save_model
-from pipelines.training.optim import (
-    StageClock,
-    autocast,
-    load_training_state,
-    make_optimizer,
-    optimizer_step,
-    resolve_precision,
-    save_training_state,
-)
+from pipelines.training.loop import BatchStream, Stage, StepLoop, StepResult
+from pipelines.training.optim import StageClock, autocast, make_optimizer, resolve_precision
 from pipelines.training.train import batch_loss, bucketed_batches, make_examples
 
 DISTILLED_DIR, CHECKPOINT_DIR = "distilled", "distill-checkpoint"
@@ -97,13 +90,6 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
     clock = StageClock(dc.max_minutes, across_resumes=dc.decay_to_budget)
     optimizer, schedule = make_optimizer(student, dc.learning_rate, dc.weight_decay, dc.steps, int(dc.warmup_ratio * dc.steps),
                                          clock.budget_s if dc.decay_to_budget else None, clock.spent_s)
-    checkpoint = os.path.join(run_dir, CHECKPOINT_DIR)
-    step = 0
-    state = load_training_state(checkpoint, student, optimizer, schedule)
-    if state is not None:
-        rng.setstate(state["rng"])
-        step = state["step"]
-        reporter.log(f"resuming from the checkpoint at step {step}")
     precision, why = resolve_precision(dc.precision)
     reporter.log(
         f"distilling {teacher_dir} ({parameter_count(teacher) / 1e6:.1f}M parameters) into "
@@ -135,54 +121,55 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         student.train()
         return same / total if total else 0.0
 
-    def endless(examples) -> Iterator[list[int]]:
-        while True:
-            yield from bucketed_batches(examples, dc.batch_size, rng)
+    # Both streams draw their epochs from one generator, so its state and what is left of
+    # each stream's epoch place a resumed run exactly where the killed one was.
+    transfer = BatchStream(lambda: bucketed_batches(windows, dc.batch_size, rng))
+    hard = BatchStream(lambda: bucketed_batches(labeled, dc.batch_size, rng)) if labeled else None
+    teacher_s = 0.0
 
-    transfer, hard = endless(windows), endless(labeled) if labeled else None
-    student.train()
-    start = time.monotonic()
-    clock.resume(state)
-    tokens, teacher_s, loss_sum, loss_n = 0, 0.0, 0.0, 0
-    first_step = step
-    out_of_time = clock.out_of_time()  # a resumed run whose budget is spent takes no step
-    while step < dc.steps and not out_of_time:
-        ids, mask, real = tensors([windows[i] for i in next(transfer)])
+    def step() -> StepResult:
+        nonlocal teacher_s
+        ids, mask, real = tensors([windows[i] for i in transfer.next()])
         with autocast(precision):
             t0 = time.monotonic()
             targets = soft_targets(ids, mask)[real].float()
             teacher_s += time.monotonic() - t0
             loss = kd_loss(student(input_ids=ids, attention_mask=mask).logits[real].float(), targets, dc.temperature)
-            tokens += int(mask.sum())
+            tokens = int(mask.sum())
             if hard is not None:
-                ce, labeled_mask = batch_loss(student, labeled, next(hard), encoder.pad_id)
+                ce, labeled_mask = batch_loss(student, labeled, hard.next(), encoder.pad_id)
                 loss = (1 - dc.alpha) * loss + dc.alpha * ce
                 tokens += int(labeled_mask.sum())
-        loss_sum += optimizer_step(loss, student, optimizer, schedule)
-        step += 1
-        loss_n += 1
-        if step % 10 == 0 or step == dc.steps:
-            elapsed = time.monotonic() - start
-            reporter.progress(step, dc.steps, "steps", loss=round(loss_sum / loss_n, 4), lr=schedule.get_last_lr()[0],
-                              tokens_per_s=round(tokens / max(elapsed, 1e-9)), **time_left(clock.deadline()))
-            loss_sum, loss_n = 0.0, 0
-        out_of_time = clock.out_of_time()
-        if step % dc.checkpoint_every == 0 or step == dc.steps or out_of_time:
-            save_training_state(checkpoint, student, optimizer, schedule, rng=rng.getstate(), step=step, seconds=clock.total_s())
-            reporter.metric("teacher_agreement", agreement())
-    if step < dc.steps:
-        reporter.log(clock.stop_message(step))
+        return StepResult(loss, tokens)
 
-    seconds = time.monotonic() - start
+    def restore(state: dict) -> None:
+        rng.setstate(state["rng"])
+        transfer.restore(state["transfer"])
+        if hard is not None:
+            hard.restore(state["hard"])
+
+    stage = Stage(
+        step=step,
+        checkpoint_due=lambda at: at % dc.checkpoint_every == 0,
+        on_checkpoint=lambda at: reporter.metric("teacher_agreement", agreement()),
+        state=lambda: {"rng": rng.getstate(), "transfer": transfer.state(), "hard": hard.state() if hard else None},
+        restore=restore,
+    )
+    loop = StepLoop(student, optimizer, schedule, clock, dc.steps, os.path.join(run_dir, CHECKPOINT_DIR), reporter)
+    loop.resume(stage)
+    first_step = loop.step
+    loop.run(stage)
+
     meta.source = f"distill:{teacher_meta.source or teacher_dir}->{meta.source}"
     replace_dir(os.path.join(run_dir, DISTILLED_DIR), lambda tmp: save_model(student, tokenizer, meta, tmp))
+    seconds = loop.seconds
     result = {
-        "steps": step,
+        "steps": loop.step,
         "teacher_agreement": agreement(),
         "seconds": round(seconds, 1),
         "total_seconds": round(clock.total_s(), 1),  # across resumes
-        "tokens_per_s": round(tokens / max(seconds, 1e-9)),
-        "teacher_share": round(teacher_s / seconds, 3) if step > first_step and seconds > 0 else None,
+        "tokens_per_s": loop.tokens_per_s(),
+        "teacher_share": round(teacher_s / seconds, 3) if loop.step > first_step and seconds > 0 else None,
         "windows": len(windows),
         "teacher": teacher_dir,
         "precision": precision,

@@ -119,35 +119,3 @@ def optimizer_step(loss, model, optimizer, schedule, grad_clip: float = 1.0) -> 
     schedule.step()
     optimizer.zero_grad(set_to_none=True)
     return loss.item()
-
-
-STATE_FILE = "state.pt"
-
-
-def save_training_state(directory: str, model, optimizer, schedule, **extra) -> None:
-    """A resumable checkpoint: weights, optimiser, schedule and ``extra`` (step, random
-    state), written atomically so a kill mid-write leaves the previous one."""
-    import os
-
-    import torch
-
-    from pipelines.files import replace_dir
-
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(), **extra}
-    replace_dir(directory, lambda tmp: torch.save(state, os.path.join(tmp, STATE_FILE)))
-
-
-def load_training_state(directory: str, model, optimizer, schedule) -> dict | None:
-    """Restore a :func:`save_training_state` checkpoint in place; returns its extras (None: no checkpoint)."""
-    import os
-
-    import torch
-
-    path = os.path.join(directory, STATE_FILE)
-    if not os.path.isfile(path):
-        return None
-    state = torch.load(path, weights_only=False)
-    model.load_state_dict(state.pop("model"))
-    optimizer.load_state_dict(state.pop("optimizer"))
-    schedule.load_state_dict(state.pop("schedule"))
-    return state

@@ -10,25 +10,17 @@ from __future__ import annotations
 
 import os
 import random
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from pipelines.config import RunConfig
 from pipelines.data.encoding import CharEncoder, load_tokenizer, pad_batch
-from pipelines.events import Reporter, time_left
+from pipelines.events import Reporter
 from pipelines.files import replace_dir, write_json
 from pipelines.modeling.models import ModelMeta, bert_config, parameter_count, save_model
-from pipelines.training.optim import (
-    StageClock,
-    autocast,
-    load_training_state,
-    make_optimizer,
-    optimizer_step,
-    resolve_precision,
-    save_training_state,
-)
+from pipelines.training.loop import BatchStream, Stage, StepLoop, StepResult
+from pipelines.training.optim import StageClock, autocast, make_optimizer, resolve_precision
 
 IGNORE = -100
 PRETRAINED_DIR, CHECKPOINT_DIR = "pretrained", "pretrain-checkpoint"
@@ -134,13 +126,6 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
     optimizer, schedule = make_optimizer(model, pc.learning_rate, pc.weight_decay, pc.steps, int(pc.warmup_ratio * pc.steps),
                                          clock.budget_s if pc.decay_to_budget else None, clock.spent_s)
     rng = np.random.default_rng(cfg.seed)
-    step = 0
-    checkpoint = os.path.join(run_dir, CHECKPOINT_DIR)
-    state = load_training_state(checkpoint, model, optimizer, schedule)
-    if state is not None:
-        rng.bit_generator.state = state["rng"]
-        step = state["step"]
-        reporter.log(f"resuming from the checkpoint at step {step}")
     vocab = len(tokenizer)
     first_token = max(tokenizer.all_special_ids) + 1
     precision, why = resolve_precision(pc.precision)
@@ -164,43 +149,42 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
         model.train()
         return right / total if total else 0.0
 
-    model.train()
-    start = time.monotonic()
-    clock.resume(state)
-    tokens = 0
-    loss_sum, loss_n = 0.0, 0
-    order: list[int] = []
-    out_of_time = clock.out_of_time()  # a resumed run whose budget is spent takes no step
-    while step < pc.steps and not out_of_time:
-        if len(order) < pc.batch_size:
-            order += rng.permutation(len(seqs)).tolist()
-        batch, order = order[: pc.batch_size], order[pc.batch_size :]
-        ids, mask, words = _batch([seqs[i] for i in batch], encoder.pad_id)
+    def epoch() -> list[list[int]]:
+        """Every sequence in a fresh order, in full batches: the few left over wait for
+        the next epoch's shuffle."""
+        order = rng.permutation(len(seqs)).tolist()
+        size = min(pc.batch_size, len(order))
+        return [order[i : i + size] for i in range(0, len(order) - size + 1, size)]
+
+    batches = BatchStream(epoch)
+
+    def step() -> StepResult:
+        ids, mask, words = _batch([seqs[i] for i in batches.next()], encoder.pad_id)
         inputs, labels = mask_batch(ids, words, rng, encoder.tokenizer.mask_token_id, vocab, first_token, pc.mask_prob, pc.whole_word)
         with autocast(precision):
             logits, targets = masked_logits(model, inputs, mask, labels)
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets)
-        loss_sum += optimizer_step(loss, model, optimizer, schedule)
-        step += 1
-        tokens += int(mask.sum())
-        loss_n += 1
-        if step % 10 == 0 or step == pc.steps:
-            elapsed = time.monotonic() - start
-            reporter.progress(step, pc.steps, "steps", loss=round(loss_sum / loss_n, 4), lr=schedule.get_last_lr()[0],
-                              tokens_per_s=round(tokens / max(elapsed, 1e-9)), **time_left(clock.deadline()))
-            loss_sum, loss_n = 0.0, 0
-        out_of_time = clock.out_of_time()
-        if step % pc.checkpoint_every == 0 or step == pc.steps or out_of_time:
-            save_training_state(checkpoint, model, optimizer, schedule, rng=rng.bit_generator.state, step=step, seconds=clock.total_s())
-            reporter.metric("mlm_accuracy", mlm_accuracy())
-    if step < pc.steps:
-        reporter.log(clock.stop_message(step))
+        return StepResult(torch.nn.functional.cross_entropy(logits.float(), targets), int(mask.sum()))
+
+    def restore(state: dict) -> None:
+        rng.bit_generator.state = state["rng"]
+        batches.restore(state["batches"])
+
+    stage = Stage(
+        step=step,
+        checkpoint_due=lambda at: at % pc.checkpoint_every == 0,
+        on_checkpoint=lambda at: reporter.metric("mlm_accuracy", mlm_accuracy()),
+        state=lambda: {"rng": rng.bit_generator.state, "batches": batches.state()},
+        restore=restore,
+    )
+    loop = StepLoop(model, optimizer, schedule, clock, pc.steps, os.path.join(run_dir, CHECKPOINT_DIR), reporter)
+    loop.resume(stage)
+    loop.run(stage)
     accuracy = mlm_accuracy()
     meta = ModelMeta(labels=["O"], max_length=pc.max_length, preset=cfg.model.preset, source=f"mlm:{cfg.model.preset}")
     replace_dir(os.path.join(run_dir, PRETRAINED_DIR), lambda tmp: save_model(model, tokenizer, meta, tmp))
-    result = {"steps": step, "mlm_accuracy": accuracy, "seconds": round(time.monotonic() - start, 1),
+    result = {"steps": loop.step, "mlm_accuracy": accuracy, "seconds": round(loop.seconds, 1),
               "total_seconds": round(clock.total_s(), 1),
-              "tokens_per_s": round(tokens / max(time.monotonic() - start, 1e-9)), "sequences": len(seqs), "precision": precision}
+              "tokens_per_s": loop.tokens_per_s(), "sequences": len(seqs), "precision": precision}
     write_json(os.path.join(run_dir, PRETRAINED_DIR, "pretrain.json"), result)
     return result
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
 import random
-import time
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,14 +14,17 @@ from pipelines.config import RunConfig
 from pipelines.data.encoding import CharEncoder, pad_batch, window_spans
 from pipelines.data.loaders import NerData
 from pipelines.evaluate.metrics import ner_metrics
-from pipelines.events import Reporter, time_left
+from pipelines.events import Reporter
 from pipelines.files import replace_dir
+from pipelines.layout import MODEL_DIR
 from pipelines.modeling.models import build_model, parameter_count, save_model
 from pipelines.runtime.engines import TorchEngine
 from pipelines.runtime.predict import decode, predict_logits
-from pipelines.training.optim import autocast, make_optimizer, optimizer_step, resolve_precision
+from pipelines.training.loop import BatchStream, Stage, StepLoop, StepResult
+from pipelines.training.optim import StageClock, autocast, make_optimizer, resolve_precision
 
 IGNORE = -100  # label for [CLS], [SEP] and padding: no loss there
+CHECKPOINT_DIR = "train-checkpoint"
 
 
 @dataclass
@@ -80,8 +84,11 @@ def batch_loss(model, examples: list[Example], batch: list[int], pad_id: int):
     return loss, mask
 
 
-def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> dict:
-    """Fine-tune the configured model; the best dev checkpoint is saved to ``model_dir``."""
+def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> dict:
+    """Fine-tune the configured model; the best dev checkpoint is saved to the run's
+    ``model/``. A resumable checkpoint is written at every dev evaluation, and a run
+    that has one (killed, or stopped by its budget) resumes from it; it is removed
+    once every step is taken."""
     import torch
 
     tc, mc = cfg.train, cfg.model
@@ -103,9 +110,11 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
     steps_per_epoch = math.ceil(len(examples) / tc.batch_size)
     total_steps = max(1, math.ceil(tc.epochs * steps_per_epoch))
     warmup = max(tc.warmup_steps, int(tc.warmup_ratio * total_steps))
-    budget_s = tc.max_minutes * 60 if tc.max_minutes and tc.decay_to_budget else None
-    optimizer, schedule = make_optimizer(model, tc.learning_rate, tc.weight_decay, total_steps, warmup, budget_s)
+    clock = StageClock(tc.max_minutes, across_resumes=tc.decay_to_budget)
+    optimizer, schedule = make_optimizer(model, tc.learning_rate, tc.weight_decay, total_steps, warmup,
+                                         clock.budget_s if tc.decay_to_budget else None, clock.spent_s)
     eval_every = tc.eval_every or steps_per_epoch
+    model_dir = os.path.join(run_dir, MODEL_DIR)
 
     params = parameter_count(model)
     precision, why = resolve_precision(tc.precision)
@@ -116,62 +125,52 @@ def train(cfg: RunConfig, data: NerData, model_dir: str, reporter: Reporter) -> 
     reporter.metric("parameters", params)
 
     best = {"f1": -1.0, "step": 0}
-    step, tokens_seen, loss_sum, loss_n = 0, 0, 0.0, 0
-    start = time.monotonic()
-    deadline = start + tc.max_minutes * 60 if tc.max_minutes else None
-    stop_reason = "completed"
-    model.train()
+    batches = BatchStream(lambda: bucketed_batches(examples, tc.batch_size, rng))
 
-    def checkpoint() -> None:
+    def step() -> StepResult:
+        with autocast(precision):
+            loss, mask = batch_loss(model, examples, batches.next(), encoder.pad_id)
+        return StepResult(loss, int(mask.sum()))
+
+    def on_checkpoint(at: int) -> None:
         scores = evaluate_model(model, encoder, dev_sentences, dev_gold, labels, mc.max_length, mc.window_stride, decoder=cfg.eval.decode)
         reporter.metric("dev_f1", scores["f1"])
-        reporter.log(f"step {step}: dev F1 {scores['f1']:.4f}, accuracy {scores['accuracy']:.4f}")
+        reporter.log(f"step {at}: dev F1 {scores['f1']:.4f}, accuracy {scores['accuracy']:.4f}")
         if scores["f1"] > best["f1"]:
-            best.update(f1=scores["f1"], step=step, accuracy=scores["accuracy"])
+            best.update(f1=scores["f1"], step=at, accuracy=scores["accuracy"])
             replace_dir(model_dir, lambda tmp: save_model(model, tokenizer, meta, tmp))
 
-    while step < total_steps:
-        for batch in bucketed_batches(examples, tc.batch_size, rng):
-            with autocast(precision):
-                loss, mask = batch_loss(model, examples, batch, encoder.pad_id)
-            loss_sum += optimizer_step(loss, model, optimizer, schedule, tc.grad_clip)
-            step += 1
-            tokens_seen += int(mask.sum())
-            loss_n += 1
-            if step % 10 == 0 or step == total_steps:
-                elapsed = time.monotonic() - start
-                reporter.progress(
-                    step,
-                    total_steps,
-                    "steps",
-                    epoch=round(step / steps_per_epoch, 2),
-                    loss=round(loss_sum / loss_n, 4),
-                    lr=schedule.get_last_lr()[0],
-                    tokens_per_s=round(tokens_seen / max(elapsed, 1e-9)),
-                    **time_left(deadline),
-                )
-                loss_sum, loss_n = 0.0, 0
-            out_of_time = deadline is not None and time.monotonic() > deadline
-            if step % eval_every == 0 or step == total_steps or out_of_time:
-                checkpoint()
-            if out_of_time:
-                stop_reason = f"time budget of {tc.max_minutes} min reached"
-                break
-            if step >= total_steps:
-                break
-        if stop_reason != "completed":
-            break
+    def restore(state: dict) -> None:
+        rng.setstate(state["rng"])
+        batches.restore(state["batches"])
+        best.update(state["best"])
 
-    elapsed = time.monotonic() - start
-    reporter.log(f"training stopped at step {step}/{total_steps} ({stop_reason}); best dev F1 {best['f1']:.4f} at step {best['step']}")
+    stage = Stage(
+        step=step,
+        checkpoint_due=lambda at: at % eval_every == 0,
+        on_checkpoint=on_checkpoint,
+        state=lambda: {"rng": rng.getstate(), "batches": batches.state(), "best": dict(best)},
+        restore=restore,
+        progress=lambda at: {"epoch": round(at / steps_per_epoch, 2)},
+    )
+    checkpoint = os.path.join(run_dir, CHECKPOINT_DIR)
+    loop = StepLoop(model, optimizer, schedule, clock, total_steps, checkpoint, reporter, grad_clip=tc.grad_clip)
+    loop.resume(stage)
+    stop_reason = loop.run(stage)
+    if loop.step >= total_steps:
+        shutil.rmtree(checkpoint, ignore_errors=True)  # nothing left to resume; it weighs three models
+
+    reporter.log(f"training stopped at step {loop.step}/{total_steps} ({stop_reason}); best dev F1 {best['f1']:.4f} at step {best['step']}")
     return {
         "best_dev_f1": best["f1"],
         "best_dev_accuracy": best.get("accuracy"),
         "best_step": best["step"],
-        "steps": step,
-        "epochs": round(step / steps_per_epoch, 3),
-        "train_seconds": round(elapsed, 1),
-        "tokens_per_s": round(tokens_seen / max(elapsed, 1e-9)),
+        "steps": loop.step,
+        "epochs": round(loop.step / steps_per_epoch, 3),
+        "train_seconds": round(loop.seconds, 1),
+        "total_seconds": round(clock.total_s(), 1),  # across resumes
+        "resumed_from": loop.resumed_from,
+        "tokens_per_s": loop.tokens_per_s(),
         "parameters": params,
         "precision": precision,
         "stop_reason": stop_reason,
