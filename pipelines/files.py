@@ -14,11 +14,14 @@ import ctypes
 import ctypes.util
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
+
+from pipelines.faults import fail_point
 
 
 def _fsync(path: str) -> None:
@@ -40,6 +43,7 @@ def atomic_path(path: str, suffix: str = "") -> Iterator[str]:
     try:
         yield tmp
         _fsync(tmp)
+        fail_point("atomic_path.written", path)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -76,8 +80,10 @@ def replace_dir(target: str, write: Callable[[str], None]) -> None:
         for root, _, files in os.walk(tmp):
             for name in files:
                 _fsync(os.path.join(root, name))
+        fail_point("replace_dir.filled", target)
         if os.path.exists(target):
             _swap_in(tmp, target)  # tmp now holds the old version
+            fail_point("replace_dir.swapped", target)
             shutil.rmtree(tmp, ignore_errors=True)
         else:
             os.rename(tmp, target)
@@ -91,18 +97,58 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
-def _swap_in(new: str, target: str) -> None:
-    """Exchange ``new`` and ``target`` atomically; where the kernel or the file system
-    cannot, move the old one aside first, and put it back if the second rename fails."""
+def _exchange(new: str, target: str) -> bool:
+    """Swap two paths in one step (Linux ``renameat2``); False where the kernel or the file system cannot."""
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     renameat2 = getattr(libc, "renameat2", None)
-    if renameat2 is not None and renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(target), _RENAME_EXCHANGE) == 0:
+    return renameat2 is not None and renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(target), _RENAME_EXCHANGE) == 0
+
+
+def _swap_in(new: str, target: str) -> None:
+    """Exchange ``new`` and ``target`` atomically; where the kernel or the file system
+    cannot, move the old one aside first, and put it back if the second rename fails
+    (a kill between the two renames is undone by :func:`repair_leftovers`)."""
+    if _exchange(new, target):
         return
     aside = new + ".old"
     os.rename(target, aside)
+    fail_point("replace_dir.aside", target)
     try:
         os.rename(new, target)
     except BaseException:
         os.rename(aside, target)
         raise
     os.rename(aside, new)
+
+
+# What a killed atomic_path / replace_dir leaves: ``.NAME.1a2b3c4d.tmp[SUFFIX]`` files,
+# ``.NAME.tmp-XXXX`` directories, and ``.NAME.tmp-XXXX.old``: the old NAME moved aside.
+_TMP_FILE = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp")
+_TMP_DIR = re.compile(r"^\.(?P<name>.+)\.tmp-[A-Za-z0-9_]+(?P<old>\.old)?$")
+
+
+def repair_leftovers(root: str) -> list[str]:
+    """Finish what killed writers left under ``root``: an old directory moved aside
+    whose target is missing goes back in place (the kill came between the two renames
+    of the fallback swap); every other temporary is removed. Only for a tree no live
+    process writes to (the store calls it for runs whose process died). Returns one
+    line per action."""
+    actions = []
+    for folder, dirs, files in os.walk(root):
+        for name in list(dirs):
+            match = _TMP_DIR.match(name)
+            if not match:
+                continue
+            dirs.remove(name)  # never descend into a temporary
+            path, target = os.path.join(folder, name), os.path.join(folder, match["name"])
+            if match["old"] and not os.path.exists(target):
+                os.rename(path, target)
+                actions.append(f"restored {target} from {name}")
+            else:
+                shutil.rmtree(path, ignore_errors=True)
+                actions.append(f"removed {path}")
+        for name in files:
+            if _TMP_FILE.match(name):
+                os.unlink(os.path.join(folder, name))
+                actions.append(f"removed {os.path.join(folder, name)}")
+    return actions

@@ -3,7 +3,8 @@
 ``config.yaml`` resolved config · ``events.jsonl`` every event · ``metrics.json``
 per-stage metrics · ``model/`` fine-tuned model · ``export/`` TorchScript and
 torch.export programs · ``onnx/`` ONNX Runtime models · ``compiled/`` TVM artifacts ·
-``eval/`` scores and predictions per split and engine.
+``eval/`` scores and predictions per split and engine · ``bench.json`` the bench report ·
+``imported.json`` where a run made on another machine was imported from.
 
 Every layer reads runs, so this stays a plain module at the bottom.
 """
@@ -18,6 +19,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.json"
 MODEL_DIR, EXPORT_DIR, COMPILED_DIR, ONNX_DIR, EVAL_DIR = "model", "export", "compiled", "onnx", "eval"
 EXPORT_META = "export.json"
+BENCH_FILE = "bench.json"
+IMPORT_FILE = "imported.json"  # where an imported run came from, and its model's fingerprint
 
 
 def read_export_meta(export_dir: str) -> dict | None:

@@ -46,6 +46,8 @@ def test_fp32_and_fp16_artifacts_match_eager(compiled):
     fp16 = open_engine("tvm-fp16", run.dir).logits(ids, mask)
     assert np.abs(fp16 - ref)[real].max() < 5e-2
     assert any(e.kind == "progress" and e.n == e.total for e in events)
+    # Every kernel of BERT takes its default schedule without an unexpected fallback.
+    assert not [e.message for e in events if e.kind == "log" and (e.message or "").startswith("schedules:")]
 
 
 def test_artifact_is_self_describing(compiled):

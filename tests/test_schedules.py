@@ -83,3 +83,113 @@ def test_host_target_adds_the_extensions_the_cpu_reports_and_llvm_s_guess_lacks(
     cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2\n")
     assert "mattr" not in host_target(str(cpuinfo))
     assert "mattr" not in host_target(str(tmp_path / "missing"))  # not Linux: LLVM's guess alone
+
+
+# -- fallbacks: every one says where and why -----------------------------------------
+
+
+def _two_outputs():
+    """b = a + 1 and c = b * 2, both outputs: b cannot be inlined into c (an output block)."""
+    import tvm
+    from tvm import te
+
+    a = te.placeholder((16, 64), name="a")
+    b = te.compute((16, 64), lambda i, j: a[i, j] + 1.0, name="b")
+    c = te.compute((16, 64), lambda i, j: b[i, j] * 2.0, name="c")
+    return tvm, te.create_prim_func([a, b, c])
+
+
+def _inlines_its_output():
+    """A rule that asks TVM for what it refuses: raises a real ScheduleError."""
+    from tvm import s_tir
+    from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
+
+    class InlinesItsOutput(CPUScheduleRule):
+        def apply(self, func, target, _tunable):
+            sch = s_tir.Schedule(func)
+            sch.compute_inline(sch.get_sblock("c"))
+            return sch
+
+    return InlinesItsOutput()
+
+
+def _schedule(rules, name="add_then_double"):
+    """The default-schedule pass over one function, its fallbacks reported: (module, events, log lines)."""
+    from pipelines.compile.schedules import Fallbacks, apply_default_schedules, collecting
+    from pipelines.events import Reporter
+
+    tvm, func = _two_outputs()
+    fallbacks, events, log = Fallbacks(), [], []
+    with collecting(fallbacks), tvm.target.Target(host_target()):
+        mod = apply_default_schedules(rules)(tvm.IRModule({name: func}))
+    fallbacks.report(Reporter(events.append, stage="compile"), log.append)
+    return mod, events, log
+
+
+def test_an_expected_fallback_is_counted_in_the_log_and_not_warned_about():
+    from pipelines.compile.compiler import default_rules
+
+    mod, events, log = _schedule(default_rules())
+    assert mod["add_then_double"].attrs["tirx.is_scheduled"]  # Injective scheduled it all the same
+    assert events == []  # trying to inline is the design: no warning
+    [line] = [line for line in log if "Injective" in line]
+    assert line.startswith("debug: schedules: Injective on 1 function (producer not inlined), first add_then_double: ")
+    assert "ScheduleError" in line and "output block" in line and len(line.splitlines()) == 1
+
+
+def test_a_rule_that_raises_is_a_warning_naming_the_rule_the_function_and_the_error():
+    from pipelines.compile.schedules import FirstThatWorks, Injective
+
+    mod, events, log = _schedule(FirstThatWorks(_inlines_its_output(), Injective()))
+    assert mod["add_then_double"].attrs["tirx.is_scheduled"]  # the next rule took it
+    [warning] = [e for e in events if e.kind == "log"]
+    assert warning.level == "warning"
+    assert warning.message.startswith("schedules: 1 fallback (InlinesItsOutput on add_then_double (raised: next rule tried): ScheduleError: ")
+    assert "output block" in warning.message and len(warning.message.splitlines()) == 1
+    assert any(line.startswith("warning: schedules: InlinesItsOutput on add_then_double") for line in log)
+
+
+def test_fallbacks_are_aggregated_per_rule_with_the_first_error():
+    from pipelines.compile.schedules import Fallbacks
+
+    fallbacks = Fallbacks()
+    for name in ("f1", "f2", "f1", "f3", "f4", "f5"):  # f1 twice: the tuned and the default build
+        fallbacks.note("Matmul", "raised: next rule tried", name, f"ScheduleError: {name}", expected=False)
+    fallbacks.note("Injective", "producer not inlined", "g", "ScheduleError: output block", expected=True)
+    assert fallbacks.summary() == (
+        "schedules: 5 fallbacks (Matmul on f1, f2, f3, f4 and 1 more (raised: next rule tried): ScheduleError: f1)"
+    )
+    assert len(fallbacks.details) == 5 and fallbacks.counts() == [
+        "debug: schedules: Injective on 1 function (producer not inlined), first g: ScheduleError: output block"
+    ]
+
+
+def test_tuning_says_why_a_kernel_has_no_default_schedule():
+    """A kernel whose default schedule fails, or fails to build, is tuned without it: said, by kernel."""
+    from types import SimpleNamespace
+
+    from pipelines.compile.compiler import default_rules
+    from pipelines.compile.schedules import Fallbacks, collecting
+    from pipelines.compile.tuning import default_schedule, seed_default_schedules
+    from pipelines.events import Reporter
+
+    tvm, func = _two_outputs()
+    task = SimpleNamespace(task_name="fused_add_multiply", dispatched=[tvm.IRModule({"main": func})], target=tvm.target.Target(host_target()))
+    fallbacks = Fallbacks()
+    with collecting(fallbacks):
+        assert default_schedule(task, _inlines_its_output()) is None
+        sch = default_schedule(task, default_rules())
+
+        class Database:
+            def commit_workload(self, mod):
+                return mod
+
+            def get_top_k(self, workload, k):
+                return []
+
+        broken_build = SimpleNamespace(build=lambda inputs: [SimpleNamespace(error_msg="Traceback ...\nLLVM ERROR: Cannot select", artifact_path=None)])
+        runner = SimpleNamespace(run=lambda inputs: [])
+        assert seed_default_schedules([task], [sch], Database(), broken_build, runner, Reporter()) == 0
+    summary = fallbacks.summary()
+    assert "InlinesItsOutput on fused_add_multiply (failed: tuned without a default schedule): ScheduleError: " in summary
+    assert "default schedule on fused_add_multiply (not built, so not in the tuning database): LLVM ERROR: Cannot select" in summary

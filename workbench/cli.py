@@ -30,7 +30,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.modeling.models import ModelError
     from pipelines.resources import MissingResource
 
-    return (CliError, ConfigError, DataError, EngineError, ModelError, MissingResource)
+    from .run_import import NotARunDir
+
+    return (CliError, ConfigError, DataError, EngineError, ModelError, MissingResource, NotARunDir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         runs_dir_arg(p)
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. train.epochs=1")
         p.add_argument("--quiet", action="store_true", help="no progress bars or logs, just the result")
-        p.add_argument("--resume", default=None, metavar="RUN", help="continue in an existing run (pretraining resumes from its checkpoint)")
+        p.add_argument("--resume", default=None, metavar="RUN", help="continue in an existing run (train, pretrain and distill resume from their last checkpoint)")
 
     p = add_command("run")
     run_args(p)
@@ -119,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command("report")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run id, name or directory; several runs go side by side")
     p.add_argument("--out", default=None, metavar="DIR", help="where report.md, report.html and figures/ go (default: the first run's report/)")
+    runs_dir_arg(p)
+
+    p = add_command("import")
+    p.add_argument("dir", metavar="DIR", help="a run directory (config.yaml and model/), e.g. copied from the machine that trained it")
+    p.add_argument("--in-place", action="store_true", help="register the directory where it is instead of copying it into the store")
     runs_dir_arg(p)
 
     p = add_command("runs")
@@ -338,8 +345,11 @@ def _print_errors(scores: dict, out) -> None:
     out.print(table)
 
 
-def _resolve_model(ref: str, runs_dir: str | None) -> tuple[str, "RunRecord | None"]:  # noqa: F821
-    """A run (by id, name or directory) or a bare model directory."""
+def _resolve_model(ref: str, runs_dir: str | None, register: bool = True) -> tuple[str, "RunRecord | None"]:  # noqa: F821
+    """A run (by id, name or directory) or a bare model directory. A run directory this
+    store does not know (made on another machine) becomes one of its runs, registered
+    in place, unless not ``register`` (a command that only reads it)."""
+    from .run_import import import_run, missing_parts
     from .store import RunStore
 
     store = RunStore(runs_dir)
@@ -347,6 +357,10 @@ def _resolve_model(ref: str, runs_dir: str | None) -> tuple[str, "RunRecord | No
     if run is not None:
         return run.dir, run
     if os.path.isdir(ref):
+        if register and not missing_parts(ref):
+            run, new, how = import_run(store, ref, in_place=True)
+            print(f"imported {ref} as run {run.id} ({how})" if new else f"{ref}: run {run.id} of this store ({how})", file=sys.stderr)
+            return run.dir, run
         return ref, None
     raise CliError(f"no run or directory {ref!r} (see `ner-workbench runs`)")
 
@@ -358,9 +372,12 @@ def _run_config(run) -> "RunConfig":  # noqa: F821
 
 
 def _run_of(args, verb: str):
+    from .run_import import missing_parts
+
     path, run = _resolve_model(args.model, args.runs_dir)
     if run is None:
-        raise CliError(f"{path}: {verb} works on a run (train one with `ner-workbench train CONFIG`)")
+        missing = " or ".join(missing_parts(path))
+        raise CliError(f"{path}: {verb} works on a run, and this directory has no {missing} (train one with `ner-workbench train CONFIG`)")
     return run, _run_config(run)
 
 
@@ -568,7 +585,7 @@ def cmd_tag(args) -> int:
 
     from pipelines.runtime.tagger import Tagger
 
-    path, _ = _resolve_model(args.model, args.runs_dir)
+    path, _ = _resolve_model(args.model, args.runs_dir, register=False)  # reads the model only
     text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
     tagger = Tagger.open(path, args.engine, args.decode)
     entities = tagger.tag(text)
@@ -636,6 +653,22 @@ def cmd_delete(args) -> int:
     return 0
 
 
+def cmd_import(args) -> int:
+    """The run's id on stdout (for scripts), what was done on stderr."""
+    from .commands import display_path
+    from .run_import import import_run
+    from .store import RunStore
+
+    run, new, how = import_run(RunStore(args.runs_dir), args.dir, in_place=args.in_place)
+    if new:
+        stages = ", ".join(s.stage for s in run.stages) or "none"
+        print(f"imported {args.dir} as run {run.id}: {how} ({display_path(run.dir)}); finished stages: {stages}", file=sys.stderr)
+    else:
+        print(f"{args.dir}: already run {run.id} of this store ({how}), nothing imported", file=sys.stderr)
+    print(run.id)
+    return 0
+
+
 def cmd_validate(args) -> int:
     from pipelines.config import load_config
 
@@ -673,6 +706,7 @@ COMMANDS = {
     "infer": cmd_infer,
     "eval": cmd_eval,
     "tag": cmd_tag,
+    "import": cmd_import,
     "runs": cmd_runs,
     "delete": cmd_delete,
     "validate": cmd_validate,

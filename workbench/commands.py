@@ -56,6 +56,7 @@ COMMANDS = (
         "distill: a config's student learns its teacher's soft labels",
     ),
     Command("tag", "print the entities in a text"),
+    Command("import", "make a run directory from another store or machine a run of this one (copied, or --in-place)"),
     Command("runs", "the run history"),
     Command("delete", "delete runs: their directories and their entries in the history"),
     Command("tui", "open the terminal app (the default with no command)"),

@@ -20,10 +20,10 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pipelines.config import RunConfig
-from pipelines.files import read_json, write_text
+from pipelines.files import read_json, repair_leftovers, write_text
 from pipelines.layout import CONFIG_FILE
 
 REGISTRY = "registry.sqlite"
@@ -217,26 +217,64 @@ class RunStore:
         self.db.execute("COMMIT")
 
     # -- writing -----------------------------------------------------------------
-    def create_run(self, cfg: RunConfig, config_path: str | None = None) -> RunRecord:
+    def _new_id(self, name: str) -> str:
+        """``<YYYYmmdd-HHMMSS>-<name>``, numbered when a run or directory of that id exists."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", cfg.name).strip("-") or "run"
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "run"
         run_id = f"{stamp}-{slug}"
         n = 1
-        while os.path.exists(os.path.join(self.runs_dir, run_id)):
+        while os.path.exists(os.path.join(self.runs_dir, run_id)) or self._has(run_id):
             n += 1
             run_id = f"{stamp}-{slug}-{n}"
+        return run_id
+
+    def _has(self, run_id: str) -> bool:
+        return self.db.execute("SELECT 1 FROM runs WHERE id=?", (run_id,)).fetchone() is not None
+
+    def _insert_run(self, run_id: str, cfg: RunConfig, run_dir: str, config_path: str | None, status: str,
+                    pid: int | None = None, pid_start: int | None = None, planned: list[str] | None = None) -> None:
+        model = cfg.model.pretrained or cfg.model.preset
+        dataset = cfg.data.hub_id if cfg.data.source == "hub" else cfg.data.source
+        self.db.execute(
+            "INSERT INTO runs (id, name, dir, created, config_path, model, dataset, status, pid, pid_start, planned)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (run_id, cfg.name, run_dir, time.time(), config_path, model, dataset, status, pid, pid_start,
+             json.dumps(planned) if planned is not None else None),
+        )
+
+    def create_run(self, cfg: RunConfig, config_path: str | None = None) -> RunRecord:
+        run_id = self._new_id(cfg.name)
         run_dir = os.path.join(self.runs_dir, run_id)
         os.makedirs(run_dir)
         write_text(os.path.join(run_dir, CONFIG_FILE), cfg.to_yaml())
-        model = cfg.model.pretrained or cfg.model.preset
-        dataset = cfg.data.hub_id if cfg.data.source == "hub" else cfg.data.source
-        pid, pid_start = this_process()
-        self.db.execute(
-            "INSERT INTO runs (id, name, dir, created, config_path, model, dataset, status, pid, pid_start)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (run_id, cfg.name, run_dir, time.time(), config_path, model, dataset, "created", pid, pid_start),
-        )
+        self._insert_run(run_id, cfg, run_dir, config_path, "created", *this_process())
         return self.get(run_id)
+
+    def register_run(
+        self,
+        cfg: RunConfig,
+        stages: dict[str, tuple[float, dict]],
+        place: Callable[[str], str],
+        duplicate: Callable[[list[RunRecord]], RunRecord | None] = lambda runs: None,
+    ) -> tuple[RunRecord, bool]:
+        """Record a finished run made elsewhere (``ner-workbench import``): done, with
+        ``stages`` ({stage: (when it finished, metrics)}) done. In one transaction, so two
+        imports of one directory cannot both record it: ``duplicate(runs)`` names a run
+        that already holds it (then nothing is recorded and it is returned with False);
+        else ``place(run_id)`` puts the directory where the run lives and returns it."""
+        with self._transaction():
+            existing = duplicate(self.list_runs())
+            if existing is not None:
+                return existing, False
+            run_id = self._new_id(cfg.name)
+            run_dir = os.path.abspath(place(run_id))
+            self._insert_run(run_id, cfg, run_dir, None, "done", planned=list(stages))
+            for stage, (finished, metrics) in stages.items():
+                self.db.execute(
+                    "INSERT INTO stages (run_id, stage, status, started, finished, metrics) VALUES (?,?,?,?,?,?)",
+                    (run_id, stage, "done", finished, finished, json.dumps(metrics)),
+                )
+        return self.get(run_id), True
 
     def run_started(self, run_id: str, stages: list[str]) -> None:
         """This process now runs ``stages`` of the run: if it dies before closing the run,
@@ -288,7 +326,20 @@ class RunStore:
                     self._stage_failed(run_id, stage, _DIED, status)
                 else:
                     self._set_status(run_id, status)
+        for run_id, stage, _ in changes:
+            if stage is None:
+                self.clear_leftovers(run_id)
         return len(changes)
+
+    def clear_leftovers(self, run_id: str) -> list[str]:
+        """Undo what killed writers left in a run's directory (a directory moved aside
+        goes back, temporaries go: ``pipelines.files.repair_leftovers``), unless a live
+        stage still writes there. Returns what it did."""
+        running = self.db.execute("SELECT pid, pid_start FROM stages WHERE run_id=? AND status='running'", (run_id,)).fetchall()
+        row = self.db.execute("SELECT dir FROM runs WHERE id=?", (run_id,)).fetchone()
+        if row is None or any(pid_alive(pid, start) for pid, start in running) or not os.path.isdir(row[0]):
+            return []
+        return repair_leftovers(row[0])
 
     def _dead_work(self, run_ids: list[str] | None = None) -> list[tuple[str, str | None, str]]:
         """(run, stage or None for the run itself, true status) for work whose process died:

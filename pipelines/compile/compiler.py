@@ -18,6 +18,7 @@ import time
 
 from pipelines.cpu import CPUINFO, cpu_flags
 from pipelines.events import Event, Reporter
+from pipelines.faults import fail_point
 from pipelines.files import replace_dir, write_json
 from pipelines.modeling.models import ModelMeta
 from pipelines.runtime.tvm_threads import configure_tvm_threads
@@ -81,17 +82,14 @@ def _fast_softmax(bb, call):
     return bb.call_te(topi.nn.fast_softmax, call.args[0], call.attrs.axis, primfunc_name_hint="softmax")
 
 
-def default_rules(log=None):
-    """Default CPU schedules; a rule that fails on a kernel is logged and skipped."""
+def default_rules():
+    """Default CPU schedules; a rule that fails on a kernel is skipped, and its fallback
+    noted (``schedules.Fallbacks``: the compile reports them)."""
     from tvm.s_tir import dlight as dl
 
     from pipelines.compile.schedules import FirstThatWorks, Injective, Matmul, RowReduction
 
-    def on_error(rule, func, err):
-        if log:
-            log(f"schedule rule {type(rule).__name__} skipped a kernel: {str(err).strip().splitlines()[0][:160]}")
-
-    return FirstThatWorks(Matmul(), RowReduction(), dl.cpu.Reduction(), dl.cpu.GEMV(), Injective(), on_error=on_error)
+    return FirstThatWorks(Matmul(), RowReduction(), dl.cpu.Reduction(), dl.cpu.GEMV(), Injective())
 
 
 def _unit_reshapes_as_elementwise(mod):
@@ -138,14 +136,15 @@ def fuse(mod, target):
         return tvm.transform.Sequential(passes)(mod)
 
 
-def cpu_pipeline(target, log=None, fused: bool = False, tuned: bool = False):
+def cpu_pipeline(target, fused: bool = False, tuned: bool = False):
     """The CPU backend's passes: fusion (unless ``fused``), tuned schedules from the
     current MetaSchedule database (if ``tuned``), default schedules for the rest."""
     import tvm
     from tvm import relax
-    from tvm.s_tir import dlight as dl
 
-    rules = default_rules(log)
+    from pipelines.compile.schedules import apply_default_schedules
+
+    rules = default_rules()
 
     @tvm.transform.module_pass(opt_level=0)
     def pipeline(mod, _ctx):
@@ -154,7 +153,7 @@ def cpu_pipeline(target, log=None, fused: bool = False, tuned: bool = False):
         with target:
             passes = [relax.transform.MetaScheduleApplyDatabase()] if tuned else []
             passes += [
-                dl.ApplyDefaultSchedule(rules),
+                apply_default_schedules(rules),  # dlight's, naming each function to its fallbacks
                 # Weights repacked by the schedules: the repacking runs once, here.
                 relax.transform.SplitLayoutRewritePreproc(),
                 relax.transform.FoldConstant(),
@@ -241,13 +240,14 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         database = tune(fused, target, database_dir(tuning["database"], target), budget, default_rules(), reporter)
         tuning_records = len(database)
         with database:
-            tuned = tvm.compile(fused, target=target, relax_pipeline=cpu_pipeline(target, reporter.log, fused=True, tuned=True))
-        default = tvm.compile(fused, target=target, relax_pipeline=cpu_pipeline(target, reporter.log, fused=True))
+            tuned = tvm.compile(fused, target=target, relax_pipeline=cpu_pipeline(target, fused=True, tuned=True))
+        default = tvm.compile(fused, target=target, relax_pipeline=cpu_pipeline(target, fused=True))
         kept, end_to_end = faster_build({"tuned": tuned, "default": default}, request["shape"], reporter)
         executable = tuned if kept == "tuned" else default
     else:
-        executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target, reporter.log))
+        executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
     reporter.progress(3, steps, "steps", step="built")
+    fail_point("compile.built", request["out_dir"])
     if precision == "int8":
         from pipelines.compile.int8 import count_vnni
 
@@ -306,7 +306,15 @@ def _main(request_path: str) -> int:
     def emit(event: Event) -> None:
         print(event.to_json(), flush=True)
 
-    result = compile_artifact(request, Reporter(emit, stage="compile"))
+    from pipelines.compile.schedules import Fallbacks, collecting
+
+    reporter = Reporter(emit, stage="compile")
+    fallbacks = Fallbacks()
+    try:
+        with collecting(fallbacks):
+            result = compile_artifact(request, reporter)
+    finally:  # failed or not: the details to the compile log (stderr), the summary as a warning
+        fallbacks.report(reporter, lambda line: print(line, file=sys.stderr, flush=True))
     emit(Event("finished", "compile", data=result))
     return 0
 

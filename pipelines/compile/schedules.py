@@ -11,9 +11,19 @@ reductions; these add the two that matter for a transformer:
   parallel, inner loop vectorised.
 - ``RowReduction``: LayerNorm / softmax with vectorised (rfactored) row reductions,
   before dlight's scalar ``Reduction``.
+
+Where a rule does less than it tries (a block it cannot inline, a rule that raises),
+it says so: ``fell_back`` records the function, the rule and the error with the
+``Fallbacks`` collecting the build (the compile child's: details in its log, a one-line
+summary as a warning event), or, with none collecting, with this module's logger.
 """
 
 from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
@@ -21,6 +31,129 @@ from tvm.s_tir.dlight.base import get_extent
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
 from tvm.target.codegen import llvm_get_vector_width
+
+
+# -- fallbacks: where a schedule did less than it tries, and why -------------------
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Site:
+    expected: bool
+    error: str  # the first one
+    funcs: list[str] = field(default_factory=list)  # each function once, in order
+
+
+class Fallbacks:
+    """The fallbacks of a compile, per (rule, site): the functions and the first error.
+
+    A function scheduled twice (the tuned and the default build) counts once. Expected
+    fallbacks (the design tries something that often fails, e.g. inlining) are only
+    counted, at debug level; the others are what the warning summary names."""
+
+    def __init__(self) -> None:
+        self.sites: dict[tuple[str, str], _Site] = {}
+        self.details: list[str] = []  # one line per unexpected (rule, site, function), with its own error
+
+    def note(self, rule: str, site: str, func: str, error: str, expected: bool) -> None:
+        entry = self.sites.setdefault((rule, site), _Site(expected, error))
+        if func not in entry.funcs:
+            entry.funcs.append(func)
+            if not expected:
+                self.details.append(f"warning: schedules: {rule} on {func} ({site}): {error}")
+
+    def summary(self, most: int = 3) -> str | None:
+        """``schedules: N fallbacks (rule X on funcs a, b (what it did): first error; ...)``
+        for the unexpected ones, the first ``most`` sites."""
+        parts = [(rule, site, e) for (rule, site), e in self.sites.items() if not e.expected]
+        if not parts:
+            return None
+        n = sum(len(e.funcs) for _, _, e in parts)
+        said = "; ".join(f"{rule} on {_names(e.funcs)} ({site}): {e.error}" for rule, site, e in parts[:most])
+        more = f"; {len(parts) - most} more in the compile log" if len(parts) > most else ""
+        return f"schedules: {n} fallback{'s' if n != 1 else ''} ({said}{more})"
+
+    def counts(self) -> list[str]:
+        """One line per expected site: how many functions took it, and the first."""
+        return [f"debug: schedules: {rule} on {len(e.funcs)} function{'s' if len(e.funcs) != 1 else ''} ({site}), first {e.funcs[0]}: {e.error}"
+                for (rule, site), e in self.sites.items() if e.expected]
+
+    def report(self, reporter, log: Callable[[str], None]) -> None:
+        """Every detail and the expected counts to ``log`` (the compile log); the summary of
+        the unexpected ones to ``reporter`` as one warning."""
+        for line in self.details + self.counts():
+            log(line)
+        summary = self.summary()
+        if summary:
+            reporter.log(summary, level="warning")
+
+
+def _names(funcs: list[str], most: int = 4) -> str:
+    return ", ".join(funcs[:most]) + (f" and {len(funcs) - most} more" if len(funcs) > most else "")
+
+
+_collectors: list[Fallbacks] = []  # the builds under way
+_where = {"func": "?", "rule": "?"}  # what is being scheduled now
+
+
+@contextmanager
+def collecting(fallbacks: Fallbacks) -> Iterator[Fallbacks]:
+    """Record the fallbacks of the builds inside with ``fallbacks``."""
+    _collectors.append(fallbacks)
+    try:
+        yield fallbacks
+    finally:
+        _collectors.remove(fallbacks)
+
+
+@contextmanager
+def scheduling(**where: str) -> Iterator[None]:
+    """Name the function (``func``) or rule (``rule``) that the fallbacks noted inside are about."""
+    before = dict(_where)
+    _where.update(where)
+    try:
+        yield
+    finally:
+        _where.update(before)
+
+
+def fell_back(site: str, err: BaseException | str, expected: bool) -> None:
+    """Record that the rule now scheduling a function fell back at ``site``, and why."""
+    error = f"{type(err).__name__}: {_one_line(str(err))}" if isinstance(err, BaseException) else str(err)
+    for fallbacks in _collectors:
+        fallbacks.note(_where["rule"], site, _where["func"], error, expected)
+    if not _collectors:
+        _log.log(logging.DEBUG if expected else logging.WARNING, "schedules: %s on %s (%s): %s", _where["rule"], _where["func"], site, error)
+
+
+def _one_line(text: str) -> str:
+    """The reason in one of TVM's many-line errors (a schedule error prints the whole TIR
+    with its diagnostic): its ``Error message:`` line, else its first line."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    reason = next((line for line in lines if line.startswith("Error message:")), lines[0] if lines else "")
+    return reason.removeprefix("Error message:").strip()[:200]
+
+
+def apply_default_schedules(rules: CPUScheduleRule):
+    """dlight's ``ApplyDefaultSchedule`` pass, naming each function to the fallbacks its rules note."""
+    from tvm.ir.transform import module_pass
+    from tvm.s_tir.dlight.base.transform import _get_target, _is_scheduled  # its own helpers (TVM is pinned)
+
+    @module_pass(opt_level=0, name="ApplyDefaultSchedule")
+    def apply(mod, _ctx):
+        scheduled = {}
+        for gv, func in mod.functions_items():
+            if isinstance(func, tirx.PrimFunc) and not _is_scheduled(func):
+                with scheduling(func=gv.name_hint):
+                    sch = rules.apply(func, _get_target(func), False)
+                if sch is not None:
+                    scheduled[gv] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        for gv, func in scheduled.items():
+            mod[gv] = func
+        return mod
+
+    return apply
 
 
 def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
@@ -74,7 +207,7 @@ class Matmul(CPUScheduleRule):
         if not (kinds.endswith("R") and kinds.count("R") == 1 and len(kinds) >= 3) or len(sch.get(main.block_rv).reads) != 2:
             return None
         # Producers (transposes, reshapes) are computed inside the GEMM's loads.
-        if not all(_try_inline(sch, producer.block_rv) for producer in reversed(infos[:main_index])):
+        if not all(_try_inline(sch, producer.block_rv, "producer not inlined: rule skipped") for producer in reversed(infos[:main_index])):
             return None  # not inlinable: this rule does not apply
         block = main.block_rv
         *batch, i, j, k = sch.get_loops(block)
@@ -117,7 +250,7 @@ class Matmul(CPUScheduleRule):
         # Intermediate epilogues (a bias add, a unit reshape) fold into the next one:
         # the tile then writes the final value once, and no tile-local step is left
         # that reads a buffer only a reshape defines.
-        epilogues = [e for e in epilogues[:-1] if not _try_inline(sch, e)] + epilogues[-1:]
+        epilogues = [e for e in epilogues[:-1] if not _try_inline(sch, e, "epilogue not folded")] + epilogues[-1:]
         if epilogues:
             sch.reverse_compute_at(epilogues[0], i_outer, preserve_unit_loops=True)
             sch.compute_inline(writeback)
@@ -125,7 +258,10 @@ class Matmul(CPUScheduleRule):
             for epilogue in epilogues[1:]:
                 try:
                     sch.reverse_compute_inline(epilogue)
-                except Exception:  # noqa: BLE001 - e.g. a broadcast: keep it as a step in the tile
+                except Exception as err:  # noqa: BLE001 - e.g. a broadcast: keep it as a step in the tile
+                    # Expected by design (a broadcast cannot be inlined into the tile's write),
+                    # and the step stays in the tile: counted, not warned about.
+                    fell_back("epilogue kept as a step in the tile", err, expected=True)
                     sch.reverse_compute_at(epilogue, i_outer, preserve_unit_loops=True)
                     last = epilogue
         sch.vectorize(j_vec)
@@ -143,15 +279,20 @@ class Matmul(CPUScheduleRule):
         for epilogue in epilogues:
             try:
                 sch.reverse_compute_inline(epilogue.block_rv)
-            except Exception:  # noqa: BLE001 - leave it as its own (serial) loop nest
+            except Exception as err:  # noqa: BLE001 - leave it as its own (parallel) loop nest
+                # Expected as for the tile's epilogues; a narrow GEMM's output is small.
+                fell_back("epilogue left as its own loop nest", err, expected=True)
                 _parallel_outer(sch, epilogue.block_rv)
 
 
-def _try_inline(sch: s_tir.Schedule, block) -> bool:
-    """``compute_inline`` where TVM allows it; False leaves the block as a step of its own."""
+def _try_inline(sch: s_tir.Schedule, block, site: str = "block not inlined") -> bool:
+    """``compute_inline`` where TVM allows it; False leaves the block as a step of its own.
+    Trying is the design (whether a block inlines is what TVM's check tells), so a
+    failure is an expected fallback: counted in the log, not warned about."""
     try:
         sch.compute_inline(block)
-    except Exception:  # noqa: BLE001 - TVM raises many kinds
+    except Exception as err:  # noqa: BLE001 - TVM raises many kinds
+        fell_back(site, err, expected=True)
         return False
     return True
 
@@ -206,7 +347,7 @@ class Injective(CPUScheduleRule):
         if infos is None or not all(b.is_injective() for b in infos):
             return None
         for producer in reversed(infos[:-1]):
-            _try_inline(sch, producer.block_rv)  # one that stays just runs serially
+            _try_inline(sch, producer.block_rv, "producer not inlined")  # one that stays just runs serially
         last = infos[-1].block_rv
         loops = sch.get_loops(last)
         if not loops:
@@ -224,20 +365,21 @@ class Injective(CPUScheduleRule):
 
 class FirstThatWorks(CPUScheduleRule):
     """Tries rules in order; one that raises counts as not applying (the kernel
-    then falls to the next rule, or stays unscheduled) instead of failing the build."""
+    then falls to the next rule, or stays unscheduled) instead of failing the build.
+    That is never the design (a rule that does not apply returns None): each is a
+    warning, with the function, the rule and the error."""
 
-    def __init__(self, *rules, on_error=None) -> None:
+    def __init__(self, *rules) -> None:
         self.rules = rules
-        self.on_error = on_error
 
     def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
         for rule in self.rules:
-            try:
-                sch = rule.apply(func, target, tunable)
-            except Exception as err:  # noqa: BLE001 - TVM raises many kinds
-                if self.on_error:
-                    self.on_error(rule, func, err)
-                continue
+            with scheduling(rule=type(rule).__name__):
+                try:
+                    sch = rule.apply(func, target, tunable)
+                except Exception as err:  # noqa: BLE001 - TVM raises many kinds
+                    fell_back("raised: next rule tried", err, expected=False)
+                    continue
             if sch is not None:
                 return sch
         return None
@@ -264,7 +406,7 @@ class RowReduction(CPUScheduleRule):
         # be one more vector pass over the row, through memory.
         for b in infos[:-1]:
             if b.is_injective() and len(sch.get_consumers(b.block_rv)) == 1:
-                _try_inline(sch, b.block_rv)
+                _try_inline(sch, b.block_rv, "step not folded into its consumer")
         infos = normalize_prim_func(sch)
         reductions = [b for b in infos if not b.is_injective()]
         kinds = [b.dom_kind() for b in infos]

@@ -160,11 +160,17 @@ def _progress_callback(reporter: Reporter, budget: TuningBudget, task_names: lis
 
 
 def default_schedule(task, rules):
-    """The kernel's default schedule (``compile.schedules``), or None where no rule applies."""
-    try:
-        return rules.apply(task.dispatched[0]["main"], task.target, False)
-    except Exception:  # noqa: BLE001 - a rule that fails leaves the kernel to tuning
-        return None
+    """The kernel's default schedule (``compile.schedules``), or None where no rule applies.
+    A failure leaves the kernel to tuning alone, with no default to measure or to keep:
+    never the design, so it is noted as a warning (the rule chain notes a rule that raised)."""
+    from pipelines.compile.schedules import fell_back, scheduling
+
+    with scheduling(func=task.task_name, rule=type(rules).__name__):
+        try:
+            return rules.apply(task.dispatched[0]["main"], task.target, False)
+        except Exception as err:  # noqa: BLE001 - a rule that fails leaves the kernel to tuning
+            fell_back("failed: tuned without a default schedule", err, expected=False)
+            return None
 
 
 def repacks_weights(sch) -> bool:
@@ -191,10 +197,18 @@ def seed_default_schedules(tasks, defaults, database, builder, runner, reporter:
     if not todo:
         return 0
     built = builder.build([ms.builder.BuilderInput(sch.mod, task.target) for task, _, sch in todo])
-    inputs, kept, errors = [], [], []
+    from pipelines.compile.schedules import fell_back, scheduling
+
+    def not_measured(task, why: str, error: str) -> None:
+        # The kernel's default is then no record: tuned candidates compete without it,
+        # and the build keeps the default only where tuning found nothing (a warning).
+        with scheduling(func=task.task_name, rule="default schedule"):
+            fell_back(f"not {why}, so not in the tuning database", error.strip().splitlines()[-1][:200], expected=False)
+
+    inputs, kept = [], []
     for (task, workload, sch), b in zip(todo, built):
         if b.error_msg is not None:
-            errors.append(f"{task.task_name}: {b.error_msg.strip().splitlines()[-1][:200]}")
+            not_measured(task, "built", b.error_msg)
         else:
             args = ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])
             inputs.append(ms.runner.RunnerInput(b.artifact_path, "cpu" if task.target.kind.name == "llvm" else task.target.kind.name, args))
@@ -203,13 +217,11 @@ def seed_default_schedules(tasks, defaults, database, builder, runner, reporter:
     for (task, workload, sch, args), future in zip(kept, runner.run(inputs)):
         res = future.result()
         if res.error_msg is not None:
-            errors.append(f"{task.task_name}: {res.error_msg.strip().splitlines()[-1][:200]}")
+            not_measured(task, "measured", res.error_msg)
         else:
             database.commit_tuning_record(ms.database.TuningRecord(sch.trace, workload, res.run_secs, task.target, args))
             stored += 1
     reporter.log(f"default schedules measured for {stored} of {len(tasks)} kernels")
-    for error in errors[:3]:
-        reporter.log(f"default schedule not measured: {error}", level="warning")
     return stored
 
 
