@@ -8,6 +8,7 @@ from typing import Iterable
 
 from pipelines.config import RunConfig
 from pipelines.events import JsonlSink, Reporter, Sink
+from pipelines.faults import fail_point
 from pipelines.stages import STAGES, record_metrics
 
 from .store import RunRecord, RunStore
@@ -46,12 +47,15 @@ def execute(cfg: RunConfig, store: RunStore, run: RunRecord, stages: Iterable[st
                 with open(os.path.join(run.dir, "error.log"), "a", encoding="utf-8") as f:
                     f.write(traceback.format_exc())
                 store.stage_failed(run.id, stage, one_line(err))
+                for action in store.clear_leftovers(run.id):  # e.g. of a compiler child killed mid-write
+                    rep.log(action, level="warning")
                 rep.failed(one_line(err))
                 raise StageFailed(f"{stage}: {one_line(err)}") from err
             record_metrics(run.dir, stage, metrics)
             store.stage_finished(run.id, stage, metrics)
             rep.finished()
             results[stage] = metrics
+        fail_point("run.stages_finished", run.id)
         store.run_finished(run.id)
     finally:
         events.close()
