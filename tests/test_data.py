@@ -71,6 +71,59 @@ def test_unknown_tag_shape_is_malformed(tmp_path):
         read_char_tag_file(str(path))
 
 
+@pytest.mark.parametrize(
+    "lines, chars, bio",
+    [
+        # BIO: B opens the entity on the token's first character, I continues it.
+        (["去 O", "北京 B-LOC", "市 I-LOC"], "去北京市", ["O", "B-LOC", "I-LOC", "I-LOC"]),
+        (["人民 B-ORG", "日报 I-ORG", "社 I-ORG"], "人民日报社", ["B-ORG", "I-ORG", "I-ORG", "I-ORG", "I-ORG"]),
+        (["我们 O", "张 B-PER"], "我们张", ["O", "O", "B-PER"]),
+        # Two B tokens of one type: two entities, each token one.
+        (["北京 B-LOC", "上海 B-LOC"], "北京上海", ["B-LOC", "I-LOC", "B-LOC", "I-LOC"]),
+        # BIOES: S is an entity in one token, E closes it (what follows opens anew).
+        (["中国 S-LOC", "中国 S-LOC"], "中国中国", ["B-LOC", "I-LOC", "B-LOC", "I-LOC"]),
+        (["新华 B-ORG", "通讯 I-ORG", "社 E-ORG", "上海 S-ORG"], "新华通讯社上海", ["B-ORG"] + ["I-ORG"] * 4 + ["B-ORG", "I-ORG"]),
+        (["北 B-LOC", "京市 E-LOC", "人 O"], "北京市人", ["B-LOC", "I-LOC", "I-LOC", "O"]),
+        # BMES as in msra.txt: M continues whatever its length.
+        (["中 B-ORG", "华人民 M-ORG", "共和国 E-ORG"], "中华人民共和国", ["B-ORG"] + ["I-ORG"] * 6),
+        # A continuation with nothing to continue opens the entity, as for single characters.
+        (["我 O", "北京 I-LOC", "京都 E-LOC"], "我北京京都", ["O", "B-LOC", "I-LOC", "I-LOC", "I-LOC"]),
+        # Letters and digits in one token: a position each, as `tag` splits raw text.
+        (["NBA B-ORG", "2024 O"], "NBA2024", ["B-ORG", "I-ORG", "I-ORG", "O", "O", "O", "O"]),
+    ],
+    ids=["bio-b", "bio-i", "o", "two-b", "bioes-s", "bioes-e", "e-token", "bmes-m", "dangling-continuation", "latin-digits"],
+)
+def test_a_token_of_several_characters_is_one_position_per_character(lines, chars, bio):
+    [(got_chars, got_tags)] = parse_char_tag_lines([line + "\n" for line in lines], "x")
+    assert got_chars == list(chars) and got_tags == bio
+
+
+def test_a_multi_character_token_reads_as_its_characters_one_a_line(tmp_path):
+    """The same sentence written by token and by character gives the same data."""
+    by_token = tmp_path / "tokens.txt"
+    by_token.write_text("王五 B-PER\n在 O\n北京 B-LOC\n工作 O\n\n人民日报 S-ORG\n", encoding="utf-8")
+    by_char = tmp_path / "chars.txt"
+    by_char.write_text("王 B-PER\n五 I-PER\n在 O\n北 B-LOC\n京 I-LOC\n工 O\n作 O\n\n人 B-ORG\n民 I-ORG\n日 I-ORG\n报 I-ORG\n", encoding="utf-8")
+    assert read_char_tag_file(str(by_token)) == read_char_tag_file(str(by_char))
+
+
+def test_a_file_that_is_not_utf8_names_the_line_and_the_byte_of_the_file(tmp_path):
+    path = tmp_path / "gbk.txt"
+    head = "我 O\n去 O\n\n".encode("utf-8")
+    path.write_bytes(head + "北 B-LOC\n".encode("gbk") + "京 I-LOC\n".encode("utf-8"))
+    with pytest.raises(DataError, match=rf"gbk\.txt:4: not UTF-8 text \(invalid start byte at byte {len(head)}; save it as UTF-8\)"):
+        read_char_tag_file(str(path))
+
+
+def test_a_bad_byte_far_into_a_file_is_placed_in_the_file_not_in_a_read_chunk(tmp_path):
+    """Text is decoded chunk by chunk; the error's own offset counts from the chunk."""
+    path = tmp_path / "late.txt"
+    head = "我 O\n\n".encode("utf-8") * 5000  # 40,000 bytes, 10,000 lines
+    path.write_bytes(head + b"\xff O\n")
+    with pytest.raises(DataError, match=rf"late\.txt:10001: not UTF-8 text \(invalid start byte at byte {len(head)};"):
+        read_char_tag_file(str(path))
+
+
 def test_missing_file():
     with pytest.raises(DataError, match="nowhere.txt: no such data file"):
         read_char_tag_file("nowhere.txt")

@@ -99,7 +99,7 @@ def test_distill_then_train_starts_from_the_student(toy_run, tmp_path):
         {
             "name": "distilled",
             "stages": ["distill", "train"],
-            "data": {"source": "conll", "train": corpus, "dev": corpus, "test": corpus},
+            "data": corpus.data(),
             "model": {"preset": "tiny", "max_length": 16},
             "distill": {"teacher": teacher_run.dir, "sources": [f"file:{text}"], "steps": 12, "batch_size": 4,
                         "max_length": 16, "alpha": 0.5, "checkpoint_every": 6, "holdout": 4, "threads": 2},
@@ -139,9 +139,9 @@ def test_cli_finds_the_teacher_and_the_starting_weights_by_run_name(toy_run, tmp
     config = tmp_path / "student.yaml"
     config.write_text(yaml.safe_dump({
         "name": "student",
-        "data": {"source": "conll", "train": corpus, "dev": corpus, "test": corpus},
+        "data": corpus.data(),
         "model": {"preset": "tiny", "max_length": 16, "pretrained": "teacher"},  # self-distillation
-        "distill": {"teacher": "teacher", "sources": [f"file:{corpus}"], "steps": 2, "batch_size": 4,
+        "distill": {"teacher": "teacher", "sources": [f"file:{corpus.train}"], "steps": 2, "batch_size": 4,
                     "max_length": 16, "holdout": 2, "threads": 2},
     }), encoding="utf-8")
     assert main(["distill", str(config), "--runs-dir", runs, "--quiet"]) == 0
@@ -159,7 +159,7 @@ def test_a_config_file_as_teacher_is_run_once_then_reused(toy_run, tmp_path):
     from workbench.store import RunStore
 
     corpus, runs = toy_run[3], str(tmp_path / "runs")
-    data = {"source": "conll", "train": corpus, "dev": corpus, "test": corpus}
+    data = corpus.data()
     teacher = tmp_path / "teacher.yaml"
     teacher.write_text(yaml.safe_dump({
         "name": "teacher", "stages": ["train"], "data": data,
@@ -169,7 +169,7 @@ def test_a_config_file_as_teacher_is_run_once_then_reused(toy_run, tmp_path):
     student.write_text(yaml.safe_dump({
         "name": "student", "stages": ["distill"], "data": data,
         "model": {"preset": "tiny", "max_length": 16, "pretrained": "teacher.yaml"},  # beside this config
-        "distill": {"teacher": str(teacher), "sources": [f"file:{corpus}"], "steps": 2, "batch_size": 4,
+        "distill": {"teacher": str(teacher), "sources": [f"file:{corpus.train}"], "steps": 2, "batch_size": 4,
                     "max_length": 16, "holdout": 2, "threads": 2},
     }), encoding="utf-8")
 

@@ -210,8 +210,8 @@ def _cells(line: str) -> list[str]:
 
 
 def test_eval_json_of_a_model_carries_the_errors(toy_run, tmp_path):
-    """The toy model has memorised its corpus; scored against gold tags changed by hand, every
-    change is one known error."""
+    """Three of the toy model's train sentences, which it has learnt (memorisation is the
+    point here); scored against gold tags changed by hand, every change is one known error."""
     run, *_ = toy_run
     corpus = tmp_path / "changed.txt"
     sentences = [

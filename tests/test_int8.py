@@ -12,16 +12,37 @@ from pipelines.runtime.engines import compiled_artifacts, open_engine
 from pipelines.events import Reporter
 from pipelines.compile.quantize import int8_linear_reference
 
+from conftest import copy_run, evaluate_run
+
 
 def _has_vnni() -> bool:
-    """The product's own check, on the target the compile stage builds for."""
-    from pipelines.compile.compiler import host_target
-    from pipelines.compile.int8 import has_vnni
-
-    return has_vnni(host_target())
+    """Whether this CPU has AVX-512 VNNI, from the kernel's own word (/proc/cpuinfo), not
+    from the product's detector (``test_vnni_detection_agrees_with_proc_cpuinfo`` checks
+    that one). The kernel emits the 512-bit ``vpdpbusd``: AVX-VNNI (``avx_vnni``, its
+    256-bit VEX form) alone cannot run it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.partition(":")[2].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "avx512_vnni" in flags
 
 
 needs_vnni = pytest.mark.skipif(not _has_vnni(), reason="the int8 kernel needs AVX-512 VNNI")
+
+
+def test_vnni_detection_agrees_with_proc_cpuinfo():
+    """The compile stage picks the VNNI kernel from ``has_vnni(host_target())``: wrong
+    one way, LLVM aborts the process on ``vpdpbusd``; wrong the other, int8 runs the
+    slow int32-vector kernel on a CPU that has VNNI."""
+    from pipelines.compile.compiler import host_target
+    from pipelines.compile.int8 import has_vnni
+
+    assert has_vnni(host_target()) == _has_vnni()
+    # And it reads the target it is given, not the host: named CPUs with VNNI, with
+    # AVX-512 but no VNNI, and with neither.
+    assert has_vnni({"kind": "llvm", "mcpu": "cascadelake"})
+    assert not has_vnni({"kind": "llvm", "mcpu": "skylake-avx512"}) and not has_vnni({"kind": "llvm", "mcpu": "haswell"})
 
 
 @pytest.mark.parametrize("vnni", [pytest.param(True, marks=needs_vnni), False], ids=["vnni", "int32-vectors"])
@@ -72,6 +93,7 @@ def test_budget_keeps_the_layer_that_is_forced_to_be_sensitive():
     cost = {"a": 0.001, "b": 0.02, "c": 0.0005, "d": 0.001}  # F1 (fraction) each layer loses when int8
     f1_of = lambda int8: 0.9 - sum(cost[n] for n in int8)  # noqa: E731
     sensitivity = {n: {"f1_drop": cost[n] * 100, "logits_mse": 0.0} for n in layers}
+    sensitivity["a"]["logits_mse"] = 1.0  # moves the logits most, costs little F1: F1 decides first
     kept, steps = accuracy_budget(layers, f1_of, 0.3, sensitivity)
     assert kept == {"b"}
     assert steps[0]["kept_fp32"] == "b" and steps[-1]["f1_drop"] <= 0.3
@@ -83,42 +105,91 @@ def test_budget_keeps_the_layer_that_is_forced_to_be_sensitive():
     assert kept == {"b"} and steps == [{"int8_layers": 3, "f1_drop": pytest.approx(0.25)}]
 
 
-SABOTAGED = "bert.encoder.layer.1.output.dense"
+def make_int8_fragile(model_dir: str, layer: int, offset: float = 1e4) -> str:
+    """Give one layer of a saved model an activation outlier, as layers in real models
+    have: the same function in fp32, ruinous for that layer alone in int8.
+
+    Every channel of layer ``layer``'s attention values gains a constant (0.1-1 x
+    ``offset``) through the value bias; attention weights sum to one, so every
+    token's context gains exactly that vector, and the attention output's bias takes
+    it back off (``- W @ offsets``). fp32 logits move by ~1e-3 (checked). But the output
+    dense layer's input now spans ~``offset``: one uint8 scale for it all is ~40, the
+    rounding of each channel's offset errs by up to ~20, and W spreads those errors
+    over the hidden state. Returns the layer int8 breaks (an int8 candidate's name)."""
+    import torch
+
+    from pipelines.modeling.models import load_model, save_model
+
+    model, tokenizer, meta = load_model(model_dir)
+    ids = torch.from_numpy(np.random.default_rng(3).integers(672, 7992, size=(4, 16)))
+    mask = torch.ones_like(ids)
+    mask[1, 9:] = 0
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask).logits
+        attention = model.bert.encoder.layer[layer].attention
+        rng = np.random.default_rng(layer)
+        offsets = torch.from_numpy((rng.uniform(0.1, 1.0, attention.self.value.out_features) * offset).astype(np.float32))
+        attention.self.value.bias += offsets
+        attention.output.dense.bias -= attention.output.dense.weight @ offsets
+        after = model(input_ids=ids, attention_mask=mask).logits
+    real = mask.bool()
+    assert (after - before).abs()[real].max() < 1e-2 and torch.equal(after.argmax(-1)[real], before.argmax(-1)[real])
+    save_model(model, tokenizer, meta, model_dir)
+    return f"bert.encoder.layer.{layer}.attention.output.dense"
+
+
+BUDGET = 0.3  # F1 points int8 may lose on dev (simulated)
+
+
+def _int8_config(run_dir: str, **quantize) -> dict:
+    return {
+        **{k: v for k, v in _config(run_dir).items() if k in ("data", "model", "seed", "eval")},
+        "export": {"shape": [1, 16]},
+        "compile": {"precisions": ["int8"], "quantize": {"get_data_num": 16, "budget_samples": 32, "max_f1_drop": BUDGET, **quantize}},
+    }
+
+
+def _prepare(run_dir: str, tmp_path) -> dict:
+    from pipelines.compile.calibrate import prepare_int8
+    from pipelines.data.loaders import data_for
+
+    cfg = parse_config(_int8_config(run_dir))
+    out = prepare_int8(cfg.compile.quantize, data_for(cfg), os.path.join(run_dir, "model"), str(tmp_path / "q.json"), cfg.seed, Reporter(), cfg.eval.decode)
+    return json.load(open(out))
+
+
+def test_the_toy_model_loses_nothing_in_int8_so_the_budget_keeps_nothing(toy_run, tmp_path):
+    """The control for the next test: what the budget keeps there, the fragile layer made it keep."""
+    payload = _prepare(copy_run(toy_run[0].dir, tmp_path), tmp_path)
+    assert payload["keep_fp32"] == [] and payload["budget"]["steps"][-1]["f1_drop"] <= BUDGET
+    assert max(s["f1_drop"] for s in payload["sensitivity"].values()) <= BUDGET
+
+
+@pytest.mark.parametrize("layer", [0, 1])
+def test_the_budget_keeps_exactly_the_layer_that_int8_breaks(toy_run, tmp_path, layer):
+    run_dir = copy_run(toy_run[0].dir, tmp_path)
+    fragile = make_int8_fragile(os.path.join(run_dir, "model"), layer)
+    payload = _prepare(run_dir, tmp_path)
+    assert payload["keep_fp32"] == [fragile]
+    steps = payload["budget"]["steps"]
+    assert steps[0]["kept_fp32"] == fragile and steps[0]["f1_drop"] > BUDGET and steps[-1]["f1_drop"] <= BUDGET
+    assert payload["sensitivity"][fragile]["f1_drop"] > BUDGET
+
+
+FRAGILE = "bert.encoder.layer.1.attention.output.dense"
 
 
 @pytest.fixture(scope="module")
 def int8_run(toy_run, tmp_path_factory):
-    """The toy run compiled at int8, one layer's calibration range sabotaged (all it
-    sees clips to +-1e-3) and that layer kept fp32 by config. (The toy model has
-    memorised its corpus: no single int8 layer moves its F1, so the budget alone
-    would keep nothing; ``test_budget_keeps_...`` covers the budget's choice.)"""
-    import shutil
-
-    import pipelines.compile.calibrate as calibrate
+    """The toy run, its layer-1 attention output made fragile in int8
+    (``make_int8_fragile``), compiled at int8 with the accuracy budget and no layer
+    kept by config: the budget alone must find that layer and keep it fp32."""
     from pipelines.stages import stage_compile
 
-    run_dir = str(tmp_path_factory.mktemp("int8") / "run")
-    shutil.copytree(toy_run[0].dir, run_dir, ignore=shutil.ignore_patterns("compiled"))
-    cfg = parse_config(
-        {
-            **{k: v for k, v in _config(run_dir).items() if k in ("data", "model", "seed")},
-            "export": {"shape": [1, 16]},
-            "compile": {"precisions": ["int8"], "quantize": {"get_data_num": 16, "budget_samples": 32, "max_f1_drop": 0.3, "keep_fp32": [SABOTAGED]}},
-        }
-    )
-    real_observe = calibrate.observe
-
-    def observe(*args, **kwargs):
-        ranges = real_observe(*args, **kwargs)
-        ranges[SABOTAGED] = (-1e-3, 1e-3)
-        return ranges
-
-    calibrate.observe = observe
-    try:
-        events = []
-        stage_compile(cfg, run_dir, Reporter(events.append, stage="compile"))
-    finally:
-        calibrate.observe = real_observe
+    run_dir = copy_run(toy_run[0].dir, tmp_path_factory.mktemp("int8"))
+    assert make_int8_fragile(os.path.join(run_dir, "model"), 1) == FRAGILE
+    events = []
+    stage_compile(parse_config(_int8_config(run_dir)), run_dir, Reporter(events.append, stage="compile"))
     return run_dir, events
 
 
@@ -138,12 +209,13 @@ def test_int8_artifact_agrees_with_fp32_and_records_its_report(int8_run):
     # VNNI where the CPU has it; elsewhere the int32-vector kernel, and the record says so.
     assert (q["vpdpbusd"] > 0) == _has_vnni() and q["kernel"].startswith("vnni") == _has_vnni()
     assert q["calibration"]["split"] == "train"
-    # The sabotaged layer is the most sensitive, and kept in fp32: not rewritten.
-    assert q["keep_fp32"] == [SABOTAGED]
+    # The budget found the fragile layer (no config named it) and kept it in fp32: not rewritten.
+    assert q["settings"]["keep_fp32"] == [] and q["keep_fp32"] == [FRAGILE]
+    assert q["budget"]["steps"][0]["kept_fp32"] == FRAGILE and q["budget"]["steps"][-1]["f1_drop"] <= BUDGET
     worst = max(q["layers"], key=lambda n: q["layers"][n]["sensitivity"]["logits_mse"])
-    assert worst == SABOTAGED and not q["layers"][SABOTAGED]["int8"]
-    assert q["layers"][SABOTAGED]["reason"].startswith("kept in fp32")
-    assert q["int8_layers"] == len(q["layers"]) - 1 and q["budget"]["steps"][-1]["f1_drop"] <= 0.3
+    assert worst == FRAGILE and not q["layers"][FRAGILE]["int8"]
+    assert q["layers"][FRAGILE]["reason"].startswith("kept in fp32")
+    assert q["int8_layers"] == len(q["layers"]) - 1
     assert "classifier" not in q["layers"]  # 7 labels: not tileable by 16-channel blocks, stays fp32
 
     rng = np.random.default_rng(1)
@@ -154,8 +226,8 @@ def test_int8_artifact_agrees_with_fp32_and_records_its_report(int8_run):
     int8 = open_engine("tvm-int8", run_dir).logits(ids, mask)
     assert (int8.argmax(-1) == ref.argmax(-1)).mean() >= 0.95
     assert np.abs(int8 - ref).max() > 0  # really quantised, not the fp32 graph
-    # Far closer to fp32 than the sabotaged layer alone would be: it was not quantised.
-    assert ((int8 - ref) ** 2).mean() < q["layers"][SABOTAGED]["sensitivity"]["logits_mse"] / 10
+    # Far closer to fp32 than the fragile layer alone in int8 would be: it was not quantised.
+    assert ((int8 - ref) ** 2).mean() < q["layers"][FRAGILE]["sensitivity"]["logits_mse"] / 10
 
 
 def test_compare_rows_show_the_layers_int8_kept(int8_run):
@@ -165,8 +237,23 @@ def test_compare_rows_show_the_layers_int8_kept(int8_run):
     assert artifact["int8_kept"] == 1 and artifact["bytes"] > 0
 
 
-def test_ort_static_int8_is_calibrated_on_the_run_and_agrees(int8_run):
-    run_dir, _ = int8_run
+def test_int8_f1_on_the_held_out_test_split_is_within_a_tolerance_of_fp32(int8_run):
+    """The int8 artifact (every layer but the fragile one int8) against fp32 on test
+    sentences it never saw. Measured (three seeds): it tags all 70 characters as fp32
+    does, so the same F1. Allowed: one character and one entity of the 18 (0.056 F1)
+    astray. With the fragile layer int8 too: 2 characters and an entity astray
+    (0.971, 0.944 against 1.0); ONNX Runtime's dynamic int8 of this model (no budget)
+    scores 0."""
+    fp32 = evaluate_run(int8_run[0], "torch")
+    int8 = evaluate_run(int8_run[0], "tvm-int8")
+    assert abs(int8["f1"] - fp32["f1"]) <= 0.06 and int8["agreement_with_torch"] >= 0.98
+
+
+def test_ort_static_int8_is_calibrated_on_the_run_and_agrees(toy_run, tmp_path):
+    """On the toy run as trained (ONNX Runtime has no budget: the fragile layer would ruin
+    it). Its 40 train sentences are not a whole number of 16-window batches: the
+    percentile calibrator stacks its batches, and failed on a last, shorter one."""
+    run_dir = copy_run(toy_run[0].dir, tmp_path)
     ids = np.random.default_rng(2).integers(672, 7992, size=(4, 16)).astype(np.int64)
     mask = np.ones_like(ids)
     static = open_engine("ort-int8-static", run_dir)
@@ -199,4 +286,4 @@ def test_compile_report_table_lists_every_layer_and_the_kept_one(int8_run):
     text = console.export_text()
     assert "11 linear layers int8, 1 kept fp32" in text and "vpdpbusd" in text
     rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│")}
-    assert "fp32 kept" in rows["1.output"] and "int8" in rows["0.attn.query"]
+    assert "fp32 kept" in rows["1.attn.out"] and "int8" in rows["0.attn.out"] and "int8" in rows["1.output"]

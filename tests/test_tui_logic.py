@@ -2,6 +2,7 @@
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -136,12 +137,39 @@ def test_sentence_tagger_offsets_cache_and_cancel():
     assert percentile([3.0, 1.0, 2.0], 50) == 2.0 and percentile([], 50) is None
 
 
+class SharedBufferTagger:
+    """Stateful as a compiled engine is: each call writes its input into one buffer
+    that every call shares (an engine that reuses its input arrays, as TVM's can),
+    gives the other threads the GIL, then tags what the buffer holds. Two calls at
+    once tag each other's text."""
+
+    def __init__(self):
+        self.buffer = []
+        self.active = self.most_active = 0
+
+    def tag(self, text):
+        from pipelines.runtime.predict import Entity
+
+        self.active += 1
+        self.most_active = max(self.most_active, self.active)
+        self.buffer[:] = text
+        time.sleep(0.005)  # the forward pass
+        seen = "".join(self.buffer)
+        self.active -= 1
+        i = seen.find("北京")
+        return [Entity("LOC", i, i + 2, seen[i : i + 2], 0.9)] if i >= 0 else []
+
+
 def test_sentence_tagger_serialises_threads():
-    tagger = SentenceTagger(FakeTagger())
-    results = []
-    threads = [threading.Thread(target=lambda i=i: results.append(tagger.tag_text(f"{i}在北京"))) for i in range(8)]
+    engine = SharedBufferTagger()
+    tagger = SentenceTagger(engine)
+    texts = ["你" * i + "北京" for i in range(8)]  # 北京 at a different place in each
+    results = {}
+    threads = [threading.Thread(target=lambda t=t: results.setdefault(t, tagger.tag_text(t))) for t in texts]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert all(len(r.entities) == 1 for r in results)
+    for text in texts:
+        assert [(e.start, e.end, e.text) for e in results[text].entities] == [(text.index("北京"), text.index("北京") + 2, "北京")]
+    assert engine.most_active == 1

@@ -66,9 +66,25 @@ def to_bio(tags: Sequence[str]) -> list[str]:
     return out
 
 
+def spread_tag(tag: str, n: int) -> list[str]:
+    """The tags of a token's ``n`` characters, for a token tagged as a whole: the
+    characters are one stretch of the same entity (or O), opened by the first if the
+    token opens it (B, S) and closed by the last if the token closes it (E, S).
+    ``北京 B-LOC`` -> B-LOC I-LOC; ``I-X``/``M-X`` -> all continuations; ``中国 S-LOC``
+    -> B-LOC E-LOC. (``to_bio`` then reads them as it reads per-character tags.)"""
+    if n == 1 or tag == "O":
+        return [tag] * n
+    prefix, etype = tag[0], tag[2:]
+    first = "B" if prefix in "BS" else "I"
+    last = "E" if prefix in "ES" else "I"
+    return [f"{first}-{etype}"] + [f"I-{etype}"] * (n - 2) + [f"{last}-{etype}"]
+
+
 def parse_char_tag_lines(lines: Iterable[str], source: str) -> list[Sentence]:
     """Sentences from ``char tag`` lines (space or tab separated, blank line between
-    sentences). Tags may be BIO, BIOES or BMES; they come back as BIO."""
+    sentences). Tags may be BIO, BIOES or BMES; they come back as BIO. A token of
+    several characters (``北京 B-LOC``) becomes one position per character, as text
+    is tagged, its tag spread over them (``spread_tag``)."""
     sentences: list[Sentence] = []
     chars: list[str] = []
     tags: list[str] = []
@@ -83,8 +99,8 @@ def parse_char_tag_lines(lines: Iterable[str], source: str) -> list[Sentence]:
         # A full-width space is a real character; `split()` would swallow it.
         if line[0] in " \t" or len(parts) != 2 or not _TAG.match(parts[1]):
             raise DataError(f"{source}:{lineno}: malformed line {line!r} (expected 'CHAR TAG', tag O or B-/I-/M-/E-/S-TYPE)")
-        chars.append(parts[0])
-        tags.append(parts[1])
+        chars.extend(parts[0])
+        tags.extend(spread_tag(parts[1], len(parts[0])))
     if chars:
         sentences.append((chars, to_bio(tags)))
     return sentences
@@ -98,8 +114,21 @@ def read_char_tag_file(path: str) -> list[Sentence]:
         raise DataError(f"{path}: no such data file") from None
     except IsADirectoryError:
         raise DataError(f"{path}: is a directory, expected a char-tag file") from None
+    except UnicodeDecodeError:
+        raise DataError(_not_utf8(path)) from None
+
+
+def _not_utf8(path: str) -> str:
+    """Where a file stops being UTF-8: its line, and its byte offset in the whole file
+    (a text reader's error counts from the chunk it was decoding)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+        line = data.count(b"\n", 0, err.start) + 1
+        return f"{path}:{line}: not UTF-8 text ({err.reason} at byte {err.start}; save it as UTF-8)"
+    return f"{path}: not UTF-8 text"
 
 
 def load_data(cfg: DataConfig, seed: int = 42) -> NerData:

@@ -101,7 +101,7 @@ def static_int8_model(run_dir: str, model_dir: str, out_dir: str, fp32_path: str
     """The run's static int8 ONNX model, calibrated on first use and again whenever the
     model or the calibration settings changed since."""
     from pipelines.config import load_config
-    from pipelines.data.encoding import CharEncoder, length_batches, load_tokenizer, make_windows, pad_batch
+    from pipelines.data.encoding import CharEncoder, load_tokenizer, make_windows, pad_batch
     from pipelines.data.loaders import data_for, sample_split
     from pipelines.modeling.models import ModelMeta
 
@@ -114,9 +114,9 @@ def static_int8_model(run_dir: str, model_dir: str, out_dir: str, fp32_path: str
     sentences = sample_split(data_for(cfg), qcfg.calibration_split, qcfg.get_data_num, cfg.seed)["tokens"]
     meta, encoder = ModelMeta.load(model_dir), CharEncoder(load_tokenizer(model_dir))
     windows = make_windows(sentences, encoder, meta.max_length, meta.window_stride)
-    # One padded shape for all: the percentile and entropy calibrators stack batches.
-    groups = length_batches([len(w.ids) for w in windows], 16)
-    batches = [pad_batch([windows[i].ids for i in b], encoder.pad_id, meta.max_length) for b in groups]
+    # One shape for every batch, [1, max_length]: the percentile and entropy calibrators
+    # stack what the batches give (batches of 16 failed on a last, shorter one).
+    batches = [pad_batch([w.ids], encoder.pad_id, meta.max_length) for w in windows]
     quantize_static_model(fp32_path, path, batches, qcfg)
     _record_key(path, key)
     return path
