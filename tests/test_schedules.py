@@ -1,5 +1,6 @@
 """The default CPU schedules: a linear layer's weight is repacked once, at compile time."""
 
+import pytest
 import numpy as np
 import torch
 
@@ -23,12 +24,16 @@ def test_linear_weight_is_packed_into_panels_and_still_correct():
     lowered = cpu_pipeline(target)(mod)
     kernels = [gv.name_hint for gv, f in lowered.functions.items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert any(name.endswith("_prepacked") for name in kernels), kernels
-    # The repacking ran at compile time: main holds the weight as [N / 32, K, 32] panels.
+    # The repacking ran at compile time: main holds the weight as [N / C, K, C] panels, C
+    # the tile's columns (32 with AVX-512, 16 with AVX2).
+    from pipelines.compile.schedules import gemm_tile
+
+    cols = gemm_tile(target, x.shape[0], 96)[1]
     shapes = set()
     tvm.relax.analysis.post_order_visit(
         lowered["main"], lambda e: isinstance(e, tvm.ir.Constant) and hasattr(e.value, "numpy") and shapes.add(e.value.numpy().shape)
     )
-    assert (96 // 32, 64, 32) in shapes and (64, 96) not in shapes
+    assert (96 // cols, 64, cols) in shapes and (64, 96) not in shapes
     executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
     vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(x.numpy()))
@@ -193,3 +198,26 @@ def test_tuning_says_why_a_kernel_has_no_default_schedule():
     summary = fallbacks.summary()
     assert "InlinesItsOutput on fused_add_multiply (failed: tuned without a default schedule): ScheduleError: " in summary
     assert "default schedule on fused_add_multiply (not built, so not in the tuning database): LLVM ERROR: Cannot select" in summary
+
+
+@pytest.mark.parametrize(
+    "target, lanes, tile",
+    [
+        ({"kind": "llvm", "mcpu": "znver4"}, 16, (8, 32)),  # AVX-512: 32 zmm, 16 accumulators
+        ({"kind": "llvm", "mcpu": "haswell"}, 8, (4, 16)),  # AVX2: 16 ymm, 8 accumulators
+        ({"kind": "llvm", "mcpu": "znver3"}, 8, (4, 16)),
+        ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, 4, (8, 8)),  # NEON: 32 q registers
+        ({"kind": "llvm"}, 4, (4, 8)),  # plain x86-64: SSE2
+    ],
+)
+def test_vector_width_and_gemm_tile_follow_the_targets_isa(target, lanes, tile):
+    """TVM's own vector width says 512 bits for AVX2 CPUs; an AVX2 build with 16-lane
+    tiles spilled its accumulators and ran at a third of the speed."""
+    import tvm
+
+    from pipelines.compile.schedules import gemm_tile, vector_lanes
+
+    t = tvm.target.Target(target)
+    assert vector_lanes(t) == lanes
+    assert gemm_tile(t, 2048, 512) == tile
+    assert gemm_tile(t, 6, 24)[0] == 2  # rows that divide M

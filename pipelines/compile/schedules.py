@@ -30,7 +30,7 @@ from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import get_extent
 from tvm.s_tir.dlight.cpu.base import CPUScheduleRule
 from tvm.target import Target
-from tvm.target.codegen import llvm_get_vector_width
+from tvm.target.codegen import llvm_get_cpu_features
 
 
 # -- fallbacks: where a schedule did less than it tries, and why -------------------
@@ -156,9 +156,23 @@ def apply_default_schedules(rules: CPUScheduleRule):
     return apply
 
 
+def vector_bits(target: Target) -> int:
+    """Width of the target's vector registers, from its ISA features: 512 with AVX-512,
+    256 with AVX, else 128 (SSE, NEON). TVM's ``llvm_get_vector_width`` says 512 for
+    every x86 CPU here (haswell, znver3 included), which made AVX2 builds use 16-lane
+    tiles that LLVM split into twice the registers there are."""
+    if target.kind.name != "llvm":
+        return 128
+    features = set(llvm_get_cpu_features(target))
+    if "avx512f" in features:
+        return 512
+    if "avx" in features:
+        return 256
+    return 128
+
+
 def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
-    bits = llvm_get_vector_width(target)
-    return max((bits if bits > 0 else 128) // dtype_bits, 1)
+    return max(vector_bits(target) // dtype_bits, 1)
 
 
 def _largest_divisor(n: int, candidates: tuple[int, ...]) -> int:
@@ -186,6 +200,32 @@ def _parallel_outer(sch: s_tir.Schedule, block, keep_inner: int = 1) -> None:
     if len(outer) > 1:
         outer = [sch.fuse(*outer)]
     sch.parallel(outer[0])
+
+
+def vector_registers(target: Target) -> int:
+    """Architectural vector registers: 32 with AVX-512 (zmm0-31) and on AArch64 (v0-31),
+    16 on x86 without AVX-512 (ymm0-15 / xmm0-15)."""
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple.startswith(("aarch64", "arm64")) or vector_bits(target) == 512:
+        return 32
+    return 16
+
+
+def gemm_tile(target: Target, m: int, n: int) -> tuple[int, int]:
+    """(rows, columns) of the GEMM's register tile for ``target``: two vectors wide, and
+    as many rows as keep half the vector registers as accumulators (the rest hold the
+    weight loads and the broadcast inputs).
+
+    With 32 registers (AVX-512): 8 x 2 vectors, 16 accumulators, 2 weight loads and 8
+    broadcasts per 16 FMAs; measured against 4x4, 2x8, 8x4 and 16x2 vectors, best or
+    near-best on every BERT GEMM shape (Zen 5: 205-255 GFLOP/s on 2 cores). With 16
+    (AVX2): 4 x 2 vectors. An 8 x 2 tile there spills its accumulators: 57-65 GFLOP/s
+    against 137-192 for 4 x 2 on BERT's GEMMs (2-core AVX2 AMD EPYC, 2026-12-05;
+    2 x 4 vectors was as fast, 3 x 4 and 4 x 4 spilled; scripts/bench_gemm_tiles.py)."""
+    lanes = vector_lanes(target)
+    rows = vector_registers(target) // 4
+    candidates = tuple(r for r in (8, 4, 2) if r <= rows)
+    return _largest_divisor(m, candidates), _largest_divisor(n, (2 * lanes, lanes))
 
 
 class Matmul(CPUScheduleRule):
@@ -216,11 +256,7 @@ class Matmul(CPUScheduleRule):
             return None
         m, n, _ = extents
         lanes = vector_lanes(target)
-        # 8 x 2 vectors: 16 accumulators, 2 weight loads and 8 broadcasts per 16 FMAs.
-        # Measured here against 4x4, 2x8, 8x4 and 16x2 vectors: best or near-best on
-        # every BERT GEMM shape (Zen 5: 205-255 GFLOP/s on 2 cores).
-        cols = _largest_divisor(n, (2 * lanes, lanes))
-        rows = _largest_divisor(m, (8, 4, 2))
+        rows, cols = gemm_tile(target, m, n)
         if cols < lanes:  # a narrow output (e.g. the label projection)
             # k outside j: n independent accumulators per row instead of one dependent
             # FMA chain per output (latency-bound: 175 us for BERT's 128x256x7 classifier).
