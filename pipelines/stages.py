@@ -16,7 +16,7 @@ from pipelines.evaluate.scoring import evaluate
 from pipelines.events import Reporter
 from pipelines.files import read_json, write_json
 from pipelines.layout import COMPILED_DIR, EXPORT_DIR, METRICS_FILE, read_export_meta
-from pipelines.modeling.models import resolve_model_dir
+from pipelines.modeling.models import ModelMeta, resolve_model_dir
 
 
 def transfer_text(sources, cfg: RunConfig, reporter: Reporter):
@@ -110,7 +110,7 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
 
         quant_path = os.path.join(run_dir, COMPILED_DIR, QUANT_FILE)
         quantize = prepare_int8(cfg.compile.quantize, data_for(cfg), model_dir, quant_path, cfg.seed, reporter, cfg.eval.decode)
-    for shape in cfg.compile.shapes or [cfg.export.shape]:
+    for shape in cfg.compile.build_shapes(cfg.export.shape, ModelMeta.load(model_dir).max_length):
         tag = f"{shape[0]}x{shape[1]}"
         program = os.path.join(run_dir, EXPORT_DIR, "model.pt2")
         if export_meta.get("shape") != list(shape) or not os.path.isfile(program):
@@ -138,13 +138,22 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
 
 
 def stage_bench(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
-    from pipelines.evaluate.bench import benchmark
+    from pipelines.evaluate.bench import benchmark, corpus_throughput
 
     bc = cfg.bench
     report = benchmark(run_dir, bc.engines, bc.batch, bc.seq, bc.warmup, bc.iterations, bc.max_seconds, bc.threads, reporter)
+    if bc.corpus:  # whole-test-set throughput over the run's eval split
+        split = data_for(cfg).splits[cfg.eval.split]
+        count = len(split) if bc.corpus_sentences is None else min(bc.corpus_sentences, len(split))
+        sentences = split.select(range(count))["tokens"]
+        reporter.log(f"whole-split throughput: {cfg.eval.split}, {count} sentences, {bc.corpus_passes} passes per engine")
+        report["corpus_split"] = cfg.eval.split
+        report["corpus"], report["corpus_skipped"] = corpus_throughput(
+            run_dir, bc.engines, sentences, bc.corpus_batch, bc.corpus_passes, bc.instances, bc.threads, reporter
+        )
     write_json(os.path.join(run_dir, "bench.json"), report)
     reporter.artifact("bench", os.path.join(run_dir, "bench.json"))
-    return {"results": len(report["results"])}
+    return {"results": len(report["results"]), "corpus": len(report.get("corpus", []))}
 
 
 STAGES: dict[str, Callable[[RunConfig, str, Reporter], dict]] = {

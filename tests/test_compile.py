@@ -146,7 +146,8 @@ def test_a_child_whose_result_is_torn_fails_and_its_stray_output_is_shown(tmp_pa
 
 def test_bench_reports_every_field(compiled):
     run, _, _ = compiled
-    cfg = parse_config({"bench": {"engines": ["torch", "ort", "tvm-fp32", "tvm-int8x"], "batch": [1], "seq": [16], "iterations": 3, "warmup": 1}})
+    cfg = parse_config({"bench": {"engines": ["torch", "ort", "tvm-fp32", "tvm-int8x"], "batch": [1], "seq": [16], "iterations": 3, "warmup": 1,
+                                  "corpus_sentences": 20, "corpus_passes": 1}})  # the corpus pass: tests/test_bench_corpus.py
     stage_bench(cfg, run.dir, Reporter())
     report = json.load(open(os.path.join(run.dir, "bench.json")))
     assert {r["engine"] for r in report["results"]} == {"torch", "ort", "tvm-fp32"}

@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = model_command("compile")
     p.add_argument("--precision", default=None, help="comma-separated: fp32,fp16,int8 (default: the run's config)")
     p.add_argument("--shape", default=None, help="comma-separated BATCHxSEQ list, e.g. 1x128,1x256 (default: the export shape)")
+    p.add_argument("--profile", default=None, metavar="BATCHESxLENGTHS",
+                   help="a shape profile, one engine of any batch and length: e.g. 1,8,32x32,64,128 builds all nine")
     p.add_argument("--target", default=None, help="host (this CPU, default), cuda, or a TVM target string")
     p.add_argument("--tune-trials", type=_at_least(0, int), default=None, help="MetaSchedule trials in all (0: default schedules plus earlier records)")
     p.add_argument("--tune-minutes", type=_at_least(0.01, float), default=None, help="stop tuning after this long, keeping what was measured")
@@ -92,6 +94,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default=None, help="comma-separated batch sizes, e.g. 1,8")
     p.add_argument("--seq", default=None, help="comma-separated sequence lengths, e.g. 128,256")
     p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--instances", type=_at_least(1, int), default=None, metavar="N",
+                   help="also run N processes per engine over the whole split at once, the cores split between them (aggregate sentences/s)")
+    p.add_argument("--corpus-sentences", type=_at_least(0, int), default=None, metavar="N",
+                   help="whole-split throughput over the eval split's first N sentences only (0: skip it; default: the config's bench.corpus_sentences, all)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the report as JSON (- for stdout)")
 
     data_help = "conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT] (default: the run's eval split)"
@@ -115,7 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="torch", help=", ".join(ENGINE_NAMES))
     p.add_argument("--json", action="store_true", help="print entities as JSON")
     p.add_argument("--decode", choices=("argmax", "bio"), default=None, help="argmax, or bio: valid BIO only (default: the run's eval.decode)")
-    p.add_argument("text", nargs="+", help="text to tag (- reads standard input)")
+    p.add_argument("text", nargs="*", help="text to tag (- reads standard input)")
+    p.add_argument("--input", default=None, metavar="FILE", help="tag each line of FILE (- for standard input), of any size, into JSON lines")
+    p.add_argument("--out", default=None, metavar="FILE", help="with --input: write the JSON lines to FILE (default: standard output)")
+    p.add_argument("--workers", type=_at_least(1, int), default=1, help="with --input: local processes (with --ray: Ray actors, default one per CPU)")
+    p.add_argument("--ray", default=None, metavar="auto|ADDRESS", help="with --input FILE: tag on Ray (auto: Ray's own rules, else the cluster at ADDRESS)")
+    p.add_argument("--quiet", action="store_true", help="with --input: no progress bar")
     runs_dir_arg(p)
 
     p = add_command("report")
@@ -440,6 +451,13 @@ def cmd_compile(args) -> int:
         cfg.compile.precisions = [p.strip() for p in args.precision.split(",")]
     if args.shape:
         cfg.compile.shapes = _shapes(args.shape, "--shape")
+    if args.profile:
+        from pipelines.config import ProfileConfig
+
+        batches, _, lengths = args.profile.lower().partition("x")
+        cfg.compile.profile = ProfileConfig(batch=_ints(batches, "--profile"), seq=_ints(lengths, "--profile"))
+        if not args.shape:
+            cfg.compile.shapes = None  # the profile replaces the config's shapes
     if args.target:
         cfg.compile.target = args.target
     if args.tune_trials is not None:
@@ -481,6 +499,12 @@ def cmd_bench(args) -> int:
         cfg.bench.seq = _ints(args.seq, "--seq")
     if args.iterations:
         cfg.bench.iterations = args.iterations
+    if args.instances:
+        cfg.bench.instances = args.instances
+    if args.corpus_sentences == 0:
+        cfg.bench.corpus = False
+    elif args.corpus_sentences:
+        cfg.bench.corpus, cfg.bench.corpus_sentences = True, args.corpus_sentences
     _execute(args, run, cfg, ["bench"])
     from pipelines.files import read_json
 
@@ -513,6 +537,36 @@ def _print_bench(report: dict, out) -> None:
     out.print(table)
     for s in report.get("skipped", []):
         out.print(f"[dim]skipped {s['engine']} at {s['batch']}x{s['seq']}: {s['reason']}[/]")
+    _print_corpus(report, out)
+
+
+def _print_corpus(report: dict, out) -> None:
+    """The whole-test-set throughput table: one row per engine and instance count."""
+    from rich.table import Table
+
+    rows = report.get("corpus") or []
+    if rows:
+        first = rows[0]
+        table = Table(
+            title=f"whole-test-set throughput: {report.get('corpus_split', '?')}, {first['sentences']:,} sentences",
+            caption=f"{first['characters']:,} chars, batch {first['batch_size']}, median of {first['passes']} passes; "
+            "N instances: each runs the whole split, sent/s of all together",
+        )
+        for col in ("engine", "instances", "threads each", "pass s", "sent/s", "chars/s", "vs 1 instance", "padding eff"):
+            table.add_column(col, justify="left" if col == "engine" else "right")
+        engines = list(dict.fromkeys(r["engine"] for r in rows))
+        single = {r["engine"]: r["sentences_per_s"] for r in rows if r["instances"] == 1}
+        for r in sorted(rows, key=lambda r: (engines.index(r["engine"]), r["instances"])):
+            base = single.get(r["engine"])
+            table.add_row(
+                r["engine"], str(r["instances"]), str(r["threads"]), f"{r['seconds']:.2f}",
+                f"{r['sentences_per_s']:,.1f}", f"{r['chars_per_s']:,.0f}",
+                f"{r['sentences_per_s'] / base:.2f}x" if base and r["instances"] > 1 else "—",
+                f"{r['padding_efficiency']:.0%}" if r.get("padding_efficiency") is not None else "—",
+            )
+        out.print(table)
+    for s in report.get("corpus_skipped", []):
+        out.print(f"[dim]skipped {s['engine']} x{s['instances']} over the corpus: {s['reason']}[/]")
 
 
 def _split_for(args, path: str, run):
@@ -586,6 +640,12 @@ def cmd_tag(args) -> int:
     from pipelines.runtime.tagger import Tagger
 
     path, _ = _resolve_model(args.model, args.runs_dir, register=False)  # reads the model only
+    if args.input:
+        return _tag_input(args, path)
+    if not args.text:
+        raise CliError("tag needs TEXT (or --input FILE)")
+    if args.out or args.ray or args.workers > 1:
+        raise CliError("--out, --workers and --ray go with --input FILE")
     text = sys.stdin.read() if args.text == ["-"] else " ".join(args.text)
     tagger = Tagger.open(path, args.engine, args.decode)
     entities = tagger.tag(text)
@@ -601,6 +661,35 @@ def cmd_tag(args) -> int:
     for e in entities:
         table.add_row(Text(e.type, style=ENTITY_STYLES.get(e.type, "bold")), str(e.start), str(e.end), e.text, f"{e.confidence:.3f}")
     out.print(table if entities else "[dim]no entities[/]")
+    return 0
+
+
+def _tag_input(args, path: str) -> int:
+    """`tag --input`: the JSON lines go to --out or stdout, the progress to stderr."""
+    from contextlib import ExitStack
+
+    from pipelines.events import Reporter
+    from pipelines.files import atomic_path
+    from pipelines.runtime.stream import RayMissing, TagSpec, tag_input
+
+    if args.text or args.json:
+        raise CliError("--input tags a file: no TEXT, and its output is always JSON lines")
+    sinks = _Sinks(args.quiet)
+    try:
+        with ExitStack() as stack:
+            out = sys.stdout
+            if args.out:
+                out = stack.enter_context(open(stack.enter_context(atomic_path(args.out)), "w", encoding="utf-8"))
+            spec = TagSpec(path, args.engine, args.decode)
+            tag_input(spec, args.input, out, Reporter(*sinks, stage="tag"), workers=args.workers, ray=args.ray)
+    except RayMissing as exc:
+        from rich.markup import escape
+
+        raise CliError(escape(str(exc))) from None  # printed as markup: keep its [ray]
+    except BrokenPipeError:  # the reader of stdout went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    finally:
+        sinks.close()
     return 0
 
 

@@ -55,7 +55,7 @@ COMMANDS = (
         "distill", "a compact student learns a fine-tuned teacher's soft labels on unlabeled text", "config",
         "distill: a config's student learns its teacher's soft labels",
     ),
-    Command("tag", "print the entities in a text"),
+    Command("tag", "print the entities in a text, or tag a file (one sentence a line) into JSON lines"),
     Command("import", "make a run directory from another store or machine a run of this one (copied, or --in-place)"),
     Command("runs", "the run history"),
     Command("delete", "delete runs: their directories and their entries in the history"),

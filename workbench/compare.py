@@ -43,6 +43,7 @@ class CompareRow:
     latency_p50_ms: float | None = None
     latency_p99_ms: float | None = None
     throughput: float | None = None  # sentences/s at that shape
+    corpus_sentences_per_s: float | None = None  # the whole eval split, one instance (bench.json's corpus)
     compile_s: float | None = None
     int8_layers_kept: int | None = None  # linear layers a tvm-int8 artifact kept in fp32
     # Against the fp32 torch row of the same run and split.
@@ -82,6 +83,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("compile_s", "compile", "seconds"),
     Column("int8_layers_kept", "int8 kept", "count"),
 )
+# The report's engine table adds the whole-test-set throughput after the shape's.
+REPORT_COLUMNS: tuple[Column, ...] = tuple(
+    c for col in COLUMNS for c in ((col, Column("corpus_sentences_per_s", "split sent/s", "rate")) if col.key == "throughput" else (col,))
+)
 
 
 def collect_rows(runs: Iterable[tuple[str, str, str]]) -> list[CompareRow]:
@@ -90,11 +95,13 @@ def collect_rows(runs: Iterable[tuple[str, str, str]]) -> list[CompareRow]:
     for run_id, name, run_dir in runs:
         run_rows = [r for r in (_row(run_id, name, run_dir, path) for path in _eval_files(run_dir)) if r is not None]
         bench = bench_by_engine(run_dir)
+        corpus = corpus_by_engine(run_dir)
         evaluated = {r.engine for r in run_rows}
         for engine in (e for e in bench if e not in evaluated):  # benchmarked, never evaluated
             run_rows.append(CompareRow(run_id, name, "—", engine, PRECISION.get(engine, "?")))
         for row in run_rows:
             _add_bench(row, bench.get(row.engine))
+            row.corpus_sentences_per_s = _num(corpus.get(row.engine))
         rows.extend(with_deltas(run_rows))
     return rows
 
@@ -111,6 +118,20 @@ def bench_by_engine(run_dir: str) -> dict[str, dict]:
         if isinstance(result, dict) and result.get("engine"):
             found.setdefault(result["engine"], result)
     return found
+
+
+def corpus_by_engine(run_dir: str) -> dict[str, float]:
+    """Sentences/s of each engine over the whole eval split, one instance (bench.json's ``corpus``)."""
+    try:
+        report = read_json(os.path.join(run_dir, "bench.json"), {}) or {}
+    except ValueError:
+        return {}
+    rows = report.get("corpus") if isinstance(report, dict) else None
+    return {
+        r["engine"]: r.get("sentences_per_s")
+        for r in rows or []
+        if isinstance(r, dict) and r.get("engine") and r.get("instances", 1) == 1
+    }
 
 
 def latency_by_precision(run_dir: str) -> dict[str, float]:

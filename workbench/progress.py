@@ -19,8 +19,8 @@ from pipelines.files import read_json
 from .series import Curves, Series
 
 # Progress extras shown next to the bar, in this order (as the CLI does).
-# Progress data worth showing beside a bar: training, then tuning (kernel and its best time).
-EXTRAS = ("epoch", "loss", "lr", "tokens_per_s", "task", "best_us")
+# Progress data worth showing beside a bar: training, tagging, then tuning (kernel and its best time).
+EXTRAS = ("epoch", "loss", "lr", "tokens_per_s", "sentences_per_s", "task", "best_us")
 
 
 @dataclass

@@ -137,15 +137,17 @@ def _quality(runs: list[Run]) -> str:
 
 
 def _engines(runs: list[Run], rows: list[compare.CompareRow]) -> str:
-    hidden = compare.empty_columns(rows) | {"eval_sentences_per_s"}  # an eval's speed is not a benchmark
+    hidden = compare.empty_columns(rows, compare.REPORT_COLUMNS) | {"eval_sentences_per_s"}  # an eval's speed is not a benchmark
     if len(runs) == 1:
         hidden.add("run_name")
-    columns = [c for c in compare.COLUMNS if c.key not in hidden]
+    columns = [c for c in compare.REPORT_COLUMNS if c.key not in hidden]
     text = compare.to_markdown(rows, columns).strip() if rows else ""
     evaluated = {r.run_id for r in rows if r.f1 is not None}
     notes = [f"- {r.id}: no evaluation: {r.model_command('eval')}" for r in runs if r.id not in evaluated]
     notes += [f"- {r.id}: no benchmark: {r.model_command('bench')}" for r in runs if not compare.bench_by_engine(r.dir)]
     legend = "ΔF1 is against the same run's fp32 torch engine; latency and throughput are at the shape shown (batch × sequence length)."
+    if "corpus_sentences_per_s" not in hidden:
+        legend += " split sent/s: the whole eval split in one process, batched by length as eval does."
     return "\n\n".join(p for p in (text, "\n".join(notes), legend if rows else "") if p)
 
 

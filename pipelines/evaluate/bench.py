@@ -1,4 +1,5 @@
-"""Latency and throughput of every engine on the same inputs, in one process.
+"""Latency and throughput of every engine on the same inputs, in one process, and
+whole-test-set throughput (``corpus_throughput``), also of N processes at once.
 
 Engines are timed in interleaved rounds (one call each per round), so machine
 drift and thermal noise hit all of them alike.
@@ -174,3 +175,305 @@ def benchmark(
     return {"results": results, "skipped": skipped, "machine": machine_info()}
 
 
+
+
+# Whole-test-set throughput: the run's eval split through ``predict_logits``, the
+# dynamic length-sorted batching eval uses, engine after engine pass by pass (order
+# rotated each round), the median pass kept. With ``instances`` N > 1, N processes per
+# engine each run the whole split at once (the cores split between them), as the
+# reference recipe's benchmark tool sums N instances each on its own inputs:
+# aggregate sentences/s = N x sentences / the wall time of the slowest.
+
+CORPUS_PASSES = 3
+READY_TIMEOUT_S = 900.0  # a child's imports, engine load and warm-up
+PASS_TIMEOUT_S = 3600.0
+
+
+def _corpus_inputs(run_dir: str):
+    """(encoder, model meta) of a run's model, as eval reads them."""
+    from pipelines.data.encoding import CharEncoder, load_tokenizer
+    from pipelines.modeling.models import ModelMeta
+
+    model_dir = resolve_model_dir(run_dir)
+    return CharEncoder(load_tokenizer(model_dir)), ModelMeta.load(model_dir)
+
+
+class _CachedEncoder:
+    """A ``CharEncoder``'s ids for every character of ``sentences``, looked up once: the
+    same ids, sent to an instance without the tokenizer (no transformers to import)."""
+
+    def __init__(self, encoder, sentences) -> None:
+        self.cls_id, self.sep_id, self.pad_id, self.unk_id = encoder.cls_id, encoder.sep_id, encoder.pad_id, encoder.unk_id
+        self.known = {c: encoder.char_id(c) for s in sentences for c in s}
+
+    def ids(self, chars) -> list[int]:
+        return [self.known[c] for c in chars]
+
+
+def _open_for_corpus(name: str, run_dir: str, threads: int | None):
+    if threads and name in ("torch", "torchscript"):
+        import torch
+
+        torch.set_num_threads(threads)
+    return open_engine(name, run_dir, threads=threads)
+
+
+def corpus_pass(engine, sentences, encoder, meta, batch_size: int) -> None:
+    from pipelines.runtime.predict import predict_logits
+
+    predict_logits(engine, sentences, encoder, meta.max_length, meta.window_stride, batch_size=batch_size)
+
+
+def _warmup_slice(sentences, batch_size: int):
+    return sentences[: 2 * batch_size]
+
+
+class _ShapeRecorder:
+    """Stands in for an engine in a dry pass: records each call's (rows, length, real
+    tokens) and answers zeros, so ``predict_logits`` batches exactly as it would."""
+
+    def __init__(self, engine) -> None:
+        self.max_length = getattr(engine, "max_length", None)
+        self.calls: list[tuple[int, int, int]] = []
+
+    def logits(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        self.calls.append((ids.shape[0], ids.shape[1], int(mask.sum())))
+        return np.zeros((*ids.shape, 1), dtype=np.float32)
+
+
+def padding_efficiency(engine, sentences, encoder, meta, batch_size: int) -> float | None:
+    """Real tokens over the token positions the engine computes for the split: a batch
+    is padded to its longest window, a fixed-shape artifact pads it to its shape, a
+    shape profile to the shapes it picks."""
+    recorder = _ShapeRecorder(engine)
+    corpus_pass(recorder, sentences, encoder, meta, batch_size)
+    real = computed = 0
+    for rows, length, tokens in recorder.calls:
+        real += tokens
+        if getattr(engine, "fixed_shape", None):
+            batch, seq = engine.fixed_shape
+            computed += -(-rows // batch) * batch * seq
+        elif hasattr(engine, "bucket"):  # a ShapeProfile
+            seq, plan = engine.bucket(rows, length)
+            computed += sum(plan) * seq
+        else:
+            computed += rows * length
+    return round(real / computed, 4) if computed else None
+
+
+class _InProcess:
+    """One engine in this process."""
+
+    def __init__(self, engine, sentences, encoder, meta, batch_size: int) -> None:
+        self.engine, self.sentences, self.encoder, self.meta, self.batch_size = engine, sentences, encoder, meta, batch_size
+        corpus_pass(engine, _warmup_slice(sentences, batch_size), encoder, meta, batch_size)
+
+    def run_pass(self) -> tuple[float, list[float]]:
+        t0 = time.perf_counter()
+        corpus_pass(self.engine, self.sentences, self.encoder, self.meta, self.batch_size)
+        seconds = time.perf_counter() - t0
+        return seconds, [seconds]
+
+    def close(self) -> None:
+        self.engine = None
+
+
+def _instance_main(index, run_dir, name, threads, sentences, encoder, meta, batch_size, commands, results, barrier) -> None:
+    """A benchmark instance (spawned): opens its engine, warms it up, then runs one
+    whole pass per "pass" command, starting with its peers at the barrier."""
+    try:
+        engine = _open_for_corpus(name, run_dir, threads)
+        corpus_pass(engine, _warmup_slice(sentences, batch_size), encoder, meta, batch_size)
+    except BaseException as err:  # noqa: BLE001 (reported to the parent, which skips the engine)
+        results.put((index, "error", f"{type(err).__name__}: {err}"))
+        return
+    results.put((index, "ready", None))
+    while commands.get() == "pass":
+        try:
+            barrier.wait(timeout=READY_TIMEOUT_S)
+            t0 = time.monotonic()  # CLOCK_MONOTONIC: one clock for every process
+            corpus_pass(engine, sentences, encoder, meta, batch_size)
+            results.put((index, "pass", (t0, time.monotonic())))
+        except BaseException as err:  # noqa: BLE001
+            results.put((index, "error", f"{type(err).__name__}: {err}"))
+            return
+
+
+class InstanceError(RuntimeError):
+    pass
+
+
+class _Instances:
+    """N processes of one engine, each running the whole split at once."""
+
+    def __init__(self, ctx, run_dir: str, name: str, count: int, threads: int, sentences, encoder, meta, batch_size: int) -> None:
+        self.name, self.count = name, count
+        self.barrier = ctx.Barrier(count)
+        self.results = ctx.Queue()
+        self.commands = [ctx.Queue() for _ in range(count)]
+        self.procs = [
+            ctx.Process(
+                target=_instance_main,
+                args=(i, run_dir, name, threads, sentences, encoder, meta, batch_size, self.commands[i], self.results, self.barrier),
+                daemon=True,
+                name=f"bench-{name}-{i}",
+            )
+            for i in range(count)
+        ]
+        for proc in self.procs:
+            proc.start()
+
+    def _collect(self, kind: str, timeout: float) -> list:
+        import queue
+
+        got: dict[int, object] = {}
+        deadline = time.monotonic() + timeout
+        while len(got) < self.count:
+            try:
+                index, what, payload = self.results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [p for p in self.procs if p.exitcode is not None]
+                if dead:
+                    raise InstanceError(f"instance {dead[0].name} exited with code {dead[0].exitcode}") from None
+                if time.monotonic() > deadline:
+                    raise InstanceError(f"no {kind} from {self.count - len(got)} instance(s) in {timeout:.0f} s") from None
+                continue
+            if what == "error":
+                raise InstanceError(str(payload))
+            got[index] = payload
+        return [got[i] for i in range(self.count)]
+
+    def ready(self) -> None:
+        self._collect("ready", READY_TIMEOUT_S)
+
+    def run_pass(self) -> tuple[float, list[float]]:
+        for q in self.commands:
+            q.put("pass")
+        spans = self._collect("pass", PASS_TIMEOUT_S)
+        wall = max(end for _, end in spans) - min(start for start, _ in spans)
+        return wall, [end - start for start, end in spans]
+
+    def close(self) -> None:
+        self.barrier.abort()  # frees an instance waiting for a peer that failed
+        for q in self.commands:
+            q.put("stop")
+        for proc in self.procs:
+            proc.join(timeout=10)
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=5)
+        self.results.close()
+        for q in self.commands:
+            q.close()
+
+
+def _rotated(items: list, r: int) -> list:
+    k = r % len(items) if items else 0
+    return items[k:] + items[:k]
+
+
+def corpus_throughput(
+    run_dir: str,
+    engines: list[str],
+    sentences,
+    batch_size: int = 64,
+    passes: int = CORPUS_PASSES,
+    instances: int = 1,
+    threads: int | None = None,
+    reporter: Reporter | None = None,
+) -> tuple[list[dict], list[dict]]:
+    """(rows, skipped): per engine, the whole of ``sentences`` in one process (and, with
+    ``instances`` > 1, in that many at once), timed in interleaved passes."""
+    import multiprocessing
+
+    from pipelines.runtime.tvm_threads import physical_cores
+
+    reporter = reporter or Reporter()
+    sentences = [list(s) for s in sentences]
+    characters = sum(len(s) for s in sentences)
+    encoder, meta = _corpus_inputs(run_dir)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    cores = threads or physical_cores()
+    counts = [1] if instances <= 1 else [1, instances]
+    if instances > cores:
+        reporter.log(f"{instances} instances on {cores} cores: one thread each, the cores oversubscribed", level="warning")
+    runners: dict[tuple[str, int], object] = {}
+    padding: dict[str, float | None] = {}
+    skipped: list[dict] = []
+    ctx = multiprocessing.get_context("spawn")
+    opened: dict[str, object] = {}
+    try:
+        for name in engines:
+            try:
+                opened[name] = _open_for_corpus(name, run_dir, threads)
+            except (EngineError, ImportError) as err:
+                skipped.append({"engine": name, "instances": 1, "reason": str(err)})
+                reporter.log(f"{name} over the corpus: skipped ({err})", level="warning")
+        for name, engine in opened.items():
+            padding[name] = padding_efficiency(engine, sentences, encoder, meta, batch_size)
+        if instances > 1:  # the instances load while this process warms its engines up
+            known = _CachedEncoder(encoder, sentences)
+            for name in opened:
+                runners[(name, instances)] = _Instances(ctx, run_dir, name, instances, max(1, cores // instances), sentences, known, meta, batch_size)
+        for name, engine in opened.items():
+            runners[(name, 1)] = _InProcess(engine, sentences, encoder, meta, batch_size)
+        opened.clear()
+        for key in [k for k in runners if k[1] > 1]:
+            try:
+                runners[key].ready()
+            except InstanceError as err:
+                runners.pop(key).close()
+                skipped.append({"engine": key[0], "instances": key[1], "reason": str(err)})
+                reporter.log(f"{key[0]} x{key[1]} over the corpus: skipped ({err})", level="warning")
+        order = [(name, n) for n in counts for name in engines if (name, n) in runners]
+        walls: dict[tuple[str, int], list[float]] = {key: [] for key in order}
+        each: dict[tuple[str, int], list[list[float]]] = {key: [] for key in order}
+        done = 0
+        for r in range(passes):
+            for key in _rotated(order, r):
+                done += 1
+                reporter.progress(done, passes * len(order), "passes")
+                if key not in runners:
+                    continue
+                time.sleep(PAUSE_S)
+                try:
+                    wall, per_instance = runners[key].run_pass()
+                except InstanceError as err:
+                    runners.pop(key).close()
+                    skipped.append({"engine": key[0], "instances": key[1], "reason": str(err)})
+                    reporter.log(f"{key[0]} x{key[1]} over the corpus: failed ({err})", level="warning")
+                    continue
+                walls[key].append(wall)
+                each[key].append(per_instance)
+    finally:
+        for runner in runners.values():
+            runner.close()
+    rows = []
+    for key in order:
+        if key not in runners or not walls[key]:
+            continue
+        name, n = key
+        seconds = float(np.median(walls[key]))
+        row = {
+            "engine": name,
+            "instances": n,
+            "threads": cores if n == 1 else max(1, cores // n),  # per instance
+            "batch_size": batch_size,
+            "passes": len(walls[key]),
+            "sentences": len(sentences),  # per instance: each runs the whole split
+            "characters": characters,
+            "seconds": round(seconds, 6),  # the median pass (N > 1: from the first start to the last end)
+            "sentences_per_s": round(n * len(sentences) / seconds, 2),  # all instances together
+            "chars_per_s": round(n * characters / seconds, 1),
+            "padding_efficiency": padding.get(name),
+            "pass_seconds": [round(w, 6) for w in walls[key]],
+        }
+        if n > 1:
+            row["instance_seconds"] = [round(float(np.median(col)), 6) for col in zip(*each[key])]
+        rows.append(row)
+        suffix = "" if n == 1 else f"_x{n}"
+        reporter.metric(f"{name}_corpus{suffix}_sentences_per_s", row["sentences_per_s"])
+    return rows, skipped

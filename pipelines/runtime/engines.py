@@ -46,6 +46,7 @@ class FixedShapeEngine:
 
     def __init__(self, shape) -> None:
         self.fixed_shape = tuple(shape)
+        self.max_length = self.fixed_shape[1]  # longer sentences are windowed to it (runtime.predict)
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -122,6 +123,61 @@ class TVMEngine(FixedShapeEngine):
         return out.numpy().astype(np.float32, copy=False)
 
 
+# A call's cost in padded rows, beyond its rows: what makes one call of 8 cheaper than
+# eight calls of 1 (dispatch, thread wake-ups, small GEMMs).
+CALL_COST_ROWS = 2
+
+
+def plan_batches(rows: int, sizes) -> list[int]:
+    """The batch sizes (from ``sizes``, built ones) to run ``rows`` rows with: the plan
+    of least padded rows plus ``CALL_COST_ROWS`` a call. 37 rows over {1, 8, 32}:
+    [32, 8] (3 padded rows), not [32, 1, 1, 1, 1, 1] (five calls)."""
+    sizes = sorted(set(sizes))
+    best: list[tuple[float, list[int]]] = [(0.0, [])]
+    for n in range(1, rows + 1):
+        best.append(min(((best[max(0, n - b)][0] + b + CALL_COST_ROWS, [b, *best[max(0, n - b)][1]]) for b in sizes),
+                        key=lambda c: (c[0], len(c[1]))))
+    return sorted(best[rows][1], reverse=True)
+
+
+class ShapeProfile:
+    """Artifacts of one engine built at several static shapes, used as one engine that
+    takes any batch and length: a batch goes to the shortest sequence length built that
+    fits it, split over the batch sizes built at that length (``plan_batches``); longer
+    sentences are windowed to the longest length built."""
+
+    fixed_shape = None
+
+    def __init__(self, engines: list[FixedShapeEngine]) -> None:
+        self.name = engines[0].name
+        self.by_seq: dict[int, dict[int, FixedShapeEngine]] = {}
+        for engine in engines:
+            batch, seq = engine.fixed_shape
+            self.by_seq.setdefault(seq, {})[batch] = engine
+        self.max_length = max(self.by_seq)
+
+    @property
+    def shapes(self) -> list[tuple[int, int]]:
+        return sorted((b, s) for s, by_batch in self.by_seq.items() for b in by_batch)
+
+    def bucket(self, rows: int, length: int) -> tuple[int, list[int]]:
+        """(the sequence length, the batch sizes) a batch of ``rows`` x ``length`` runs at."""
+        fits = [s for s in self.by_seq if s >= length]
+        if not fits:
+            raise EngineError(f"{self.name} was built for lengths up to {self.max_length}, got {length}")
+        seq = min(fits)
+        return seq, plan_batches(rows, self.by_seq[seq])
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        seq, plan = self.bucket(len(input_ids), input_ids.shape[1])
+        rows, start = [], 0
+        for batch in plan:
+            end = min(start + batch, len(input_ids))
+            rows.append(self.by_seq[seq][batch].logits(input_ids[start:end], attention_mask[start:end]))
+            start = end
+        return np.concatenate(rows)
+
+
 class OrtEngine:
     """ONNX Runtime on the CPU (any shape), fp32 or dynamically quantised int8."""
 
@@ -153,7 +209,9 @@ def _shape_key(path: str) -> tuple[int, int]:
 
 
 def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, shape=None):
-    """An engine by its product-wide name, for a run (or a bare model directory)."""
+    """An engine by its product-wide name, for a run (or a bare model directory). A TVM
+    engine compiled at several shapes opens as one ``ShapeProfile`` of them all, unless
+    ``shape`` picks one."""
     from pipelines.modeling.models import load_model, resolve_model_dir
 
     model_dir = resolve_model_dir(run_or_model_dir)
@@ -183,5 +241,8 @@ def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, sh
             raise EngineError(
                 f"no {name} artifact for this model: run `ner-workbench compile --model RUN --precision {precision}` first"
             )
-        return TVMEngine(artifacts[0], threads)
+        if shape is not None or len(artifacts) == 1:
+            return TVMEngine(artifacts[0], threads)
+        configure_tvm_threads(threads)  # one pool for all of them
+        return ShapeProfile([TVMEngine(path, threads) for path in artifacts])
     raise EngineError(f"unknown engine {name!r} (one of: {', '.join(ENGINE_NAMES)})")

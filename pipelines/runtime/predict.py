@@ -31,7 +31,11 @@ def predict_logits(
     on_batch: Callable[[int, int], None] | None = None,
 ) -> list[np.ndarray]:
     """Per-sentence ``[chars, labels]`` logits (stitched across windows). Engines
-    compiled at a static shape pad each batch to it themselves (``FixedShapeEngine``)."""
+    compiled at a static shape pad each batch to it themselves (``FixedShapeEngine``);
+    sentences longer than an engine takes (its ``max_length``) are windowed to it."""
+    engine_limit = getattr(engine, "max_length", None)
+    if engine_limit and engine_limit < max_length:
+        max_length, stride = engine_limit, None  # the default overlap for that length
     windows = make_windows(sentences, encoder, max_length, stride)
     pieces: list[np.ndarray | None] = [None] * len(windows)
     batches = length_batches([len(w.ids) for w in windows], batch_size)

@@ -1,0 +1,138 @@
+"""Shape profiles: several static-shape builds used as one engine of any batch and length."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from pipelines.runtime.engines import EngineError, FixedShapeEngine, ShapeProfile, plan_batches
+
+
+class Recorder(FixedShapeEngine):
+    """A static-shape engine whose logits are a function of each row's ids (so results
+    can be checked row by row) and that records the padded shapes it ran."""
+
+    def __init__(self, shape, calls: list):
+        super().__init__(shape)
+        self.name = "tvm-fp32"
+        self.calls = calls
+
+    def run(self, ids, mask):
+        assert ids.shape == self.fixed_shape, "a static build only takes its own shape"
+        self.calls.append(ids.shape)
+        out = np.zeros((*ids.shape, 3), dtype=np.float32)
+        out[..., 0] = ids * mask
+        out[..., 1] = np.cumsum(mask, axis=1)
+        return out
+
+
+@pytest.mark.parametrize(
+    "rows, sizes, plan",
+    [
+        (1, [1, 8, 32], [1]),
+        (8, [1, 8, 32], [8]),
+        (9, [1, 8, 32], [8, 1]),  # not one call of 32 with 23 rows of padding
+        (37, [1, 8, 32], [32, 8]),  # 3 rows of padding beat five calls of 1
+        (64, [1, 8, 32], [32, 32]),
+        (7, [1, 8, 32], [8]),  # one padded row beats seven calls
+        (3, [1, 8, 32], [1, 1, 1]),  # three calls beat five padded rows
+        (5, [4], [4, 4]),  # only one size built: padded up
+    ],
+)
+def test_the_plan_covers_the_rows_with_least_padding_and_calls(rows, sizes, plan):
+    assert plan_batches(rows, sizes) == plan
+    assert sum(plan) >= rows
+
+
+def test_a_batch_goes_to_the_shortest_length_that_fits_and_gives_what_one_big_build_gives():
+    calls: list = []
+    profile = ShapeProfile([Recorder(s, calls) for s in [(1, 16), (8, 16), (1, 64), (8, 64), (8, 128)]])
+    assert profile.max_length == 128 and profile.shapes == [(1, 16), (1, 64), (8, 16), (8, 64), (8, 128)]
+    rng = np.random.default_rng(0)
+    for rows, length in [(1, 5), (9, 16), (3, 17), (8, 64), (10, 100)]:
+        ids = rng.integers(1, 100, (rows, length))
+        mask = np.ones_like(ids)
+        mask[0, length // 2 :] = 0
+        calls.clear()
+        out = profile.logits(ids, mask)
+        reference = Recorder((rows, length), []).run(ids, mask)
+        np.testing.assert_array_equal(out, reference)
+        seq = min(s for s in (16, 64, 128) if s >= length)
+        assert {shape[1] for shape in calls} == {seq}
+        assert sum(shape[0] for shape in calls) >= rows
+    assert profile.bucket(9, 16) == (16, [8, 1])
+    assert profile.bucket(3, 100) == (128, [8])  # only batch 8 was built at 128
+    with pytest.raises(EngineError, match="lengths up to 128, got 129"):
+        profile.logits(np.ones((1, 129), dtype=np.int64), np.ones((1, 129), dtype=np.int64))
+
+
+def test_sentences_longer_than_the_profile_are_windowed_not_refused():
+    """predict_logits windows to the engine's longest build: a 300-character sentence
+    through a profile of length 64 still gets one logit row per character."""
+    from pipelines.runtime.predict import predict_logits
+
+    class Encoder:
+        cls_id, sep_id, pad_id = 101, 102, 0
+
+        def ids(self, chars):
+            return [1000 + ord(c) % 500 for c in chars]
+
+    profile = ShapeProfile([Recorder((4, 64), [])])
+    sentences = [list("北京" * 150), list("上海"), []]
+    logits = predict_logits(profile, sentences, Encoder(), max_length=128)
+    assert [len(x) for x in logits] == [300, 2, 0]
+    # Each character's row came from a window in which it was a real position.
+    assert (logits[0][:, 1] > 0).all()
+
+
+def test_a_profile_config_builds_its_grid_within_the_model_length_and_keeps_old_shapes():
+    from pipelines.config import ConfigError, parse_config
+
+    cfg = parse_config({"compile": {"profile": {"batch": [8, 1, 8], "seq": [256, 32, 64]}}})
+    assert cfg.compile.build_shapes([1, 256], max_length=128) == [[1, 32], [8, 32], [1, 64], [8, 64]]
+    assert cfg.compile.build_shapes([1, 256]) == [[1, 32], [8, 32], [1, 64], [8, 64], [1, 256], [8, 256]]
+    both = parse_config({"compile": {"shapes": [[1, 64]], "profile": {"batch": [1], "seq": [64, 128]}}})
+    assert both.compile.build_shapes([1, 256], 128) == [[1, 64], [1, 128]]
+    # The old single shape keeps working, and no setting at all is the export shape.
+    assert parse_config({"compile": {"shapes": [[1, 128]]}}).compile.build_shapes([1, 256], 128) == [[1, 128]]
+    assert parse_config({}).compile.build_shapes([1, 256], 128) == [[1, 256]]
+    with pytest.raises(ConfigError, match="profile.seq"):
+        parse_config({"compile": {"profile": {"seq": [0]}}})
+
+
+def test_a_compiled_profile_tags_every_batch_and_length_as_torch_does(toy_run, tmp_path):
+    """Four real builds of the toy model (batch 1 and 4, length 8 and 16) as one engine:
+    the held-out sentences, batched by length, and one sentence longer than any build
+    (windowed) get torch's tags."""
+    import shutil
+
+    from conftest import TOY_TEST
+    from pipelines.config import parse_config
+    from pipelines.data.encoding import CharEncoder, load_tokenizer
+    from pipelines.events import Reporter
+    from pipelines.modeling.models import ModelMeta, load_model
+    from pipelines.runtime.engines import TorchEngine, open_engine
+    from pipelines.runtime.predict import decode, predict_logits
+    from pipelines.stages import stage_compile
+
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(os.path.join(toy_run[0].dir, "model"), os.path.join(run_dir, "model"))
+    cfg = parse_config({"compile": {"precisions": ["fp32"], "profile": {"batch": [1, 4], "seq": [8, 16]}}})
+    stage_compile(cfg, run_dir, Reporter())
+    profile = open_engine("tvm-fp32", run_dir)
+    assert isinstance(profile, ShapeProfile) and profile.shapes == [(1, 8), (1, 16), (4, 8), (4, 16)]
+
+    model_dir = os.path.join(run_dir, "model")
+    meta, encoder = ModelMeta.load(model_dir), CharEncoder(load_tokenizer(model_dir))
+    sentences = [list(text) for text, _ in TOY_TEST] + [list("张三在北京工作，李四去了广州，王五是人民日报的记者")]
+    torch_engine = TorchEngine(load_model(model_dir)[0])
+
+    def tags(engine, batch_size):
+        logits = predict_logits(engine, sentences, encoder, meta.max_length, meta.window_stride, batch_size=batch_size)
+        return [decode(lg, meta.labels) for lg in logits]
+
+    expected = tags(torch_engine, 64)
+    for batch_size in (1, 3, 64):  # batches of 1, of 3 (one padded row), of all
+        assert tags(profile, batch_size) == expected
