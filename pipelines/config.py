@@ -161,10 +161,40 @@ class ProfileConfig(_Section):
         return sorted(set(v))
 
 
+# Named compile targets (compile.target, compile --target); "host" is this CPU, detected.
+TARGET_PRESETS: dict[str, dict] = {
+    "x86-avx512": {"kind": "llvm", "mcpu": "cascadelake"},  # AVX-512 + VNNI: Xeon since Cascade Lake, AMD Zen 4/5
+    "x86-avx2": {"kind": "llvm", "mcpu": "haswell"},  # AVX2 + FMA: most laptops, AMD Zen 2/3, Xeon before Skylake-SP
+    "aarch64": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},  # 64-bit ARM with NEON
+    "cuda": {"kind": "cuda"},  # the GPU's architecture detected at compile time
+}
+TARGET_KINDS = ("llvm", "cuda", "c", "rocm", "vulkan", "metal", "opencl", "webgpu")
+
+
+def parse_target(spec: Any) -> Any:
+    """A compile target as the config holds it: ``host``, a preset name, or a TVM target
+    dict (also as JSON text). Anything else is refused with the presets in the message."""
+    if isinstance(spec, str) and spec.strip().startswith("{"):
+        try:
+            spec = json.loads(spec)
+        except ValueError:
+            raise ValueError(f"target {spec!r} is not valid JSON") from None
+    if spec in ("host", "llvm") or (isinstance(spec, str) and spec in TARGET_PRESETS):
+        return spec
+    if isinstance(spec, dict) and spec.get("kind") in TARGET_KINDS:
+        return spec
+    if isinstance(spec, str) and spec in TARGET_KINDS:
+        return {"kind": spec}
+    raise ValueError(
+        f"unknown target {spec!r}: use host, {', '.join(TARGET_PRESETS)}, or a TVM target dict such as "
+        '{"kind": "llvm", "mcpu": "znver3"}'
+    )
+
+
 class CompileConfig(_Section):
     # Precisions to build, one artifact each (int8: static, calibrated; bf16 has no Relax pass).
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32"])
-    # "host" = LLVM for this CPU (detected), "cuda", or a TVM target dict / string.
+    # "host" = LLVM for this CPU (detected), a TARGET_PRESETS name, or a TVM target dict.
     target: Any = "host"
     # Static shapes [batch, sequence] to build; default: the export shape (without a profile).
     shapes: Optional[list[list[int]]] = None
@@ -201,6 +231,11 @@ class CompileConfig(_Section):
         shapes = [list(s) for s in self.shapes or []] + grid
         unique = [s for i, s in enumerate(shapes) if s not in shapes[:i]]
         return unique or [list(export_shape)]
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, v):
+        return parse_target(v)
 
     @field_validator("shapes")
     @classmethod

@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", default=None, help="comma-separated BATCHxSEQ list, e.g. 1x128,1x256 (default: the export shape)")
     p.add_argument("--profile", default=None, metavar="BATCHESxLENGTHS",
                    help="a shape profile, one engine of any batch and length: e.g. 1,8,32x32,64,128 builds all nine")
-    p.add_argument("--target", default=None, help="host (this CPU, default), cuda, or a TVM target string")
+    p.add_argument("--target", default=None, help="host (this CPU, default), x86-avx512, x86-avx2, aarch64, cuda, or a TVM target as JSON")
     p.add_argument("--tune-trials", type=_at_least(0, int), default=None, help="MetaSchedule trials in all (0: default schedules plus earlier records)")
     p.add_argument("--tune-minutes", type=_at_least(0.01, float), default=None, help="stop tuning after this long, keeping what was measured")
 
@@ -459,7 +459,12 @@ def cmd_compile(args) -> int:
         if not args.shape:
             cfg.compile.shapes = None  # the profile replaces the config's shapes
     if args.target:
-        cfg.compile.target = args.target
+        from pipelines.config import parse_target
+
+        try:
+            cfg.compile.target = parse_target(args.target)
+        except ValueError as err:
+            raise CliError(f"--target: {err}") from None
     if args.tune_trials is not None:
         cfg.compile.tuning.trials = args.tune_trials
     if args.tune_minutes is not None:

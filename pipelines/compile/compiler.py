@@ -57,9 +57,40 @@ def host_target(cpuinfo: str = CPUINFO) -> dict:
 
 
 def resolve_target(spec) -> dict | str:
-    if spec in (None, "host", "llvm"):
+    """``host`` (this CPU, detected), a preset (``TARGET_PRESETS``) or a TVM target dict."""
+    from pipelines.config import TARGET_PRESETS, parse_target
+
+    spec = parse_target(spec if spec is not None else "host")
+    if spec in ("host", "llvm"):
         return host_target()
-    return spec  # "cuda" (TVM detects the GPU's arch), a target string or dict
+    return dict(TARGET_PRESETS[spec]) if isinstance(spec, str) else spec
+
+
+LIBRARY_OBJECTS = "model.tar"
+# LLVM feature -> /proc/cpuinfo flag, for what a CPU must have to run an artifact.
+_NEEDED_FLAGS = {"avx2": "avx2", "fma": "fma", "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512vnni": "avx512_vnni",
+                 "avxvnni": "avx_vnni", "avx512bf16": "avx512_bf16", "avx512fp16": "avx512_fp16", "amx-int8": "amx_int8"}
+
+
+def requirements(target) -> dict:
+    """What a machine needs to run an artifact built for ``target`` (the manifest's
+    ``requires``): its architecture, the CPU flags its code uses, and the runtime."""
+    import platform
+
+    import tvm
+    from tvm.target.codegen import llvm_get_cpu_features
+
+    needs = {"tvm": tvm.__version__, "python": ["numpy"], "device": target.kind.name}
+    if target.kind.name != "llvm":
+        return needs
+    triple = str(target.attrs.get("mtriple", "") or "")
+    arch = triple.split("-")[0] if triple else platform.machine()
+    features = set(llvm_get_cpu_features(target))
+    needs.update(arch=arch, cpu_flags=sorted(flag for feature, flag in _NEEDED_FLAGS.items() if feature in features))
+    if arch != platform.machine():
+        needs["link"] = (f"{LIBRARY_OBJECTS} holds {arch} object files: tvm.runtime.load_module links them on first load "
+                         "with the device's C compiler (cc); built elsewhere, as no cross-linker was found here")
+    return needs
 
 
 def _fast_gelu(bb, call):
@@ -255,8 +286,15 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         reporter.log(f"int8: {quantization['int8_layers']} int8 linear layers, {quantization['vpdpbusd']} vpdpbusd in the code")
     compile_s = time.monotonic() - t0
 
+    needs = requirements(target)
+    # Cross-compiled code cannot be linked into a shared library here (no cross-linker):
+    # ship the object files, which the device links when it loads them.
+    library = LIBRARY_OBJECTS if "link" in needs else LIBRARY
+    if "link" in needs:
+        reporter.log(f"cross-compiled for {needs['arch']}: {needs['link']}")
+
     def write(tmp: str) -> None:
-        executable.export_library(os.path.join(tmp, LIBRARY))
+        executable.export_library(os.path.join(tmp, library))
         for name in TOKENIZER_FILES:
             src = os.path.join(request["model_dir"], name)
             if os.path.isfile(src):
@@ -281,13 +319,14 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
                     "p50_ms": end_to_end,
                 },
                 "config_hash": request.get("config_hash"),
-                "library": LIBRARY,
+                "library": library,
+                "requires": needs,
                 "quantization": quantization if precision == "int8" else None,
             },
         )
 
     replace_dir(request["out_dir"], write)
-    size_mb = os.path.getsize(os.path.join(request["out_dir"], LIBRARY)) / 2**20
+    size_mb = os.path.getsize(os.path.join(request["out_dir"], library)) / 2**20
     reporter.progress(4, steps, "steps", step="saved")
     reporter.metric("compile_s", round(compile_s, 2))
     reporter.metric("artifact_mb", round(size_mb, 2))

@@ -82,6 +82,25 @@ class TorchScriptEngine(FixedShapeEngine):
             return self.module(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy()
 
 
+def runs_here(requires: dict, machine: str | None = None, flags: set[str] | None = None) -> str:
+    """Why an artifact with the manifest's ``requires`` cannot run on this machine ("" if
+    it can): another architecture, or CPU flags its code uses that this CPU lacks (it
+    would die of an illegal instruction, not fail)."""
+    import platform
+
+    from pipelines.cpu import cpu_flags
+
+    arch = requires.get("arch")
+    machine = machine or platform.machine()
+    if arch and arch != machine:
+        return f"its code is {arch}, this machine is {machine}"
+    have = cpu_flags() if flags is None else flags
+    if not have:
+        return ""  # no /proc/cpuinfo to tell: let it try
+    lacking = sorted(set(requires.get("cpu_flags") or ()) - have)
+    return f"it uses {', '.join(lacking)}, which this CPU lacks (compile for it: --target host or x86-avx2)" if lacking else ""
+
+
 class TVMEngine(FixedShapeEngine):
     """A compiled TVM artifact (needs TVM and numpy; no torch)."""
 
@@ -93,6 +112,9 @@ class TVMEngine(FixedShapeEngine):
 
         with open(os.path.join(artifact_dir, "artifact.json"), encoding="utf-8") as f:
             self.meta = json.load(f)
+        missing = runs_here(self.meta.get("requires") or {})
+        if missing:
+            raise EngineError(f"{artifact_dir}: built for another machine: {missing}")
         device = tvm.cuda() if self.meta["target"].startswith("cuda") else tvm.cpu()
         library = tvm.runtime.load_module(os.path.join(artifact_dir, self.meta["library"]))
         self._start(library, device, self.meta["inputs"][0]["shape"], self.meta["engine"])
