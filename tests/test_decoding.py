@@ -118,7 +118,7 @@ def test_scoring_another_decoding_keeps_the_runs_own_scores(toy_run, tmp_path):
     own = os.path.join(run_dir, "eval", "test-torch.json")
     before = open(own, encoding="utf-8").read()
     labels = ModelMeta.load(os.path.join(run_dir, "model")).labels
-    scores = evaluate(run_dir, load_split("conll:" + corpus, labels), "test", Reporter(), decoder="argmax")
+    scores = evaluate(run_dir, load_split("conll:" + corpus.test, labels), "test", Reporter(), decoder="argmax")
 
     assert scores["decode"] == "argmax"
     assert open(own, encoding="utf-8").read() == before  # the run's bio scores are untouched

@@ -121,7 +121,7 @@ def test_distill_resumes_to_the_same_weights(tmp_path, monkeypatch, toy_run):
     text = tmp_path / "transfer.txt"
     text.write_text("\n".join(["张三在北京工作", "李四去了广州", "新华社报道了上海的消息"] * 4), encoding="utf-8")
     cfg = parse_config({
-        "data": {"source": "conll", "train": corpus, "dev": corpus, "test": corpus},
+        "data": {"source": "conll", "train": corpus.train, "dev": corpus.dev, "test": corpus.test},
         "model": {"preset": "tiny", "max_length": 16},
         "distill": {"teacher": teacher, "sources": [f"file:{text}"], "steps": 10, "batch_size": 4, "max_length": 16,
                     "alpha": 0.5, "checkpoint_every": 4, "holdout": 2, "threads": 2},  # alpha: both batch streams resume
