@@ -81,7 +81,7 @@ keys C-s; sleep 0.5
 show "Config editor: ctrl+s on an invalid config (refused)"
 keys C-z; sleep 0.2
 
-keys F4; wait_for "not available yet" 10
+keys F4; wait_for "Launch" 10
 keys Down Down Down; sleep 0.5          # run → train → export → eval; the target list becomes the runs
 keys l; wait_for "elapsed" 10
 wait_for "done · elapsed" 90; sleep 1
