@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from typing import Any, Literal, Optional
 
 import yaml
@@ -112,6 +113,48 @@ class EvalConfig(_Section):
     decode: Literal["argmax", "bio"] = "bio"
 
 
+class RpcConfig(_Section):
+    """Devices behind a TVM RPC tracker (``python -m tvm.exec.rpc_tracker``; each device runs
+    ``python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY``): the TVM engines of a
+    bench, or tuning's measurements, run there (``pipelines.runtime.remote``)."""
+
+    tracker: str  # HOST:PORT
+    key: str  # the devices' key: letters, digits, dot, dash, underscore
+    # How long to wait for a free device of the key before giving up.
+    wait_s: float = Field(60.0, gt=0)
+
+    @field_validator("tracker")
+    @classmethod
+    def _tracker(cls, v: str) -> str:
+        host, sep, port = v.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:9190")
+        return f"{host}:{int(port)}"
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        if not re.fullmatch(RPC_KEY_PATTERN, v):
+            raise ValueError("must be letters, digits, '.', '-' or '_' (it names result files)")
+        return v
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.tracker.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @classmethod
+    def of(cls, tracker: str, key: str, source: str = "--rpc") -> "RpcConfig":
+        """From the CLI's flags; a bad value is one ``ConfigError`` line."""
+        try:
+            return cls(tracker=tracker, key=key)
+        except ValidationError as err:
+            raise ConfigError(f"{source}: {_describe(err.errors()[0], cls)}") from None
+
+
+RPC_KEY_PATTERN = r"[A-Za-z0-9_.\-]+"
+
+
 class TuningConfig(_Section):
     # MetaSchedule trials in all (measured candidates); 0 = no tuning, but records
     # that earlier compiles measured for the same kernels are still used.
@@ -120,6 +163,8 @@ class TuningConfig(_Section):
     max_minutes: Optional[float] = Field(None, gt=0)
     # Tuning database shared by compiles; default: tuning-db/ beside the runs.
     database: Optional[str] = None
+    # Measure on a tracker's devices instead of this machine (its own database, per key).
+    rpc: Optional[RpcConfig] = None
 
 
 class QuantizeConfig(_Section):
@@ -262,6 +307,8 @@ class BenchConfig(_Section):
     corpus_passes: int = Field(3, ge=1)
     # Also N processes per engine at once, the cores split between them (aggregate sentences/s).
     instances: int = Field(1, ge=1)
+    # Run the TVM engines on a tracker's device (the others stay here): rows "tvm-fp32+rpc-KEY".
+    rpc: Optional[RpcConfig] = None
 
 
 class _TextSteps(_Section):

@@ -103,6 +103,10 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     export_meta = read_export_meta(os.path.join(run_dir, EXPORT_DIR)) or {}
     results = {}
     tuning = cfg.compile.tuning
+    if tuning.rpc is not None:  # an unreachable tracker fails here, in seconds, not in every child
+        _log_devices(tuning.rpc, "tuning measures", reporter)
+        if not tuning.trials:
+            reporter.log(f"compile.tuning.rpc with no trials: only records rpc:{tuning.rpc.key} measured before are used", level="warning")
     default_db = os.path.join(os.path.dirname(os.path.abspath(run_dir)), "tuning-db")
     quantize = None
     if "int8" in cfg.compile.precisions:  # calibrated once, for every shape
@@ -141,7 +145,11 @@ def stage_bench(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     from pipelines.evaluate.bench import benchmark, corpus_throughput
 
     bc = cfg.bench
-    report = benchmark(run_dir, bc.engines, bc.batch, bc.seq, bc.warmup, bc.iterations, bc.max_seconds, bc.threads, reporter)
+    if bc.rpc is not None:
+        _log_devices(bc.rpc, "the TVM engines run", reporter)
+        if not any(e.startswith("tvm-") for e in bc.engines):
+            reporter.log("bench.rpc: no TVM engine in bench.engines, so everything runs here", level="warning")
+    report = benchmark(run_dir, bc.engines, bc.batch, bc.seq, bc.warmup, bc.iterations, bc.max_seconds, bc.threads, reporter, bc.rpc)
     if bc.corpus:  # whole-test-set throughput over the run's eval split
         split = data_for(cfg).splits[cfg.eval.split]
         count = len(split) if bc.corpus_sentences is None else min(bc.corpus_sentences, len(split))
@@ -149,11 +157,19 @@ def stage_bench(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
         reporter.log(f"whole-split throughput: {cfg.eval.split}, {count} sentences, {bc.corpus_passes} passes per engine")
         report["corpus_split"] = cfg.eval.split
         report["corpus"], report["corpus_skipped"] = corpus_throughput(
-            run_dir, bc.engines, sentences, bc.corpus_batch, bc.corpus_passes, bc.instances, bc.threads, reporter
+            run_dir, bc.engines, sentences, bc.corpus_batch, bc.corpus_passes, bc.instances, bc.threads, reporter, bc.rpc
         )
     write_json(os.path.join(run_dir, "bench.json"), report)
     reporter.artifact("bench", os.path.join(run_dir, "bench.json"))
     return {"results": len(report["results"]), "corpus": len(report.get("corpus", []))}
+
+
+def _log_devices(rpc, what: str, reporter: Reporter) -> None:
+    """Check the tracker has devices of the key (a one-line ``RemoteError`` if not) and say where the work goes."""
+    from pipelines.runtime.remote import key_devices
+
+    d = key_devices(rpc)
+    reporter.log(f"{what} on rpc:{rpc.key} at {rpc.tracker}: {d['total']} devices, {d['free']} free")
 
 
 STAGES: dict[str, Callable[[RunConfig, str, Reporter], dict]] = {

@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command("distill")
     run_args(p)
 
+    def rpc_args(p: argparse.ArgumentParser, what: str) -> None:
+        p.add_argument("--rpc", default=None, metavar="HOST:PORT", help=f"a TVM RPC tracker: {what}")
+        p.add_argument("--rpc-key", default=None, metavar="KEY", help="the key of the tracker's devices to use (see `ner-workbench devices --rpc HOST:PORT`)")
+
     def model_command(name: str, model_help: str = "run id, name or directory", required: bool = True) -> argparse.ArgumentParser:
         p = add_command(name)
         p.add_argument("--model", required=required, help=model_help)
@@ -88,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="host (this CPU, default), x86-avx512, x86-avx2, aarch64, cuda, or a TVM target as JSON")
     p.add_argument("--tune-trials", type=_at_least(0, int), default=None, help="MetaSchedule trials in all (0: default schedules plus earlier records)")
     p.add_argument("--tune-minutes", type=_at_least(0.01, float), default=None, help="stop tuning after this long, keeping what was measured")
+    rpc_args(p, "tuning measures on the tracker's devices of --rpc-key, as many at once as are free")
 
     p = model_command("bench")
     p.add_argument("--engines", default=None, help=f"comma-separated: {', '.join(ENGINE_NAMES)}")
@@ -99,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus-sentences", type=_at_least(0, int), default=None, metavar="N",
                    help="whole-split throughput over the eval split's first N sentences only (0: skip it; default: the config's bench.corpus_sentences, all)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the report as JSON (- for stdout)")
+    rpc_args(p, "the TVM engines run on a device of --rpc-key (rows tvm-fp32+rpc-KEY), timed on its clock; the others here")
 
     data_help = "conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT] (default: the run's eval split)"
     model_or_dir = "run id, name or directory, or a model directory"
@@ -115,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decode", choices=("argmax", "bio"), default=None, help="argmax, or bio: valid BIO only (default: the run's eval.decode)")
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the scores as JSON (- for stdout)")
     p.add_argument("--errors", action="store_true", help="also print the entity errors per kind and type (missed, spurious, wrong type / boundary)")
+    rpc_args(p, "a TVM --engine runs on a device of --rpc-key, the tags decoded here (files test-tvm-fp32+rpc-KEY.*)")
 
     p = add_command("tag")
     p.add_argument("--model", required=True, help="run id, name or directory, or a model directory")
@@ -142,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add_command("runs")
     p.add_argument("--json", action="store_true")
     runs_dir_arg(p)
+
+    p = add_command("devices")
+    p.add_argument("--rpc", required=True, metavar="HOST:PORT", help="the TVM RPC tracker")
+    p.add_argument("--json", action="store_true")
 
     p = add_command("delete")
     p.add_argument("runs", nargs="*", metavar="RUN", help="run id, name (the newest such run) or directory")
@@ -429,6 +440,33 @@ def _ints(text: str, flag: str) -> list[int]:
         raise CliError(f"{flag} must be comma-separated integers, got {text!r}") from None
 
 
+def _rpc(args):
+    """--rpc HOST:PORT with --rpc-key KEY, as an ``RpcConfig``."""
+    from pipelines.config import RpcConfig
+
+    if not args.rpc or not args.rpc_key:
+        raise CliError("--rpc HOST:PORT and --rpc-key KEY go together (`ner-workbench devices --rpc HOST:PORT` lists the keys)")
+    return RpcConfig.of(args.rpc, args.rpc_key)
+
+
+def cmd_devices(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipelines.config import RpcConfig
+    from pipelines.runtime.remote import tracker_devices
+
+    devices = tracker_devices(RpcConfig.of(args.rpc, "any"))
+    if args.json:
+        print(json.dumps(devices, indent=2))
+        return 0
+    table = Table("key", "devices", "free", "requests waiting", title=f"RPC tracker {args.rpc}")
+    for d in devices:
+        table.add_row(d["key"], str(d["total"]), str(d["free"]), str(d["pending"]))
+    Console().print(table if devices else f"RPC tracker {args.rpc}: no devices")
+    return 0
+
+
 def _execute(args, run, cfg, stages: list[str], store=None) -> dict:
     """Run stages of a run in this process, rendering their events."""
     from .runner import execute
@@ -469,6 +507,8 @@ def cmd_compile(args) -> int:
         cfg.compile.tuning.trials = args.tune_trials
     if args.tune_minutes is not None:
         cfg.compile.tuning.max_minutes = args.tune_minutes
+    if args.rpc or args.rpc_key:
+        cfg.compile.tuning.rpc = _rpc(args)
     results = _execute(args, run, cfg, ["compile"])["compile"]
     out = Console()
     for name, info in results.items():
@@ -479,7 +519,8 @@ def cmd_compile(args) -> int:
             out.print(f"  tuning: {t['trials']} trials this compile, {t['records']} records in the database used")
             if t.get("kept"):  # the tuned build must beat the default one end to end
                 times = ", ".join(f"{build} {ms:.2f} ms" for build, ms in t["p50_ms"].items())
-                out.print(f"  end to end: {times} → kept the {t['kept']} build")
+                where = f" on {t['measured_on']}" if t.get("measured_on", "local") != "local" else ""
+                out.print(f"  end to end{where}: {times} → kept the {t['kept']} build")
         if meta.get("quantization"):  # int8: which layers are int8, which the budget kept fp32, and why
             from workbench.int8_report import quantization_table
 
@@ -510,6 +551,8 @@ def cmd_bench(args) -> int:
         cfg.bench.corpus = False
     elif args.corpus_sentences:
         cfg.bench.corpus, cfg.bench.corpus_sentences = True, args.corpus_sentences
+    if args.rpc or args.rpc_key:
+        cfg.bench.rpc = _rpc(args)
     _execute(args, run, cfg, ["bench"])
     from pipelines.files import read_json
 
@@ -542,6 +585,10 @@ def _print_bench(report: dict, out) -> None:
     out.print(table)
     for s in report.get("skipped", []):
         out.print(f"[dim]skipped {s['engine']} at {s['batch']}x{s['seq']}: {s['reason']}[/]")
+    for r in report["results"]:
+        if r.get("device", "local") != "local":
+            trip = f"; a call from here, inputs and logits sent: {r['roundtrip_ms']:.2f} ms p50" if r.get("roundtrip_ms") is not None else ""
+            out.print(f"[dim]{r['engine']} at {r['batch']}x{r['seq']}: timed on {r['device']}, on its clock{trip}[/]")
     _print_corpus(report, out)
 
 
@@ -612,16 +659,19 @@ def cmd_eval(args) -> int:
     from pipelines.evaluate.scoring import evaluate, score_predictions
 
     if args.predictions:
+        if args.rpc:
+            raise CliError("--predictions scores a saved file: no --rpc")
         scores = score_predictions(args.predictions, args.strict)
     else:
         if not args.model:
             raise CliError("eval needs --model RUN (or --predictions FILE)")
+        rpc = _rpc(args) if args.rpc or args.rpc_key else None
         path, run = _resolve_model(args.model, args.runs_dir)
         dataset, split, strict = _split_for(args, path, run)
         sinks = _Sinks(args.quiet)
         try:
             reporter = Reporter(*sinks, stage="eval")
-            scores = evaluate(path, dataset, split, reporter, engine_name=args.engine, strict=args.strict or strict, decoder=args.decode)
+            scores = evaluate(path, dataset, split, reporter, engine_name=args.engine, strict=args.strict or strict, decoder=args.decode, rpc=rpc)
         finally:
             sinks.close()
     if args.json_out == "-":
@@ -802,6 +852,7 @@ COMMANDS = {
     "tag": cmd_tag,
     "import": cmd_import,
     "runs": cmd_runs,
+    "devices": cmd_devices,
     "delete": cmd_delete,
     "validate": cmd_validate,
 }

@@ -58,6 +58,7 @@ COMMANDS = (
     Command("tag", "print the entities in a text, or tag a file (one sentence a line) into JSON lines"),
     Command("import", "make a run directory from another store or machine a run of this one (copied, or --in-place)"),
     Command("runs", "the run history"),
+    Command("devices", "the devices of a TVM RPC tracker, per key: how many, free, requests waiting", runs_dir=False),
     Command("delete", "delete runs: their directories and their entries in the history"),
     Command("tui", "open the terminal app (the default with no command)"),
 )

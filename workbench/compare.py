@@ -22,6 +22,13 @@ PRECISION = {
     "tvm-fp32": "fp32", "tvm-fp16": "fp16", "tvm-int8": "int8",
 }
 ENTITY_TYPES = ("PER", "LOC", "ORG")
+
+
+def precision_of(engine: str) -> str:
+    """An engine's precision, on this machine or on an RPC device (``tvm-fp32+rpc-KEY``)."""
+    from pipelines.runtime.remote import split_remote
+
+    return PRECISION.get(split_remote(engine)[0], "?")
 NO_BENCH_NOTE = "latency, throughput, compile time: no data for a run until its bench stage has run (compile first for TVM engines)"
 NOT_BUILT_NOTE = "int8 layers kept: tvm-int8 not built yet (compile --precision int8)"
 
@@ -98,7 +105,7 @@ def collect_rows(runs: Iterable[tuple[str, str, str]]) -> list[CompareRow]:
         corpus = corpus_by_engine(run_dir)
         evaluated = {r.engine for r in run_rows}
         for engine in (e for e in bench if e not in evaluated):  # benchmarked, never evaluated
-            run_rows.append(CompareRow(run_id, name, "—", engine, PRECISION.get(engine, "?")))
+            run_rows.append(CompareRow(run_id, name, "—", engine, precision_of(engine)))
         for row in run_rows:
             _add_bench(row, bench.get(row.engine))
             row.corpus_sentences_per_s = _num(corpus.get(row.engine))
@@ -135,7 +142,8 @@ def corpus_by_engine(run_dir: str) -> dict[str, float]:
 
 
 def latency_by_precision(run_dir: str) -> dict[str, float]:
-    """The fastest bench p50 (ms) per precision, for the run list."""
+    """The fastest bench p50 (ms) per precision, for the run list: this machine's (an RPC
+    device's rows, ``tvm-fp32+rpc-KEY``, have no entry in ``PRECISION``)."""
     best: dict[str, float] = {}
     for engine, result in bench_by_engine(run_dir).items():
         p50 = _num((result.get("latency_ms") or {}).get("p50"))
@@ -177,6 +185,7 @@ def _row(run_id: str, name: str, run_dir: str, path: str) -> CompareRow | None:
     if not isinstance(scores, dict) or "f1" not in scores:
         return None
     from pipelines.evaluate.scoring import parse_stem  # the file's own name, for scores that lack the fields
+    from pipelines.runtime.remote import split_remote
 
     stem = os.path.basename(path)[: -len(".json")]
     split, engine = parse_stem(stem)
@@ -184,13 +193,13 @@ def _row(run_id: str, name: str, run_dir: str, path: str) -> CompareRow | None:
     split = scores.get("split") or split or stem
     per_type = {t: float(v["f1"]) for t, v in (scores.get("per_type") or {}).items() if isinstance(v, dict) and "f1" in v}
     seconds, sentences = scores.get("seconds"), scores.get("sentences")
-    compiled = compiled_artifact(run_dir, engine) if engine.startswith("tvm-") else {}
+    compiled = compiled_artifact(run_dir, split_remote(engine)[0]) if engine.startswith("tvm-") else {}
     return CompareRow(
         run_id=run_id,
         run_name=name,
         split=split,
         engine=engine,
-        precision=PRECISION.get(engine, "?"),
+        precision=precision_of(engine),
         f1=_num(scores.get("f1")),
         accuracy=_num(scores.get("accuracy")),
         per_type_f1=per_type,

@@ -206,26 +206,42 @@ def cpu_pipeline(target, fused: bool = False, tuned: bool = False):
     return pipeline
 
 
-def faster_build(builds: dict, shape, reporter: Reporter) -> tuple[str, dict]:
+def faster_build(builds: dict, shape, reporter: Reporter, rpc: dict | None = None) -> tuple[str, dict]:
     """The name of the build with the lowest median latency end to end, and each one's.
 
     MetaSchedule times each kernel alone, in a process of its own, and keeps the
     fastest candidate per kernel; in the model the picks can lose (a mini/128 build
     with 610 trials ran 1.27x slower than the default schedules here). So the
-    tuned build must also win end to end, timed interleaved with the default."""
+    tuned build must also win end to end, timed interleaved with the default: with
+    ``rpc``, where tuning measured, on one device of the key, on its clock."""
     import numpy as np
 
     from pipelines.evaluate.bench import time_interleaved
     from pipelines.runtime.engines import TVMEngine
 
     ids, mask = np.full(shape, 100, dtype=np.int64), np.ones(shape, dtype=np.int64)
-    runners = {name: TVMEngine.from_executable(ex, shape, name) for name, ex in builds.items()}
-    for runner in runners.values():
-        runner.logits(ids, mask)  # warm-up: first-call allocation
-    times, _ = time_interleaved(runners, ids, mask, iterations=40, max_seconds=5)
+    device, where = None, ""
+    if rpc:
+        from pipelines.config import RpcConfig
+        from pipelines.runtime.remote import RemoteDevice
+
+        device = RemoteDevice(RpcConfig.model_validate(rpc))
+        where = f" on {device.label}"
+    try:
+        runners = {
+            name: device.open_executable(ex, shape, name) if device else TVMEngine.from_executable(ex, shape, name)
+            for name, ex in builds.items()
+        }
+        for runner in runners.values():
+            runner.logits(ids, mask)  # warm-up: first-call allocation
+        times, _ = time_interleaved(runners, ids, mask, iterations=40, max_seconds=5)
+    finally:
+        runners = None
+        if device is not None:
+            device.close()
     p50 = {name: round(float(np.median(ms)), 3) for name, ms in times.items()}
     best = min(p50, key=p50.get)
-    reporter.log("end to end: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in p50.items()) + f"; keeping the {best} build")
+    reporter.log(f"end to end{where}: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in p50.items()) + f"; keeping the {best} build")
     return best, p50
 
 
@@ -268,12 +284,13 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
 
         fused = fuse(mod, target)
         budget = TuningBudget(tuning.get("trials") or 0, tuning.get("max_minutes"))
-        database = tune(fused, target, database_dir(tuning["database"], target), budget, default_rules(), reporter)
+        rpc = tuning.get("rpc")  # measured on a tracker's devices: their own database
+        database = tune(fused, target, database_dir(tuning["database"], target, rpc), budget, default_rules(), reporter, rpc)
         tuning_records = len(database)
         with database:
             tuned = tvm.compile(fused, target=target, relax_pipeline=cpu_pipeline(target, fused=True, tuned=True))
         default = tvm.compile(fused, target=target, relax_pipeline=cpu_pipeline(target, fused=True))
-        kept, end_to_end = faster_build({"tuned": tuned, "default": default}, request["shape"], reporter)
+        kept, end_to_end = faster_build({"tuned": tuned, "default": default}, request["shape"], reporter, rpc)
         executable = tuned if kept == "tuned" else default
     else:
         executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
@@ -317,6 +334,7 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
                     "records": tuning_records,
                     "kept": kept,  # "tuned" or "default": whichever build ran faster end to end
                     "p50_ms": end_to_end,
+                    "measured_on": f"rpc:{tuning['rpc']['key']}" if tuning.get("rpc") else "local",
                 },
                 "config_hash": request.get("config_hash"),
                 "library": library,

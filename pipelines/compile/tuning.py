@@ -58,10 +58,12 @@ def tunable(task) -> bool:
     return not scheduled and not LAYOUT_ONLY_KERNEL.match(task.task_name)
 
 
-def database_dir(root: str, target) -> str:
-    """One database per target (records do not transfer across CPUs)."""
+def database_dir(root: str, target, rpc: dict | None = None) -> str:
+    """One database per target (records do not transfer across CPUs), and per RPC device
+    key: times measured there are that device's (``llvm-znver5-2+rpc-KEY``)."""
     key = "-".join(str(target.attrs.get(k, "")) for k in ("mcpu", "num-cores")) or "default"
-    return os.path.join(root, f"{target.kind.name}-{key}".strip("-"))
+    name = f"{target.kind.name}-{key}".strip("-")
+    return os.path.join(root, name + (f"+rpc-{rpc['key']}" if rpc else ""))
 
 
 def build_kernel(mod, target, _params):
@@ -225,9 +227,37 @@ def seed_default_schedules(tasks, defaults, database, builder, runner, reporter:
     return stored
 
 
-def tune(mod, target, db_dir: str, budget: TuningBudget, rules, reporter: Reporter):
+# Short kernels: 10 runs per measurement is enough; the default 100 ms minimum
+# per candidate would dominate a small budget.
+EVALUATOR = {"number": 10, "repeat": 1, "min_repeat_ms": 5}
+# An RPC measurement: the tracker's answer, the upload, the link on the device, the runs.
+RPC_SESSION_TIMEOUT_S = 60
+
+
+def rpc_runner(rpc: dict, reporter: Reporter):
+    """MetaSchedule's RPC runner over the tracker's devices of ``rpc['key']``, one worker per
+    device free now (each measurement takes a session on one): candidates spread over them."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from pipelines.config import RpcConfig
+    from pipelines.runtime.remote import key_devices
+
+    cfg = RpcConfig.model_validate(rpc)
+    devices = key_devices(cfg)  # a one-line RemoteError if unreachable or none of the key
+    workers = max(1, devices["free"])
+    reporter.log(f"measuring on rpc:{cfg.key} at {cfg.tracker}: {workers} workers ({devices['free']} of {devices['total']} devices free)")
+    host, port = cfg.address
+    return ms.runner.RPCRunner(
+        rpc_config=ms.runner.RPCConfig(tracker_host=host, tracker_port=port, tracker_key=cfg.key, session_timeout_sec=RPC_SESSION_TIMEOUT_S),
+        evaluator_config=ms.runner.EvaluatorConfig(**EVALUATOR),
+        max_workers=workers,
+    )
+
+
+def tune(mod, target, db_dir: str, budget: TuningBudget, rules, reporter: Reporter, rpc: dict | None = None):
     """Tune ``mod`` (fused TIR kernels, not yet scheduled) within ``budget``; returns
-    the database to build with (defaults and tuned records, best per kernel)."""
+    the database to build with (defaults and tuned records, best per kernel). With
+    ``rpc`` (an ``RpcConfig`` as a dict), candidates are measured on the tracker's devices."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
 
@@ -241,10 +271,8 @@ def tune(mod, target, db_dir: str, budget: TuningBudget, rules, reporter: Report
     tasks = [t for t, k in zip(tasks, keep) if k]
     defaults = [sch for sch, k in zip(defaults, keep) if k]
     cores = int(target.attrs.get("num-cores", os.cpu_count() or 1))
+    runner = rpc_runner(rpc, reporter) if rpc else ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(**EVALUATOR))
     builder = _pooled_builder(cores)
-    # Short kernels: 10 runs per measurement is enough; the default 100 ms minimum
-    # per candidate would dominate a small budget.
-    runner = ms.runner.LocalRunner(evaluator_config=ms.runner.EvaluatorConfig(number=10, repeat=1, min_repeat_ms=5))
     try:
         seed_default_schedules(tasks, defaults, database, builder, runner, reporter)
         if budget.trials > 0 and tasks:

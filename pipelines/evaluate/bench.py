@@ -19,6 +19,7 @@ from pipelines.layout import EXPORT_DIR, ONNX_DIR, read_export_meta
 from pipelines.modeling.models import resolve_model_dir
 from pipelines.runtime.engines import EngineError, FixedShapeEngine, compiled_artifacts, open_engine
 from pipelines.runtime.ort import DYNAMIC_FILE, FP32_FILE, STATIC_FILE
+from pipelines.runtime.remote import RemoteDevice, RemoteError, device_label, remote_name, runs_remotely, split_remote
 
 ROUNDS = 5
 PAUSE_S = 0.05
@@ -31,7 +32,8 @@ def _rss_mb() -> float:
 
 
 def _artifact_info(run_dir: str, engine: str, shape) -> tuple[float | None, float | None]:
-    """(artifact size in MB, compile/export seconds) for an engine."""
+    """(artifact size in MB, compile/export seconds) for an engine (on any device)."""
+    engine = split_remote(engine)[0]
     size = lambda p: os.path.getsize(p) / 2**20 if os.path.isfile(p) else None  # noqa: E731
     if engine == "torch":
         return size(os.path.join(resolve_model_dir(run_dir), "model.safetensors")), None
@@ -80,7 +82,8 @@ def time_interleaved(engines: dict, ids, mask, iterations: int, max_seconds: flo
 
     Rounds of short blocks, engine after engine: drift hits all alike, and the pause
     lets the previous engine's spinning thread pool (OpenMP, ORT, TVM) go idle
-    instead of stealing the cores from the next one."""
+    instead of stealing the cores from the next one. An engine on an RPC device
+    (``device_times``) is timed there, a block in one round trip, on the device's clock."""
     times = {name: [] for name in engines}
     peak = {name: 0.0 for name in engines}
     rounds = max(1, min(ROUNDS, iterations))
@@ -89,6 +92,9 @@ def time_interleaved(engines: dict, ids, mask, iterations: int, max_seconds: flo
     for r in range(rounds):
         for name, engine in engines.items():
             time.sleep(PAUSE_S)
+            if hasattr(engine, "device_times"):
+                times[name].extend(engine.device_times(ids, mask, block))
+                continue  # no memory to take: it is the device's
             for _ in range(block):
                 t0 = time.perf_counter()
                 engine.logits(ids, mask)
@@ -111,8 +117,11 @@ def benchmark(
     max_seconds: float = 10.0,
     threads: int | None = None,
     reporter: Reporter | None = None,
+    rpc=None,
 ) -> dict:
-    """``{"results": [...], "skipped": [...], "machine": {...}}`` (see docs/compiler.md, "Benchmark", for the fields)."""
+    """``{"results": [...], "skipped": [...], "machine": {...}}`` (see docs/compiler.md, "Benchmark", for the fields).
+    With ``rpc`` (an ``RpcConfig``) the TVM engines run on one device of its key, the others here;
+    each row's ``device`` says where (``local``, ``rpc:KEY``)."""
     # Engines share the cores. Each keeps its own thread-pool policy (a passive OpenMP
     # made eager torch 2.5x slower, a non-spinning ONNX Runtime 2x slower: either would
     # misstate the peer); blocks of calls with a pause between engines keep one
@@ -126,52 +135,71 @@ def benchmark(
     results, skipped = [], []
     shapes = [(b, s) for b in batches for s in seqs]
     loaded: dict = {}  # one load per engine; TVM has an artifact per shape
-    for done, (batch, seq) in enumerate(shapes):
-        ids = rng.integers(672, 7992, size=(batch, seq), dtype=np.int64)  # CJK range of the vocab
-        mask = np.ones_like(ids)
-        opened = {}
-        for name in engines:
-            key = (name, batch, seq) if name.startswith("tvm-") else name
-            try:
-                if key not in loaded:
-                    loaded[key] = open_engine(name, run_dir, threads=threads, shape=(batch, seq))
-                engine = loaded[key]
-            except (EngineError, ImportError) as err:
-                skipped.append({"engine": name, "batch": batch, "seq": seq, "reason": str(err)})
-                reporter.log(f"{name} at {batch}x{seq}: skipped ({err})", level="warning")
-                continue
-            if isinstance(engine, FixedShapeEngine) and engine.fixed_shape != (batch, seq):
-                reason = f"built for {engine.fixed_shape[0]}x{engine.fixed_shape[1]}"
-                skipped.append({"engine": name, "batch": batch, "seq": seq, "reason": reason})
-                continue
-            for _ in range(warmup):
-                engine.logits(ids, mask)
-            opened[name] = engine
-        times, peak = time_interleaved(
-            opened, ids, mask, iterations, max_seconds,
-            on_round=lambda r, rounds: reporter.progress(done * rounds + r + 1, len(shapes) * rounds, "rounds"),
-        )
-        for name, ms in times.items():
-            size, compile_s = _artifact_info(run_dir, name, (batch, seq))
-            p50 = float(np.percentile(ms, 50))
-            results.append(
-                {
+    device = RemoteDevice(rpc) if rpc is not None and any(runs_remotely(e) for e in engines) else None
+    try:
+        for done, (batch, seq) in enumerate(shapes):
+            ids = rng.integers(672, 7992, size=(batch, seq), dtype=np.int64)  # CJK range of the vocab
+            mask = np.ones_like(ids)
+            opened, roundtrip = {}, {}
+            for name in engines:
+                key = (name, batch, seq) if name.startswith("tvm-") else name
+                shown = remote_name(name, device.rpc.key) if device is not None and runs_remotely(name) else name
+                try:
+                    if key not in loaded:
+                        loaded[key] = (
+                            device.open(name, run_dir, (batch, seq)) if shown != name
+                            else open_engine(name, run_dir, threads=threads, shape=(batch, seq))
+                        )
+                    engine = loaded[key]
+                except (EngineError, ImportError) as err:
+                    if isinstance(err, RemoteError):
+                        raise  # an unreachable tracker or no free device fails the bench, never a skip
+                    skipped.append({"engine": shown, "batch": batch, "seq": seq, "reason": str(err)})
+                    reporter.log(f"{shown} at {batch}x{seq}: skipped ({err})", level="warning")
+                    continue
+                if isinstance(engine, FixedShapeEngine) and engine.fixed_shape != (batch, seq):
+                    reason = f"built for {engine.fixed_shape[0]}x{engine.fixed_shape[1]}"
+                    skipped.append({"engine": shown, "batch": batch, "seq": seq, "reason": reason})
+                    continue
+                calls = []  # wall clock: for a remote engine, a call's round trip with the transfers
+                for _ in range(warmup):
+                    t0 = time.perf_counter()
+                    engine.logits(ids, mask)
+                    calls.append((time.perf_counter() - t0) * 1000)
+                opened[shown] = engine
+                if hasattr(engine, "device_times"):
+                    roundtrip[shown] = round(float(np.median(calls)), 3) if calls else None
+            times, peak = time_interleaved(
+                opened, ids, mask, iterations, max_seconds,
+                on_round=lambda r, rounds: reporter.progress(done * rounds + r + 1, len(shapes) * rounds, "rounds"),
+            )
+            for name, ms in times.items():
+                size, compile_s = _artifact_info(run_dir, name, (batch, seq))
+                p50 = float(np.percentile(ms, 50))
+                row = {
                     "engine": name,
+                    "device": device_label(name),
                     "batch": batch,
                     "seq": seq,
                     "iterations": len(ms),
-                    "latency_ms": _percentiles(ms),
+                    "latency_ms": _percentiles(ms),  # remote: on the device's clock
                     "samples_ms": [round(x, 3) for x in ms],  # every call, for the distribution plots
                     "throughput": {
                         "sentences_per_s": round(batch * 1000 / p50, 2),
                         "tokens_per_s": round(batch * seq * 1000 / p50, 1),
                     },
-                    "peak_memory_mb": round(peak[name], 1),
+                    "peak_memory_mb": None if name in roundtrip else round(peak[name], 1),  # this process's
                     "artifact_mb": round(size, 2) if size is not None else None,
                     "compile_s": compile_s,
                 }
-            )
-            reporter.metric(f"{name}_{batch}x{seq}_p50_ms", round(p50, 3))
+                if name in roundtrip:
+                    row["roundtrip_ms"] = roundtrip[name]  # p50 of a call from here, transfers included
+                results.append(row)
+                reporter.metric(f"{name}_{batch}x{seq}_p50_ms", round(p50, 3))
+    finally:
+        loaded.clear()
+        if device is not None:
+            device.close()
     return {"results": results, "skipped": skipped, "machine": machine_info()}
 
 
@@ -210,11 +238,13 @@ class _CachedEncoder:
         return [self.known[c] for c in chars]
 
 
-def _open_for_corpus(name: str, run_dir: str, threads: int | None):
+def _open_for_corpus(name: str, run_dir: str, threads: int | None, device: RemoteDevice | None = None):
     if threads and name in ("torch", "torchscript"):
         import torch
 
         torch.set_num_threads(threads)
+    if device is not None and runs_remotely(name):
+        return device.open(name, run_dir)
     return open_engine(name, run_dir, threads=threads)
 
 
@@ -278,11 +308,12 @@ class _InProcess:
         self.engine = None
 
 
-def _instance_main(index, run_dir, name, threads, sentences, encoder, meta, batch_size, commands, results, barrier) -> None:
-    """A benchmark instance (spawned): opens its engine, warms it up, then runs one
-    whole pass per "pass" command, starting with its peers at the barrier."""
+def _instance_main(index, run_dir, name, threads, sentences, encoder, meta, batch_size, commands, results, barrier, rpc=None) -> None:
+    """A benchmark instance (spawned): opens its engine (with ``rpc``, on a device of its
+    own), warms it up, then runs one whole pass per "pass" command, starting with its
+    peers at the barrier."""
     try:
-        engine = _open_for_corpus(name, run_dir, threads)
+        engine = _open_for_corpus(name, run_dir, threads, RemoteDevice(rpc) if rpc is not None and runs_remotely(name) else None)
         corpus_pass(engine, _warmup_slice(sentences, batch_size), encoder, meta, batch_size)
     except BaseException as err:  # noqa: BLE001 (reported to the parent, which skips the engine)
         results.put((index, "error", f"{type(err).__name__}: {err}"))
@@ -306,7 +337,7 @@ class InstanceError(RuntimeError):
 class _Instances:
     """N processes of one engine, each running the whole split at once."""
 
-    def __init__(self, ctx, run_dir: str, name: str, count: int, threads: int, sentences, encoder, meta, batch_size: int) -> None:
+    def __init__(self, ctx, run_dir: str, name: str, count: int, threads: int, sentences, encoder, meta, batch_size: int, rpc=None) -> None:
         self.name, self.count = name, count
         self.barrier = ctx.Barrier(count)
         self.results = ctx.Queue()
@@ -314,7 +345,7 @@ class _Instances:
         self.procs = [
             ctx.Process(
                 target=_instance_main,
-                args=(i, run_dir, name, threads, sentences, encoder, meta, batch_size, self.commands[i], self.results, self.barrier),
+                args=(i, run_dir, name, threads, sentences, encoder, meta, batch_size, self.commands[i], self.results, self.barrier, rpc),
                 daemon=True,
                 name=f"bench-{name}-{i}",
             )
@@ -381,9 +412,12 @@ def corpus_throughput(
     instances: int = 1,
     threads: int | None = None,
     reporter: Reporter | None = None,
+    rpc=None,
 ) -> tuple[list[dict], list[dict]]:
     """(rows, skipped): per engine, the whole of ``sentences`` in one process (and, with
-    ``instances`` > 1, in that many at once), timed in interleaved passes."""
+    ``instances`` > 1, in that many at once), timed in interleaved passes. With ``rpc``,
+    the TVM engines run on devices of its key (each instance on one of its own), every
+    batch a round trip: the split's throughput from here, the network included."""
     import multiprocessing
 
     from pipelines.runtime.tvm_threads import physical_cores
@@ -405,19 +439,23 @@ def corpus_throughput(
     skipped: list[dict] = []
     ctx = multiprocessing.get_context("spawn")
     opened: dict[str, object] = {}
+    device = RemoteDevice(rpc) if rpc is not None and any(runs_remotely(e) for e in engines) else None
+    shown = {name: remote_name(name, rpc.key) if device is not None and runs_remotely(name) else name for name in engines}
     try:
         for name in engines:
             try:
-                opened[name] = _open_for_corpus(name, run_dir, threads)
+                opened[name] = _open_for_corpus(name, run_dir, threads, device)
             except (EngineError, ImportError) as err:
-                skipped.append({"engine": name, "instances": 1, "reason": str(err)})
-                reporter.log(f"{name} over the corpus: skipped ({err})", level="warning")
+                if isinstance(err, RemoteError):
+                    raise
+                skipped.append({"engine": shown[name], "instances": 1, "reason": str(err)})
+                reporter.log(f"{shown[name]} over the corpus: skipped ({err})", level="warning")
         for name, engine in opened.items():
             padding[name] = padding_efficiency(engine, sentences, encoder, meta, batch_size)
         if instances > 1:  # the instances load while this process warms its engines up
             known = _CachedEncoder(encoder, sentences)
             for name in opened:
-                runners[(name, instances)] = _Instances(ctx, run_dir, name, instances, max(1, cores // instances), sentences, known, meta, batch_size)
+                runners[(name, instances)] = _Instances(ctx, run_dir, name, instances, max(1, cores // instances), sentences, known, meta, batch_size, rpc)
         for name, engine in opened.items():
             runners[(name, 1)] = _InProcess(engine, sentences, encoder, meta, batch_size)
         opened.clear()
@@ -426,8 +464,8 @@ def corpus_throughput(
                 runners[key].ready()
             except InstanceError as err:
                 runners.pop(key).close()
-                skipped.append({"engine": key[0], "instances": key[1], "reason": str(err)})
-                reporter.log(f"{key[0]} x{key[1]} over the corpus: skipped ({err})", level="warning")
+                skipped.append({"engine": shown[key[0]], "instances": key[1], "reason": str(err)})
+                reporter.log(f"{shown[key[0]]} x{key[1]} over the corpus: skipped ({err})", level="warning")
         order = [(name, n) for n in counts for name in engines if (name, n) in runners]
         walls: dict[tuple[str, int], list[float]] = {key: [] for key in order}
         each: dict[tuple[str, int], list[list[float]]] = {key: [] for key in order}
@@ -443,14 +481,17 @@ def corpus_throughput(
                     wall, per_instance = runners[key].run_pass()
                 except InstanceError as err:
                     runners.pop(key).close()
-                    skipped.append({"engine": key[0], "instances": key[1], "reason": str(err)})
-                    reporter.log(f"{key[0]} x{key[1]} over the corpus: failed ({err})", level="warning")
+                    skipped.append({"engine": shown[key[0]], "instances": key[1], "reason": str(err)})
+                    reporter.log(f"{shown[key[0]]} x{key[1]} over the corpus: failed ({err})", level="warning")
                     continue
                 walls[key].append(wall)
                 each[key].append(per_instance)
     finally:
         for runner in runners.values():
             runner.close()
+        opened.clear()
+        if device is not None:  # the runners closed let go of its engines
+            device.close()
     rows = []
     for key in order:
         if key not in runners or not walls[key]:
@@ -458,7 +499,8 @@ def corpus_throughput(
         name, n = key
         seconds = float(np.median(walls[key]))
         row = {
-            "engine": name,
+            "engine": shown[name],
+            "device": device_label(shown[name]),
             "instances": n,
             "threads": cores if n == 1 else max(1, cores // n),  # per instance
             "batch_size": batch_size,
@@ -475,5 +517,5 @@ def corpus_throughput(
             row["instance_seconds"] = [round(float(np.median(col)), 6) for col in zip(*each[key])]
         rows.append(row)
         suffix = "" if n == 1 else f"_x{n}"
-        reporter.metric(f"{name}_corpus{suffix}_sentences_per_s", row["sentences_per_s"])
+        reporter.metric(f"{shown[name]}_corpus{suffix}_sentences_per_s", row["sentences_per_s"])
     return rows, skipped

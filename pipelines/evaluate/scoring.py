@@ -8,6 +8,7 @@ counts (``errors``: see ``errors.py``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -20,8 +21,9 @@ from pipelines.events import Reporter
 from pipelines.files import atomic_path, write_json
 from pipelines.layout import EVAL_DIR, run_decoder
 from pipelines.modeling.models import ModelError, ModelMeta, resolve_model_dir
-from pipelines.runtime.engines import ENGINE_NAMES, open_engine
+from pipelines.runtime.engines import ENGINE_NAMES, EngineError
 from pipelines.runtime.predict import decode, predict_logits
+from pipelines.runtime.remote import RemoteDevice, open_engine_on, remote_name, runs_remotely, split_remote
 
 PREDICTIONS_SUFFIX = ".predictions.jsonl"
 
@@ -35,33 +37,41 @@ def infer(
     batch_size: int = 64,
     out_path: str | None = None,
     decoder: str | None = None,
+    rpc=None,
 ) -> tuple[list, list, list, float]:
     """Run one engine over a split: (sentences, gold tags, predicted tags, seconds).
 
     Predictions are saved as JSON lines (text, gold, pred) to ``out_path``, or into
-    the run's ``eval/`` when given a run, so ``eval --predictions`` can score them."""
+    the run's ``eval/`` when given a run, so ``eval --predictions`` can score them.
+    With ``rpc`` (an ``RpcConfig``), a TVM engine runs on a device of its key and is
+    named for it (``tvm-fp32+rpc-KEY``): its files sit beside the local engine's."""
     model_dir = resolve_model_dir(run_or_model_dir)
     meta = ModelMeta.load(model_dir)
-    engine = open_engine(engine_name, run_or_model_dir)
-    encoder = CharEncoder(load_tokenizer(model_dir))
-    sentences = dataset["tokens"]
-    names = dataset.features["ner_tags"].feature.names
-    gold = [[names[t] for t in tags] for tags in dataset["ner_tags"]]
-    if set(names) != set(meta.labels):
-        raise ModelError(f"the data's labels ({', '.join(names)}) differ from the model's ({', '.join(meta.labels)})")
+    if rpc is not None and not runs_remotely(engine_name):
+        raise EngineError(f"{engine_name} runs here only: an RPC device takes the compiled TVM engines (tvm-fp32, tvm-fp16, tvm-int8)")
+    with RemoteDevice(rpc) if rpc is not None else contextlib.nullcontext() as device:  # its session ends with the run
+        engine = open_engine_on(engine_name, run_or_model_dir, device)
+        engine_name = engine.name if device is not None else engine_name
+        encoder = CharEncoder(load_tokenizer(model_dir))
+        sentences = dataset["tokens"]
+        names = dataset.features["ner_tags"].feature.names
+        gold = [[names[t] for t in tags] for tags in dataset["ner_tags"]]
+        if set(names) != set(meta.labels):
+            raise ModelError(f"the data's labels ({', '.join(names)}) differ from the model's ({', '.join(meta.labels)})")
 
-    reporter.log(f"running {engine_name} on {split_name}: {len(sentences)} sentences")
-    t0 = time.monotonic()
-    logits = predict_logits(
-        engine,
-        sentences,
-        encoder,
-        meta.max_length,
-        meta.window_stride,
-        batch_size=batch_size,
-        on_batch=lambda n, total: reporter.progress(n, total, "batches"),
-    )
-    seconds = time.monotonic() - t0
+        reporter.log(f"running {engine_name} on {split_name}: {len(sentences)} sentences")
+        t0 = time.monotonic()
+        logits = predict_logits(
+            engine,
+            sentences,
+            encoder,
+            meta.max_length,
+            meta.window_stride,
+            batch_size=batch_size,
+            on_batch=lambda n, total: reporter.progress(n, total, "batches"),
+        )
+        seconds = time.monotonic() - t0
+        del engine
     decoder = decoder or run_decoder(run_or_model_dir)
     pred = [decode(lg, meta.labels, decoder) for lg in logits]
     if out_path is None and model_dir != run_or_model_dir:
@@ -87,11 +97,14 @@ def predictions_path(run_dir: str, split_name: str, engine_name: str, decoder: s
 
 
 def parse_stem(stem: str) -> tuple[str, str]:
-    """(split, engine) of an ``eval_stem`` (SPLIT-ENGINE[@DECODER]); both may hold dashes,
-    so the engine is the longest known engine name the stem ends with ("" if none)."""
-    base = stem.split("@")[0]
+    """(split, engine) of an ``eval_stem`` (SPLIT-ENGINE[+rpc-KEY][@DECODER]); both may hold
+    dashes, so the engine is the longest known engine name the stem ends with ("" if none),
+    with its RPC device key if it ran on one (``test-tvm-fp32+rpc-pi``: test, tvm-fp32+rpc-pi)."""
+    base, key = split_remote(stem.split("@")[0])
     engine = next((e for e in sorted(ENGINE_NAMES, key=len, reverse=True) if base.endswith("-" + e)), "")
-    return (base[: -len(engine) - 1] if engine else base), engine
+    if not engine:
+        return stem.split("@")[0], ""
+    return base[: -len(engine) - 1], remote_name(engine, key) if key else engine
 
 
 def evaluate(
@@ -103,11 +116,14 @@ def evaluate(
     strict: bool = False,
     batch_size: int = 64,
     decoder: str | None = None,
+    rpc=None,
 ) -> dict:
     """Score a model on a split with one engine; saves scores and predictions when in a run.
-    ``decoder`` None: the run's ``eval.decode``."""
+    ``decoder`` None: the run's ``eval.decode``. ``rpc``: on a tracker's device (``infer``)."""
     decoder = decoder or run_decoder(run_or_model_dir)
-    _, gold, pred, seconds = infer(run_or_model_dir, dataset, split_name, reporter, engine_name, batch_size, decoder=decoder)
+    _, gold, pred, seconds = infer(run_or_model_dir, dataset, split_name, reporter, engine_name, batch_size, decoder=decoder, rpc=rpc)
+    if rpc is not None:
+        engine_name = remote_name(engine_name, rpc.key)
     scores = ner_metrics(gold, pred, strict=strict)
     scores.update(engine=engine_name, split=split_name, seconds=round(seconds, 2), decode=decoder, errors=error_counts(gold, pred))
     for key in ("f1", "precision", "recall", "accuracy"):

@@ -230,6 +230,19 @@ def _shape_key(path: str) -> tuple[int, int]:
     return int(seq), -int(batch)
 
 
+def tvm_artifacts(name: str, run_or_model_dir: str, shape=None) -> list[str]:
+    """A TVM engine's artifact directories in a run (``compiled_artifacts``); an
+    ``EngineError`` naming the command that builds them when there are none."""
+    from pipelines.modeling.models import resolve_model_dir
+
+    in_run = resolve_model_dir(run_or_model_dir) != run_or_model_dir
+    artifacts = compiled_artifacts(run_or_model_dir, name, shape) if in_run else []
+    if not artifacts:
+        precision = name.split("-", 1)[1]
+        raise EngineError(f"no {name} artifact for this model: run `ner-workbench compile --model RUN --precision {precision}` first")
+    return artifacts
+
+
 def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, shape=None):
     """An engine by its product-wide name, for a run (or a bare model directory). A TVM
     engine compiled at several shapes opens as one ``ShapeProfile`` of them all, unless
@@ -257,12 +270,7 @@ def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, sh
             return OrtEngine(path, name, threads)
         return OrtEngine(onnx_model(model_dir, out_dir, int8=name == "ort-int8"), name, threads)
     if name.startswith("tvm-"):
-        artifacts = compiled_artifacts(run_or_model_dir, name, shape) if in_run else []
-        if not artifacts:
-            precision = name.split("-", 1)[1]
-            raise EngineError(
-                f"no {name} artifact for this model: run `ner-workbench compile --model RUN --precision {precision}` first"
-            )
+        artifacts = tvm_artifacts(name, run_or_model_dir, shape)
         if shape is not None or len(artifacts) == 1:
             return TVMEngine(artifacts[0], threads)
         configure_tvm_threads(threads)  # one pool for all of them
