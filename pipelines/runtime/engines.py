@@ -230,6 +230,14 @@ def _shape_key(path: str) -> tuple[int, int]:
     return int(seq), -int(batch)
 
 
+def artifacts_engine(artifacts: list[str], shape, open_one):
+    """The engine over a TVM engine's artifacts: the one ``shape`` picked (or the only
+    one) opened with ``open_one``, else a ``ShapeProfile`` of them all."""
+    if shape is not None or len(artifacts) == 1:
+        return open_one(artifacts[0])
+    return ShapeProfile([open_one(path) for path in artifacts])
+
+
 def tvm_artifacts(name: str, run_or_model_dir: str, shape=None) -> list[str]:
     """A TVM engine's artifact directories in a run (``compiled_artifacts``); an
     ``EngineError`` naming the command that builds them when there are none."""
@@ -270,9 +278,5 @@ def open_engine(name: str, run_or_model_dir: str, threads: int | None = None, sh
             return OrtEngine(path, name, threads)
         return OrtEngine(onnx_model(model_dir, out_dir, int8=name == "ort-int8"), name, threads)
     if name.startswith("tvm-"):
-        artifacts = tvm_artifacts(name, run_or_model_dir, shape)
-        if shape is not None or len(artifacts) == 1:
-            return TVMEngine(artifacts[0], threads)
-        configure_tvm_threads(threads)  # one pool for all of them
-        return ShapeProfile([TVMEngine(path, threads) for path in artifacts])
+        return artifacts_engine(tvm_artifacts(name, run_or_model_dir, shape), shape, lambda path: TVMEngine(path, threads))
     raise EngineError(f"unknown engine {name!r} (one of: {', '.join(ENGINE_NAMES)})")

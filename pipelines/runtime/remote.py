@@ -31,7 +31,7 @@ import tempfile
 import numpy as np
 
 from pipelines.config import RPC_KEY_PATTERN, RpcConfig
-from pipelines.runtime.engines import EngineError, FixedShapeEngine, ShapeProfile, open_engine, tvm_artifacts
+from pipelines.runtime.engines import EngineError, FixedShapeEngine, artifacts_engine, open_engine, tvm_artifacts
 
 CONNECT_TIMEOUT_S = 5.0  # to reach the tracker, and for each of its answers
 REMOTE_MARK = "+rpc-"
@@ -259,10 +259,7 @@ class RemoteDevice:
 
     def open(self, name: str, run_or_model_dir: str, shape=None):
         """A TVM engine of a run on this device (several shapes: one ``ShapeProfile``)."""
-        artifacts = tvm_artifacts(name, run_or_model_dir, shape)
-        if shape is None and len(artifacts) > 1:
-            return ShapeProfile([self._open_artifact(a) for a in artifacts])
-        return self._open_artifact(artifacts[0])
+        return artifacts_engine(tvm_artifacts(name, run_or_model_dir, shape), shape, self._open_artifact)
 
     def _open_artifact(self, artifact_dir: str) -> RemoteTVMEngine:
         with open(os.path.join(artifact_dir, "artifact.json"), encoding="utf-8") as f:
