@@ -31,6 +31,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class AugmentConfig(_Section):
+    # Mention swapping: `copies` more of each train sentence with entities, each entity
+    # swapped at chance `rate` for a name of its type from the lexicon: jieba (its
+    # dictionary's nr/ns/nt words) or file:PATH in its `WORD FREQUENCY POS` format.
+    lexicon: str = "jieba"
+    copies: int = Field(1, ge=1, le=10)
+    rate: float = Field(0.5, gt=0, le=1)
+
+
 class DataConfig(_Section):
     # msra: embedded MSRA corpus; hub: a Hugging Face dataset id; conll: local `char tag` files
     source: Literal["msra", "hub", "conll"] = "msra"
@@ -45,6 +54,11 @@ class DataConfig(_Section):
     dev_fraction: float = Field(0.05, gt=0, lt=1)
     # Cap sentences per split (quick experiments and tests); null = all.
     max_sentences: Optional[int] = Field(None, ge=1)
+    # More labelled text for training only: peoples_daily_1998 (embedded; silver
+    # labels from its POS tags, partial where they cannot decide) or conll:PATH.
+    # Sentences sharing text with the dev or test split are dropped (counted in the log).
+    extra_train: list[str] = Field(default_factory=list)
+    augment: Optional[AugmentConfig] = None
 
     @model_validator(mode="after")
     def _source_needs(self) -> "DataConfig":

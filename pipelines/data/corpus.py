@@ -24,6 +24,7 @@ Sentence = list[str]
 _POS_TAG = re.compile(r"/[A-Za-z]+")
 _COMPOUND_END = re.compile(r"\][A-Za-z]+")
 LEAK_NGRAM = 12
+CONTAINED_MIN = 8
 
 
 def peoples_daily_1998() -> list[Sentence]:
@@ -68,14 +69,24 @@ def load_corpus(names: Sequence[str]) -> list[Sentence]:
     return sentences
 
 
-def drop_leaks(sentences: Iterable[Sentence], test_texts: Iterable[str], n: int = LEAK_NGRAM) -> tuple[list[Sentence], int]:
-    """Sentences sharing no ``n``-character window with any test text; and how many were dropped."""
+def shares_text(texts: Iterable[str], test_texts: Iterable[str], n: int = LEAK_NGRAM) -> list[bool]:
+    """For each text: does it share an ``n``-character window with a test text, hold a
+    whole shorter test text of at least ``CONTAINED_MIN`` characters, or equal one
+    (``（全文另发）`` drops only itself)?"""
+    test_texts = list(test_texts)
     grams = {t[i : i + n] for t in test_texts for i in range(len(t) - n + 1)}
-    kept, dropped = [], 0
-    for words in sentences:
-        text = "".join(words)
-        if any(text[i : i + n] in grams for i in range(len(text) - n + 1)):
-            dropped += 1
-        else:
-            kept.append(words)
-    return kept, dropped
+    short = {t for t in test_texts if len(t) < n}
+
+    def leaks(text: str) -> bool:
+        if text in short or any(text[i : i + n] in grams for i in range(len(text) - n + 1)):
+            return True
+        return any(text[i : i + k] in short for k in range(CONTAINED_MIN, n) for i in range(len(text) - k + 1))
+
+    return [leaks(text) for text in texts]
+
+
+def drop_leaks(sentences: Iterable[Sentence], test_texts: Iterable[str], n: int = LEAK_NGRAM) -> tuple[list[Sentence], int]:
+    """Sentences that share no text with any test text (``shares_text``); and how many were dropped."""
+    sentences = list(sentences)
+    leaks = shares_text(("".join(words) for words in sentences), test_texts, n)
+    return [s for s, leak in zip(sentences, leaks) if not leak], sum(leaks)

@@ -21,11 +21,16 @@ from pipelines import resources
 
 # U+FF10-FF19, U+FF21-FF3A, U+FF41-FF5A -> 0-9, A-Z, a-z. Full-width punctuation stays:
 # it is the norm in Chinese text and in MSRA (which has "％" and never "%").
-_ASCII_FORM = {
+ASCII_FORM = {
     chr(code): chr(code - 0xFEE0)
     for start, end in (("０", "９"), ("Ａ", "Ｚ"), ("ａ", "ｚ"))
     for code in range(ord(start), ord(end) + 1)
 }
+
+
+# The label id with no loss (cross-entropy ignore_index): [CLS], [SEP], padding,
+# unmasked pretraining positions and unsure silver characters.
+IGNORE = -100
 
 
 def load_tokenizer(name_or_dir: str | None = None):
@@ -61,7 +66,7 @@ class CharEncoder:
     def char_id(self, char: str) -> int:
         cached = self._cache.get(char)
         if cached is None:
-            pieces = self.tokenizer.tokenize(_ASCII_FORM.get(char, char)) if char.strip() else []
+            pieces = self.tokenizer.tokenize(ASCII_FORM.get(char, char)) if char.strip() else []
             # One piece: its id. Several (rare symbols) or none (spaces, controls): [UNK].
             cached = self.tokenizer.convert_tokens_to_ids(pieces[0]) if len(pieces) == 1 else self.unk_id
             self._cache[char] = cached

@@ -15,14 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.config import RunConfig
-from pipelines.data.encoding import CharEncoder, load_tokenizer, pad_batch
+from pipelines.data.encoding import IGNORE, CharEncoder, load_tokenizer, pad_batch
 from pipelines.events import Reporter
 from pipelines.files import replace_dir, write_json
 from pipelines.modeling.models import ModelMeta, bert_config, parameter_count, save_model
 from pipelines.training.loop import BatchStream, Stage, StepLoop, StepResult
 from pipelines.training.optim import StageClock, autocast, make_optimizer, resolve_precision
 
-IGNORE = -100
 PRETRAINED_DIR, CHECKPOINT_DIR = "pretrained", "pretrain-checkpoint"
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipelines.config import RunConfig
-from pipelines.data.encoding import CharEncoder, pad_batch, window_spans
+from pipelines.data.encoding import IGNORE, CharEncoder, pad_batch, window_spans
+from pipelines.data.extra import extra_training, swapped_mentions
 from pipelines.data.loaders import NerData
 from pipelines.evaluate.metrics import ner_metrics
 from pipelines.events import Reporter
@@ -23,7 +24,6 @@ from pipelines.runtime.predict import decode, predict_logits
 from pipelines.training.loop import BatchStream, Stage, StepLoop, StepResult
 from pipelines.training.optim import StageClock, autocast, make_optimizer, resolve_precision
 
-IGNORE = -100  # label for [CLS], [SEP] and padding: no loss there
 CHECKPOINT_DIR = "train-checkpoint"
 
 
@@ -103,6 +103,18 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
     encoder = CharEncoder(tokenizer)
     train_split, dev_split = data.splits["train"], data.splits["dev"]
     examples = make_examples(train_split["tokens"], train_split["ner_tags"], encoder, mc.max_length, mc.window_stride)
+    extra_counts = {}
+    if cfg.data.extra_train:
+        extra = extra_training(cfg.data.extra_train, data)
+        reporter.log(f"extra training text: {extra.summary()}")
+        examples += make_examples(extra.tokens, extra.label_ids, encoder, mc.max_length, mc.window_stride)
+        extra_counts = extra.counts
+    if cfg.data.augment:
+        swapped, sizes = swapped_mentions(cfg.data.augment, data, cfg.seed)
+        reporter.log(f"mention swapping: {len(swapped.tokens)} sentences, lexicon {cfg.data.augment.lexicon} "
+                     + ", ".join(f"{n} {etype}" for etype, n in sizes.items()))
+        examples += make_examples(swapped.tokens, swapped.label_ids, encoder, mc.max_length, mc.window_stride)
+        extra_counts["mention_swap"] = {"sentences": len(swapped.tokens), **sizes}
     dev_sentences = dev_split["tokens"]
     dev_gold = [[labels[t] for t in tags] for tags in dev_split["ner_tags"]]
 
@@ -174,4 +186,5 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
         "parameters": params,
         "precision": precision,
         "stop_reason": stop_reason,
+        "extra_train": extra_counts,
     }

@@ -1,0 +1,137 @@
+"""A gazetteer of person, place and organisation names from a POS-tagged word list
+(jieba's 349k-word dictionary by default: ``WORD FREQUENCY POS`` a line, ``nr`` /
+``ns`` / ``nt`` for the three types), and mention swapping with it: a training
+sentence again with its entities replaced by other names of the same type, so the
+model learns the contexts and shapes of names rather than the names it has seen.
+
+jieba's list is noisy (``巫婆/nr``, ``龟年鹤寿/ns``), so only entries shaped like a
+name of their type are kept: persons of 2-3 characters starting with a surname seen
+in the training data, places and organisations ending in a place or organisation
+head (省, 县, 江 ...; 大学, 公司, 委员会 ...).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass
+from typing import Sequence
+
+from pipelines import resources
+from pipelines.data.loaders import DataError, Sentence
+from pipelines.data.silver import ORG_HEADS, PLACE_HEADS
+
+POS_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
+_HAN = re.compile(r"^[\u4e00-\u9fff]+$")
+# Natural features and city parts besides the administrative heads.
+LOC_HEADS = PLACE_HEADS + ("江", "河", "湖", "海", "湾", "山", "岛", "港", "岭", "峡", "城", "洲", "半岛", "平原", "盆地", "高原")
+MIN_SURNAME_COUNT = 5  # a surname: the first character of this many training PER mentions
+
+
+@dataclass
+class Gazetteer:
+    names: dict[str, list[str]]  # type -> names
+
+    def sizes(self) -> dict[str, int]:
+        return {etype: len(names) for etype, names in self.names.items()}
+
+
+def jieba_dictionary() -> str:
+    return resources.package_file("jieba", "jieba", "dict.txt")
+
+
+def read_pos_words(path: str) -> list[tuple[str, str]]:
+    """(word, POS) of a ``WORD FREQUENCY POS`` list; a line of another shape is an
+    error naming the file and line."""
+    words = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                parts = line.split()
+                if not parts:
+                    continue
+                if len(parts) != 3 or not parts[1].isdigit():
+                    raise DataError(f"{path}:{lineno}: expected 'WORD FREQUENCY POS', got {line.strip()!r}")
+                words.append((parts[0], parts[2]))
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such lexicon file") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    return words
+
+
+def surnames(sentences: Sequence[Sentence]) -> set[str]:
+    """First characters of the 2-3 character PER mentions, those seen often enough."""
+    first = Counter()
+    for chars, tags in sentences:
+        for start, end, etype in mentions(tags):
+            if etype == "PER" and 2 <= end - start <= 3:
+                first[chars[start]] += 1
+    return {ch for ch, n in first.items() if n >= MIN_SURNAME_COUNT}
+
+
+def gazetteer(words: list[tuple[str, str]], family_names: set[str]) -> Gazetteer:
+    names: dict[str, set[str]] = {etype: set() for etype in POS_TYPES.values()}
+    for word, pos in words:
+        etype = POS_TYPES.get(pos)
+        if etype is None or not _HAN.match(word):
+            continue
+        if etype == "PER":
+            keep = 2 <= len(word) <= 3 and word[0] in family_names
+        elif etype == "LOC":
+            keep = 2 <= len(word) <= 8 and word.endswith(LOC_HEADS)
+        else:
+            keep = 3 <= len(word) <= 12 and word.endswith(ORG_HEADS)
+        if keep:
+            names[etype].add(word)
+    return Gazetteer({etype: sorted(found) for etype, found in names.items()})
+
+
+def load_gazetteer(source: str, train: Sequence[Sentence]) -> Gazetteer:
+    """``jieba`` (its dictionary, installed with it) or ``file:PATH`` in its format."""
+    if source == "jieba":
+        try:
+            path = jieba_dictionary()
+        except resources.MissingResource as err:
+            raise DataError(f"the jieba lexicon is missing: {err}") from None
+    elif source.startswith("file:"):
+        path = source[len("file:") :]
+    else:
+        raise DataError(f"unknown lexicon {source!r} (use jieba or file:PATH)")
+    return gazetteer(read_pos_words(path), surnames(train))
+
+
+def mentions(tags: Sequence[str]) -> list[tuple[int, int, str]]:
+    """(start, end, TYPE) of each BIO entity."""
+    out, i = [], 0
+    while i < len(tags):
+        if tags[i].startswith("B-"):
+            etype, j = tags[i][2:], i + 1
+            while j < len(tags) and tags[j] == "I-" + etype:
+                j += 1
+            out.append((i, j, etype))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def swap_mentions(sentence: Sentence, gaz: Gazetteer, rate: float, rng: random.Random) -> Sentence | None:
+    """The sentence with each entity, at chance ``rate``, replaced by a gazetteer name of
+    its type; None if nothing was swapped."""
+    chars, tags = sentence
+    out_chars: list[str] = []
+    out_tags: list[str] = []
+    at, swapped = 0, False
+    for start, end, etype in mentions(tags):
+        pool = gaz.names.get(etype)
+        if not pool or rng.random() >= rate:
+            continue
+        name = rng.choice(pool)
+        out_chars += chars[at:start] + list(name)
+        out_tags += list(tags[at:start]) + ["B-" + etype] + ["I-" + etype] * (len(name) - 1)
+        at, swapped = end, True
+    if not swapped:
+        return None
+    return out_chars + chars[at:], out_tags + list(tags[at:])
