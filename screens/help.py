@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 KEYS = [
-    ("F2 … F6", "everywhere", "Runs · Config · Jobs · Highlighter (Tag) · Compare"),
+    ("F2 … F7", "everywhere", "Runs · Config · Jobs · Highlighter (Tag) · Compare · Devices"),
     ("F1", "everywhere", "this help (again, or escape: close)"),
     ("ctrl+p", "everywhere", "command palette: screens, quickstart, exports"),
     ("ctrl+q", "everywhere", "quit (jobs keep running; they show again next time)"),
@@ -33,6 +33,7 @@ KEYS = [
     ("s", "Compare", "sort by the cursor's column (again: reverse), or click a header"),
     ("m / c", "Compare", "export the table as Markdown / CSV into the runs directory"),
     ("r", "Runs, Compare", "reload"),
+    ("enter / r", "Devices", "ask the RPC tracker (HOST:PORT) for its devices per key"),
 ]
 NOTE = (
     "Every action runs as its own job (a subprocess): a crash or cancel never takes the app down. "

@@ -1,4 +1,5 @@
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -157,3 +158,94 @@ def toy_run(tmp_path_factory):
     events = []
     results = execute(cfg, store, run, cfg.stages, [events.append])
     return run, results, events, corpus, str(root / "runs")
+
+
+# -- a TVM RPC tracker and its devices on 127.0.0.1 (test_rpc, test_tui_devices) -------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop_group(proc) -> None:
+    """The process and everything it started (its session's sessions, TVM's popen workers)."""
+    import signal
+    import subprocess
+
+    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def wait_free(rpc, count: int, timeout: float = 60.0) -> dict:
+    """Until the tracker has ``count`` free devices of the key (a session just ended goes back
+    to the free list when its server registers again)."""
+    import time
+
+    from pipelines.runtime.remote import RemoteError, Tracker
+
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            with Tracker(rpc) as tracker:
+                last = {d["key"]: d for d in tracker.devices()}.get(rpc.key)
+            if last and last["free"] >= count:
+                return last
+        except RemoteError as err:
+            last = str(err)
+        time.sleep(0.25)
+    raise AssertionError(f"the tracker never had {count} free devices of {rpc.key!r}: {last}")
+
+
+@contextmanager
+def rpc_tracker(logs, servers: int, key: str):
+    """An RPC tracker and ``servers`` servers of ``key``, each in a process group of its own,
+    their logs in the directory ``logs``; the servers size TVM's pool as this process does,
+    so times compare. Yields the tracker's ``RpcConfig`` once all the devices are free."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from pipelines.config import RpcConfig
+    from pipelines.runtime.tvm_threads import SPIN_COUNT, physical_cores
+
+    env = {**os.environ, "TVM_NUM_THREADS": str(physical_cores()), "TVM_THREAD_POOL_SPIN_COUNT": SPIN_COUNT}
+    procs = []
+
+    def start(name, *args):
+        log = open(os.path.join(str(logs), f"{name}.log"), "wb")
+        procs.append(subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+
+    try:
+        port = free_port()
+        start("tracker", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))
+        deadline = time.monotonic() + 60
+        while True:  # its port first: a server that finds no tracker retries only every 5 s
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or procs[0].poll() is not None:
+                    with open(os.path.join(str(logs), "tracker.log"), encoding="utf-8", errors="replace") as f:
+                        raise AssertionError(f.read()[-2000:])
+                time.sleep(0.2)
+        for i in range(servers):
+            server_port = free_port()
+            start(f"server{i}", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", key,
+                  "--host", "127.0.0.1", "--port", str(server_port), "--port-end", str(server_port + 1))
+        rpc = RpcConfig(tracker=f"127.0.0.1:{port}", key=key, wait_s=60)
+        wait_free(rpc, servers, timeout=90)
+        yield rpc
+    finally:
+        for proc in reversed(procs):
+            stop_group(proc)

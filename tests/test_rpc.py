@@ -6,93 +6,20 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 
 import pytest
 
-from conftest import copy_run
+from conftest import copy_run, free_port, rpc_tracker, wait_free
 
 KEY = "test"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """The process and everything it started (its session's sessions, TVM's popen workers)."""
-    for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait)
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def _wait_free(rpc, count: int, timeout: float = 60.0) -> dict:
-    """Until the tracker has ``count`` free devices of the key (a session just ended goes back
-    to the free list when its server registers again)."""
-    from pipelines.runtime.remote import RemoteError, Tracker
-
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        try:
-            with Tracker(rpc) as tracker:
-                last = {d["key"]: d for d in tracker.devices()}.get(rpc.key)
-            if last and last["free"] >= count:
-                return last
-        except RemoteError as err:
-            last = str(err)
-        time.sleep(0.25)
-    raise AssertionError(f"the tracker never had {count} free devices of {rpc.key!r}: {last}")
-
-
 @pytest.fixture(scope="module")
 def tracker(tmp_path_factory):
-    """An RPC tracker and two servers of key "test", each in a process group of its own;
-    the servers size TVM's pool as this process does, so times compare."""
-    from pipelines.config import RpcConfig
-    from pipelines.runtime.tvm_threads import SPIN_COUNT, physical_cores
-
-    logs = tmp_path_factory.mktemp("rpc")
-    env = {**os.environ, "TVM_NUM_THREADS": str(physical_cores()), "TVM_THREAD_POOL_SPIN_COUNT": SPIN_COUNT}
-    procs = []
-
-    def start(name, *args):
-        log = open(logs / f"{name}.log", "wb")
-        procs.append(subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
-
-    try:
-        port = _free_port()
-        start("tracker", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port), "--port-end", str(port + 1))
-        deadline = time.monotonic() + 60
-        while True:  # its port first: a server that finds no tracker retries only every 5 s
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and procs[0].poll() is None, (logs / "tracker.log").read_text()[-2000:]
-                time.sleep(0.2)
-        for i in range(2):
-            server_port = _free_port()
-            start(f"server{i}", "tvm.exec.rpc_server", "--tracker", f"127.0.0.1:{port}", "--key", KEY,
-                  "--host", "127.0.0.1", "--port", str(server_port), "--port-end", str(server_port + 1))
-        rpc = RpcConfig(tracker=f"127.0.0.1:{port}", key=KEY, wait_s=60)
-        _wait_free(rpc, 2, timeout=90)
+    """An RPC tracker and two servers of key "test" (``conftest.rpc_tracker``)."""
+    with rpc_tracker(tmp_path_factory.mktemp("rpc"), servers=2, key=KEY) as rpc:
         yield rpc
-    finally:
-        for proc in reversed(procs):
-            _stop(proc)
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +84,7 @@ def test_a_remote_eval_tags_as_the_local_engine_and_keeps_its_own_files(tracker,
     from workbench.compare import collect_rows
 
     run_dir, runs_dir = remote_run
-    _wait_free(tracker, 1)
+    wait_free(tracker, 1)
     local = evaluate_run(run_dir, "tvm-fp32")
     rc, _ = _cli("eval", "--model", run_dir, "--runs-dir", runs_dir, "--engine", "tvm-fp32",
                  "--rpc", tracker.tracker, "--rpc-key", KEY, "--json", "-", "--quiet")
@@ -180,7 +107,7 @@ def test_tuning_measures_on_both_devices_and_the_compile_uses_its_records(tracke
     from pipelines.stages import stage_compile
 
     run_dir, _ = remote_run
-    _wait_free(tracker, 2)
+    wait_free(tracker, 2)
     database = str(tmp_path / "tuning-db")
     rpc = tracker.model_dump()
     cfg = parse_config({"export": {"shape": [1, 16]},
@@ -206,7 +133,7 @@ def test_an_unreachable_tracker_fails_in_seconds_with_its_address(remote_run, ca
     from workbench.store import RunStore
 
     run_dir, runs_dir = remote_run
-    address = f"127.0.0.1:{_free_port()}"  # nothing listens there
+    address = f"127.0.0.1:{free_port()}"  # nothing listens there
     rc, seconds = _cli("bench", "--model", run_dir, "--runs-dir", runs_dir, "--engines", "tvm-fp32", "--batch", "1", "--seq", "16",
                        "--corpus-sentences", "0", "--rpc", address, "--rpc-key", KEY, "--quiet")
     err = capsys.readouterr().err
@@ -230,7 +157,7 @@ def test_no_device_of_the_key_or_none_free_in_time_says_so(tracker):
 
     with pytest.raises(RemoteError, match=r"has no device with key 'nope' \(keys: test \(2\)\)"):
         RemoteDevice(tracker.model_copy(update={"key": "nope"})).session  # noqa: B018 - the property opens it
-    _wait_free(tracker, 2)
+    wait_free(tracker, 2)
     held = [RemoteDevice(tracker) for _ in range(2)]
     try:
         for device in held:
@@ -242,7 +169,7 @@ def test_no_device_of_the_key_or_none_free_in_time_says_so(tracker):
     finally:
         for device in held:
             device.close()
-    _wait_free(tracker, 2)
+    wait_free(tracker, 2)
 
 
 def test_remote_names_parse_back_where_eval_files_are_read():

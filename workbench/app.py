@@ -1,4 +1,4 @@
-"""The Textual app: five screens (modes) over one :class:`~workbench.backend.Backend`.
+"""The Textual app: six screens (modes) over one :class:`~workbench.backend.Backend`.
 
 Nothing here computes: screens load data and models in worker threads, and jobs
 run as subprocesses. Importing this module never imports torch (``scripts/measure_tui.py``).
@@ -14,6 +14,7 @@ from textual.screen import Screen
 
 from screens.compare import CompareScreen
 from screens.config_editor import ConfigEditorScreen
+from screens.devices import DevicesScreen
 from screens.help import HelpScreen
 from screens.highlighter import HighlighterScreen
 from screens.jobs import JobsScreen
@@ -21,7 +22,7 @@ from screens.runs import RunsScreen
 
 from .backend import Backend
 
-SCREEN_TITLES = {"runs": "Runs", "config": "Config", "jobs": "Jobs", "tag": "Highlighter", "compare": "Compare"}
+SCREEN_TITLES = {"runs": "Runs", "config": "Config", "jobs": "Jobs", "tag": "Highlighter", "compare": "Compare", "devices": "Devices"}
 
 
 class WorkbenchApp(App):
@@ -38,6 +39,7 @@ class WorkbenchApp(App):
         "jobs": JobsScreen,
         "tag": HighlighterScreen,
         "compare": CompareScreen,
+        "devices": DevicesScreen,
     }
     DEFAULT_MODE = "runs"
     # Function keys are priority bindings so that text areas never swallow them.
@@ -48,6 +50,7 @@ class WorkbenchApp(App):
         Binding("f4", "switch_mode('jobs')", "Jobs", priority=True),
         Binding("f5", "switch_mode('tag')", "Tag", priority=True),
         Binding("f6", "switch_mode('compare')", "Compare", priority=True),
+        Binding("f7", "switch_mode('devices')", "Devices", priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True),
     ]
 

@@ -24,6 +24,7 @@ from .config_files import REPO_CONFIGS, TEMPLATES, Template, check_config_text, 
 from .jobs import Job, list_jobs, start_job
 
 NOT_BUILT = "not available yet"
+RPC_ENV = "NER_WORKBENCH_RPC"  # the Devices screen's tracker, HOST:PORT
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -321,6 +322,21 @@ class Backend:
         from pipelines.evaluate.errors import diff_predictions
 
         return diff_predictions(path_a, path_b)
+
+    # -- RPC devices -------------------------------------------------------------
+    def default_tracker(self) -> str:
+        """The TVM RPC tracker to list first: ``$NER_WORKBENCH_RPC`` (HOST:PORT), else none."""
+        return os.environ.get(RPC_ENV, "").strip()
+
+    def tracker_devices(self, address: str) -> list[dict]:
+        """The devices of the TVM RPC tracker at ``address`` (HOST:PORT), per key: ``key``,
+        ``total``, ``free``, ``pending`` (as ``ner-workbench devices``). A malformed address
+        is a ``ConfigError``, a tracker that cannot be asked a ``RemoteError``, within about
+        5 s: each one line naming it. Blocks on the network: call from a worker thread."""
+        from pipelines.config import RpcConfig
+        from pipelines.runtime.remote import tracker_devices
+
+        return tracker_devices(RpcConfig.of(address, "any", source="RPC"))  # listing needs no key
 
 
 @dataclass(frozen=True)
