@@ -1,4 +1,4 @@
-"""int8 benchmark: TVM int8 (VNNI) against fp32 and ONNX Runtime dynamic / static int8.
+"""int8 benchmark: TVM int8 (the target ISA's kernel) against fp32 and ONNX Runtime dynamic / static int8.
 
 For a trained run (default: the quickstart model, copied, never modified) and a
 random-weight preset: compiles tvm-fp32 and tvm-int8 at 1 x SEQ, scores entity F1 on
@@ -84,7 +84,7 @@ def main() -> int:
             compiled = stage_compile(cfg, run_dir, log)
             entry["compile"] = compiled
             quant = read_json(os.path.join(run_dir, "compiled", f"tvm-int8-1x{args.seq}", "artifact.json"))["quantization"]
-            entry["quantization"] = {k: quant[k] for k in ("budget", "keep_fp32", "int8_layers", "vpdpbusd", "settings")}
+            entry["quantization"] = {k: quant.get(k) for k in ("budget", "keep_fp32", "int8_layers", "kernel", "weight_bits", "vpdpbusd", "vpmaddubsw", "settings")}
         if label == "trained" and not args.skip_f1:
             test = data_for(cfg).splits["test"]
             entry.setdefault("f1", {})

@@ -1,4 +1,4 @@
-"""int8 compile path: the VNNI kernel, the Relax rewrite on the toy model, the accuracy budget."""
+"""int8 compile path: the kernels per ISA, the Relax rewrite on the toy model, the accuracy budget."""
 
 import json
 import os
@@ -15,77 +15,106 @@ from pipelines.compile.quantize import int8_linear_reference
 from conftest import copy_run, evaluate_run
 
 
-def _has_vnni() -> bool:
-    """Whether this CPU has AVX-512 VNNI, from the kernel's own word (/proc/cpuinfo), not
-    from the product's detector (``test_vnni_detection_agrees_with_proc_cpuinfo`` checks
-    that one). The kernel emits the 512-bit ``vpdpbusd``: AVX-VNNI (``avx_vnni``, its
-    256-bit VEX form) alone cannot run it."""
+def _cpu_flags() -> list[str]:
+    """This CPU's flags from the kernel's own word (/proc/cpuinfo), not from the
+    product's detector (``test_kernel_choice_agrees_with_proc_cpuinfo`` checks that one)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = next((line.partition(":")[2].split() for line in f if line.startswith("flags")), [])
+            return next((line.partition(":")[2].split() for line in f if line.startswith("flags")), [])
     except OSError:
-        return False
-    return "avx512_vnni" in flags
+        return []
+
+
+def _has_vnni() -> bool:
+    """The kernel emits the 512-bit ``vpdpbusd``: AVX-VNNI (``avx_vnni``, its 256-bit
+    VEX form) alone cannot run it."""
+    return "avx512_vnni" in _cpu_flags()
+
+
+def _host_kernel() -> str:
+    flags = _cpu_flags()
+    return "vnni" if "avx512_vnni" in flags else "avx512bw" if "avx512bw" in flags else "avx2" if "avx2" in flags else "int32"
 
 
 needs_vnni = pytest.mark.skipif(not _has_vnni(), reason="the int8 kernel needs AVX-512 VNNI")
+needs_avx512bw = pytest.mark.skipif("avx512bw" not in _cpu_flags(), reason="needs AVX-512BW")
+needs_avx2 = pytest.mark.skipif("avx2" not in _cpu_flags(), reason="needs AVX2")
+# The target each kernel is built for in the kernel test: the host where it needs the
+# host's ISA, a named CPU otherwise.
+KERNEL_TARGETS = {"vnni": None, "avx512bw": "skylake-avx512", "avx2": "haswell", "int32": "x86-64"}
 
 
-def test_vnni_detection_agrees_with_proc_cpuinfo():
-    """The compile stage picks the VNNI kernel from ``has_vnni(host_target())``: wrong
-    one way, LLVM aborts the process on ``vpdpbusd``; wrong the other, int8 runs the
-    slow int32-vector kernel on a CPU that has VNNI."""
+def test_kernel_choice_agrees_with_proc_cpuinfo():
+    """The compile stage picks the int8 kernel from ``int8_kernel(host_target())``:
+    wrong one way, LLVM aborts the process on an instruction the CPU lacks; wrong the
+    other, int8 runs a slower kernel than the CPU could."""
     from pipelines.compile.compiler import host_target
-    from pipelines.compile.int8 import has_vnni
+    from pipelines.compile.int8 import has_vnni, int8_kernel
 
+    assert int8_kernel(host_target()).name == _host_kernel()
     assert has_vnni(host_target()) == _has_vnni()
     # And it reads the target it is given, not the host: named CPUs with VNNI, with
-    # AVX-512 but no VNNI, and with neither.
-    assert has_vnni({"kind": "llvm", "mcpu": "cascadelake"})
-    assert not has_vnni({"kind": "llvm", "mcpu": "skylake-avx512"}) and not has_vnni({"kind": "llvm", "mcpu": "haswell"})
+    # AVX-512 but no VNNI, with AVX2 only, and with none of them.
+    named = {cpu: int8_kernel({"kind": "llvm", "mcpu": cpu}).name for cpu in ("cascadelake", "skylake-avx512", "haswell", "znver3", "x86-64")}
+    assert named == {"cascadelake": "vnni", "skylake-avx512": "avx512bw", "haswell": "avx2", "znver3": "avx2", "x86-64": "int32"}
 
 
-@pytest.mark.parametrize("vnni", [pytest.param(True, marks=needs_vnni), False], ids=["vnni", "int32-vectors"])
-def test_kernel_matches_the_integer_reference_and_uses_vpdpbusd_only_with_vnni(vnni):
+@pytest.mark.parametrize(
+    "kernel_name",
+    [pytest.param("vnni", marks=needs_vnni), pytest.param("avx512bw", marks=needs_avx512bw), pytest.param("avx2", marks=needs_avx2), "int32"],
+)
+def test_kernel_matches_the_integer_reference_with_its_own_instruction(kernel_name):
     import tvm
 
     from pipelines.compile.compiler import host_target
-    from pipelines.compile.int8 import count_vnni, int8_linear_func, pack_weight
+    from pipelines.compile.int8 import KERNELS, count_instructions, int8_linear_func, pack_weight
     from pipelines.compile.quantize import activation_params, quantize_weight, weight_scales
 
+    kernel = KERNELS[kernel_name]
     rng = np.random.default_rng(0)
     m, k, n = 24, 64, 48  # rows not a multiple of 8, 3 blocks of 16 channels: the fallback tilings
     x = rng.normal(size=(m, k)).astype(np.float32)
     w = (rng.normal(size=(n, k)) * 0.1).astype(np.float32)
+    x[0, :] = 3.0  # the top of the range: u8 255 against the largest weights, the worst case for int16 pair sums
+    w[0, :] = np.abs(w[0, :])
     bias = rng.normal(size=n).astype(np.float32)
     lo, hi = -2.0, 3.0
     scale, zero = activation_params(lo, hi)
-    sw = weight_scales(w)
-    wq = quantize_weight(w, sw)
+    sw = weight_scales(w, qmax=kernel.weight_qmax)
+    wq = quantize_weight(w, sw, qmax=kernel.weight_qmax)
     mul = (scale * sw).astype(np.float32)
     off = (bias - zero * wq.astype(np.int64).sum(1) * mul).astype(np.float32)
-    # Without VNNI the kernel must build for a CPU that lacks it (LLVM aborts on vpdpbusd there).
-    target = host_target() if vnni else {"kind": "llvm", "mcpu": "haswell"}
-    lib = tvm.compile(tvm.IRModule({"main": int8_linear_func(m, k, n, scale, zero, vnni)}), target=tvm.target.Target(target))
-    assert (count_vnni(lib) > 0) == vnni
+    mcpu = KERNEL_TARGETS[kernel_name]
+    target = host_target() if mcpu is None else {"kind": "llvm", "mcpu": mcpu}
+    lib = tvm.compile(tvm.IRModule({"main": int8_linear_func(m, k, n, scale, zero, kernel)}), target=tvm.target.Target(target))
+    counts = {op: count_instructions(lib, op) for op in ("vpdpbusd", "vpmaddubsw")}
+    expected_ops = {"vnni": {"vpdpbusd"}, "avx512bw": {"vpmaddubsw"}, "avx2": {"vpmaddubsw"}, "int32": set()}[kernel_name]
+    assert {op for op, c in counts.items() if c} == expected_ops
     dev = tvm.cpu()
     out = tvm.runtime.tensor(np.zeros((m, n), np.float32), dev)
-    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, pack_weight(wq), mul, off)), out)
-    expected = int8_linear_reference(x, w, bias, (lo, hi))
+    lib["main"](*(tvm.runtime.tensor(a, dev) for a in (x, pack_weight(wq, kernel.lanes), mul, off)), out)
+    expected = int8_linear_reference(x, w, bias, (lo, hi), qmax=kernel.weight_qmax)
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-5, atol=1e-4)
 
 
-def test_pack_weight_puts_16_channels_by_4_inputs_in_one_vector():
-    w = np.arange(32 * 8, dtype=np.int64).reshape(32, 8).astype(np.int8)
-    packed = pack_weight_of(w)
-    assert packed.shape == (2, 2, 16, 4)
-    assert packed[1, 1, 3].tolist() == w[16 + 3, 4:8].tolist()
+def test_8_bit_weights_would_saturate_the_pmadd_kernel():
+    """Why the vpmaddubsw kernels take 7-bit weights: two u8 x s8 products summed into
+    int16 overflow at 8 bits (the test of the kernel above feeds that worst case)."""
+    from pipelines.compile.quantize import QMAX_W, QMAX_W_PMADD
+
+    assert 2 * 255 * QMAX_W > 2**15 - 1 >= 2 * 255 * QMAX_W_PMADD
 
 
-def pack_weight_of(w):
+def test_pack_weight_puts_lanes_channels_by_4_inputs_in_one_vector():
     from pipelines.compile.int8 import pack_weight
 
-    return pack_weight(w)
+    w = np.arange(32 * 8, dtype=np.int64).reshape(32, 8).astype(np.int8)
+    packed = pack_weight(w)
+    assert packed.shape == (2, 2, 16, 4)
+    assert packed[1, 1, 3].tolist() == w[16 + 3, 4:8].tolist()
+    packed8 = pack_weight(w, lanes=8)  # the AVX2 kernel's 256-bit vectors
+    assert packed8.shape == (4, 2, 8, 4)
+    assert packed8[3, 1, 5].tolist() == w[24 + 5, 4:8].tolist()
 
 
 def test_budget_keeps_the_layer_that_is_forced_to_be_sensitive():
@@ -206,8 +235,12 @@ def test_int8_artifact_agrees_with_fp32_and_records_its_report(int8_run):
     meta = json.load(open(os.path.join(art, "artifact.json")))
     q = meta["quantization"]
     assert meta["engine"] == "tvm-int8" and meta["precision"] == "int8"
-    # VNNI where the CPU has it; elsewhere the int32-vector kernel, and the record says so.
-    assert (q["vpdpbusd"] > 0) == _has_vnni() and q["kernel"].startswith("vnni") == _has_vnni()
+    # The host's kernel, its dot-product instruction in the code, and the record says so.
+    assert q["kernel"] == _host_kernel()
+    mnemonic = {"vnni": "vpdpbusd", "avx512bw": "vpmaddubsw", "avx2": "vpmaddubsw"}.get(q["kernel"])
+    if mnemonic:
+        assert q[mnemonic] > 0
+    assert q["weight_bits"] == (8 if q["kernel"] in ("vnni", "int32") else 7)
     assert q["calibration"]["split"] == "train"
     # The budget found the fragile layer (no config named it) and kept it in fp32: not rewritten.
     assert q["settings"]["keep_fp32"] == [] and q["keep_fp32"] == [FRAGILE]
@@ -284,6 +317,6 @@ def test_compile_report_table_lists_every_layer_and_the_kept_one(int8_run):
     console = Console(width=100, record=True)
     console.print(quantization_table(json.load(open(os.path.join(art, "artifact.json")))["quantization"]))
     text = console.export_text()
-    assert "11 linear layers int8, 1 kept fp32" in text and "vpdpbusd" in text
+    assert "11 linear layers int8, 1 kept fp32" in text and f"{_host_kernel()} kernel" in text
     rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│")}
     assert "fp32 kept" in rows["1.attn.out"] and "int8" in rows["0.attn.out"] and "int8" in rows["1.output"]

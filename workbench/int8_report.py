@@ -8,12 +8,17 @@ def quantization_table(quantization: dict):
     sensitivity (dev-split F1 drop and logits MSE when only it is int8)."""
     from rich.table import Table
 
+    from pipelines.compile.int8 import KERNEL_INSTRUCTION
+
     budget = quantization.get("budget") or {}
     calib = quantization.get("calibration") or {}
+    kernel = quantization.get("kernel", "")
+    mnemonic = KERNEL_INSTRUCTION.get(kernel)
     title = (
         f"int8: {quantization.get('int8_layers', 0)} linear layers int8, {len(quantization.get('keep_fp32') or [])} kept fp32 · "
         f"calibration {calib.get('mode')} on {calib.get('sentences')} {calib.get('split')} sentences · "
-        f"{quantization.get('vpdpbusd', 0)} vpdpbusd"
+        f"{kernel} kernel, {quantization.get('weight_bits', 8)}-bit weights"
+        + (f" ({quantization.get(mnemonic, 0)} {mnemonic})" if mnemonic else "")
     )
     table = Table(title=title, title_justify="left")
     for col in ("layer", "K×N", "prec", "x scale", "zero", "ΔF1 alone", "logits MSE"):

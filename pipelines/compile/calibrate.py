@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from pipelines.compile.int8 import supports, weight_key
-from pipelines.compile.quantize import Observer, activation_params, quantize_weight, weight_scales
+from pipelines.compile.quantize import QMAX_W, Observer, activation_params, quantize_weight, weight_scales
 from pipelines.data.loaders import sample_split
 from pipelines.files import write_json
 
@@ -34,7 +34,7 @@ QUANT_FILE = "int8-calibration.json"
 
 
 def linear_layers(model) -> dict:
-    """The int8 candidates: linear layers whose shape the VNNI kernel tiles (so not the label projection)."""
+    """The int8 candidates: linear layers whose shape the int8 kernels tile (so not the label projection)."""
     import torch
 
     return {
@@ -68,8 +68,9 @@ def observe(model, run_model: Callable[[], None], mode: str, calibrate_range: fl
 
 
 @contextlib.contextmanager
-def simulated_int8(model, ranges: dict, per_channel: bool, only: Iterable[str]):
-    """Layers in ``only`` compute as the int8 kernel does (u8 activations, s8 weights)."""
+def simulated_int8(model, ranges: dict, per_channel: bool, only: Iterable[str], weight_qmax: int = QMAX_W):
+    """Layers in ``only`` compute as the int8 kernel does (u8 activations, s8 weights
+    in [-weight_qmax, weight_qmax])."""
     import torch
 
     only = set(only)
@@ -77,8 +78,8 @@ def simulated_int8(model, ranges: dict, per_channel: bool, only: Iterable[str]):
     prepared = {}
     for name, m in layers.items():
         w = m.weight.detach().float().numpy()
-        sw = weight_scales(w, per_channel)
-        wq = torch.from_numpy(quantize_weight(w, sw).astype(np.float32))
+        sw = weight_scales(w, per_channel, qmax=weight_qmax)
+        wq = torch.from_numpy(quantize_weight(w, sw, qmax=weight_qmax).astype(np.float32))
         prepared[name] = (activation_params(*ranges[name]), wq, torch.from_numpy(np.broadcast_to(sw, (w.shape[0],)).copy()))
 
     def replace(name, mod, x, _out):
@@ -113,8 +114,10 @@ def accuracy_budget(
     return set(layers) - int8, steps
 
 
-def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter, decode_method: str = "argmax") -> str:
-    """Calibrate, measure sensitivity, apply the budget; write the request file for the compile child."""
+def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter, decode_method: str = "argmax",
+                 weight_qmax: int = QMAX_W) -> str:
+    """Calibrate, measure sensitivity, apply the budget; write the request file for the
+    compile child. ``weight_qmax``: the target kernel's weight range (``int8.Int8Kernel``)."""
     import torch
 
     from pipelines.data.encoding import CharEncoder
@@ -149,7 +152,7 @@ def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter,
         """(F1, logits MSE, argmax agreement) with these layers int8."""
         key = frozenset(int8_layers)
         if key not in cache:
-            with simulated_int8(model, ranges, qcfg.quantize_per_channel, key):
+            with simulated_int8(model, ranges, qcfg.quantize_per_channel, key, weight_qmax):
                 out = logits_of(dev["tokens"])
             f1 = ner_metrics(gold, [decode(o, meta.labels, decode_method) for o in out])["f1"]
             flat = np.concatenate(out)
@@ -184,6 +187,7 @@ def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter,
             "argmax_agreement": agree,
             "logits_mse": mse,
             "steps": steps,
+            "weight_qmax": weight_qmax,
         },
         "calibration": {"split": qcfg.calibration_split, "sentences": len(calib), "mode": qcfg.calibrate_mode},
     }

@@ -265,12 +265,11 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         # fp16 weights and matmuls; softmax, LayerNorm and reductions stay in fp32.
         mod = relax.transform.ToMixedPrecision(out_dtype="float32")(mod)
     elif precision == "int8":
-        # Calibrated linear layers -> VNNI int8 kernels (pipelines.compile.int8); the rest stays fp32.
+        # Calibrated linear layers -> int8 kernels for the target's ISA (pipelines.compile.int8); the rest stays fp32.
         from pipelines.compile.int8 import rewrite_from_request
 
         mod, quantization = rewrite_from_request(mod, request["quantize"], target)
-        if not quantization["kernel"].startswith("vnni"):
-            reporter.log(f"int8: {target.attrs.get('mcpu', 'this CPU')} has no AVX-512 VNNI; the int8 GEMMs use plain int32 vector code (slower)")
+        reporter.log(f"int8: {target.attrs.get('mcpu', 'this CPU')}: {quantization['kernel_note']}")
     elif precision != "fp32":
         raise ValueError(f"precision {precision!r} is not supported by the compile stage (fp32, fp16, int8)")
     reporter.progress(2, steps, "steps", step="converted")
@@ -297,10 +296,13 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
     reporter.progress(3, steps, "steps", step="built")
     fail_point("compile.built", request["out_dir"])
     if precision == "int8":
-        from pipelines.compile.int8 import count_vnni
+        from pipelines.compile.int8 import KERNEL_INSTRUCTION, count_instructions
 
-        quantization["vpdpbusd"] = count_vnni(executable)  # 0: the int8 GEMMs lost their VNNI code
-        reporter.log(f"int8: {quantization['int8_layers']} int8 linear layers, {quantization['vpdpbusd']} vpdpbusd in the code")
+        mnemonic = KERNEL_INSTRUCTION.get(quantization["kernel"])
+        if mnemonic:  # 0 in the code: the int8 GEMMs lost their dot-product instruction
+            quantization[mnemonic] = count_instructions(executable, mnemonic)
+        found = f", {quantization[mnemonic]} {mnemonic} in the code" if mnemonic else ""
+        reporter.log(f"int8: {quantization['int8_layers']} int8 linear layers{found}")
     compile_s = time.monotonic() - t0
 
     needs = requirements(target)

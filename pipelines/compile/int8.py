@@ -1,30 +1,81 @@
-"""Int8 linear layers for TVM on x86: a Relax rewrite plus a VNNI GEMM kernel.
+"""Int8 linear layers for TVM on x86: a Relax rewrite plus an int8 GEMM kernel per ISA.
 
 Each ``matmul(x, W^T) (+ bias)`` with a constant weight whose layer was calibrated
 becomes one scheduled TIR kernel:
 
     quantise x -> uint8 (per-tensor scale, zero point)       [M, K]
-    int8 GEMM, int32 accumulation with ``vpdpbusd``          [M, N]
+    int8 GEMM, int32 accumulation                            [M, N]
     out = acc * (s_x * s_w[n]) + (bias[n] - z * s_x * s_w[n] * colsum(W_q)[n])
 
-The weight is quantised and packed ahead of time into the layout the dot-product
-instruction reads, ``[N/16, K/4, 16, 4]`` (16 output channels x 4 consecutive k in
-one 64-byte vector): MetaSchedule's auto-tensorize failed on a plain [K, N]
-constant. Layers not calibrated, kept in fp32 by the accuracy budget, or with
-shapes the instruction cannot tile (N % 16, K % 4, e.g. the 7-label classifier)
-stay fp32 matmuls. Attention's activation x activation matmuls stay fp32.
+The GEMM's inner step is one dot product of 4 activation bytes with 4 weight bytes
+per output channel, for a vector of channels (``Int8Kernel``):
+
+- ``vnni``: AVX-512 VNNI ``vpdpbusd``, 16 channels, 8-bit weights;
+- ``avx512bw`` / ``avx2``: ``vpmaddubsw`` (u8 x s8 pairs -> int16) then ``vpmaddwd``
+  by ones (-> int32), 16 / 8 channels; 7-bit weights, so the int16 pair sums cannot
+  saturate (``quantize.QMAX_W_PMADD``);
+- ``int32``: plain int32 vector arithmetic (other CPUs).
+
+The weight is quantised and packed ahead of time into the layout the instruction
+reads, ``[N/L, K/4, L, 4]`` (L channels x 4 consecutive k in one vector):
+MetaSchedule's auto-tensorize failed on a plain [K, N] constant. Layers not
+calibrated, kept in fp32 by the accuracy budget, or with shapes the kernel cannot
+tile (N % 16, K % 4, e.g. the 7-label classifier) stay fp32 matmuls. Attention's
+activation x activation matmuls stay fp32.
 """
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.compile.quantize import activation_params, quantize_weight, weight_scales
+from pipelines.compile.quantize import QMAX_W, QMAX_W_PMADD, activation_params, quantize_weight, weight_scales
 
 INTRIN = "workbench_vnni_16x4_local"
-ROWS, COL_BLOCKS = 8, 2  # 8 rows x 2 x 16 int32 lanes = 16 zmm accumulators (measured best of 4x4, 8x4, 4x8, 16x2)
+PMADD_INTRIN = "workbench_pmadd_{lanes}x4_local"
+CHANNEL_MULTIPLE = 16  # every kernel tiles N in blocks of 16 (calibration picks layers before the target is known)
+
+
+@dataclass(frozen=True)
+class Int8Kernel:
+    name: str
+    lanes: int  # int32 accumulator lanes: output channels per packed weight block
+    weight_qmax: int
+    rows: int  # the register tile: rows x col_blocks accumulators of `lanes` channels
+    col_blocks: int
+    note: str
+
+    @property
+    def dot_product(self) -> bool:
+        return self.name != "int32"
+
+
+KERNELS = {
+    # 8 x 2 x 16 int32 lanes = 16 zmm accumulators (measured best of 4x4, 8x4, 4x8, 16x2).
+    "vnni": Int8Kernel("vnni", 16, QMAX_W, 8, 2, "vpdpbusd (AVX-512 VNNI)"),
+    "avx512bw": Int8Kernel("avx512bw", 16, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX-512BW, no VNNI; 7-bit weights)"),
+    # 8 x 2 x 8 lanes: all 16 ymm registers as accumulators, and still the fastest of
+    # 4x2, 2x4, 6x2, 8x1, 3x4, 4x4, 8x2 at M=128 on znver3 (scripts/bench_int8_tiles.py).
+    "avx2": Int8Kernel("avx2", 8, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX2; 7-bit weights)"),
+    "int32": Int8Kernel("int32", 16, QMAX_W, 8, 2, "int32 vectors (no AVX2 on this target)"),
+}
+
+
+def int8_kernel(target) -> Int8Kernel:
+    """The fastest kernel a target's CPU runs: LLVM aborts the whole process on an
+    instruction the CPU lacks (e.g. vpdpbusd for znver3), so this reads the target."""
+    import tvm
+    from tvm.target import codegen
+
+    target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
+    if target.kind.name != "llvm":
+        return KERNELS["int32"]
+    for name, feature in (("vnni", "avx512vnni"), ("avx512bw", "avx512bw"), ("avx2", "avx2")):
+        if codegen.target_has_features(feature, target):
+            return KERNELS[name]
+    return KERNELS["int32"]
 
 
 def register_vnni_intrin() -> str:
@@ -71,34 +122,85 @@ def register_vnni_intrin() -> str:
     return INTRIN
 
 
-def pack_weight(wq: np.ndarray) -> np.ndarray:
-    """[N, K] int8 -> [N/16, K/4, 16, 4]: one ``vpdpbusd`` operand per (n block, k quad)."""
+def register_pmadd_intrin(lanes: int) -> str:
+    """``lanes`` int32 accumulators += 4 u8 activations . 4 s8 weights each, by
+    ``vpmaddubsw`` (pairs -> int16) and ``vpmaddwd`` with ones (-> int32): TVM's
+    ``dot_16x4_avx512`` with its accumulator in local scope, for 256 or 512 bits."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    bits = lanes * 32
+    suffix = {256: "avx2", 512: "avx512"}[bits]
+    i8, i16, i32 = f"int8x{lanes * 4}", f"int16x{lanes * 2}", f"int32x{lanes}"
+    name = PMADD_INTRIN.format(lanes=lanes)
+
+    @T.prim_func(s_tir=True)
+    def desc(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=i8)
+            pairs = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(f"llvm.x86.{suffix}.pmadd.ub.sw" if bits == 256 else "llvm.x86.avx512.pmaddubs.w.512"),
+                a,
+                B.vload([0, 0], dtype=i8),
+                dtype=i16,
+            )
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=i32) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(f"llvm.x86.{suffix}.pmadd.wd" if bits == 256 else "llvm.x86.avx512.pmaddw.d.512"),
+                pairs,
+                T.broadcast(T.int16(1), lanes * 2),
+                dtype=i32,
+            )
+
+    TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
+
+def pack_weight(wq: np.ndarray, lanes: int = 16) -> np.ndarray:
+    """[N, K] int8 -> [N/lanes, K/4, lanes, 4]: one dot-product operand per (n block, k quad)."""
     n, k = wq.shape
-    return np.ascontiguousarray(wq.reshape(n // 16, 16, k // 4, 4).transpose(0, 2, 1, 3))
+    return np.ascontiguousarray(wq.reshape(n // lanes, lanes, k // 4, 4).transpose(0, 2, 1, 3))
 
 
 def supports(m: int, k: int, n: int) -> bool:
-    return n % 16 == 0 and k % 4 == 0 and m >= 1
+    return n % CHANNEL_MULTIPLE == 0 and k % 4 == 0 and m >= 1
 
 
 def has_vnni(target) -> bool:
-    """Whether an LLVM target's CPU has AVX-512 VNNI (``vpdpbusd``); LLVM aborts the
-    whole process on the VNNI kernel for a CPU without it (e.g. znver3)."""
-    import tvm
-    from tvm.target import codegen
-
-    target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
-    return target.kind.name == "llvm" and bool(codegen.target_has_features("avx512vnni", target))
+    """Whether an LLVM target's CPU has AVX-512 VNNI (``vpdpbusd``)."""
+    return int8_kernel(target).name == "vnni"
 
 
-def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, vnni: bool = True):
-    """The scheduled kernel ``(x[m, k] f32, w[n/16, k/4, 16, 4] i8, mul[n], off[n]) -> y[m, n] f32``.
-    ``vnni`` False: the same tiling with plain int32 vector arithmetic, for CPUs without VNNI."""
+def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: Int8Kernel = KERNELS["vnni"]):
+    """The scheduled kernel ``(x[m, k] f32, w[n/L, k/4, L, 4] i8, mul[n], off[n]) -> y[m, n] f32``
+    with L = ``kernel.lanes``; the ``int32`` kernel: the same tiling with plain int32
+    vector arithmetic."""
     from tvm import s_tir, te, tirx
 
     f32 = "float32"
+    lanes = kernel.lanes
     x = te.placeholder((m, k), f32, name="x")
-    w = te.placeholder((n // 16, k // 4, 16, 4), "int8", name="w")
+    w = te.placeholder((n // lanes, k // 4, lanes, 4), "int8", name="w")
     mul = te.placeholder((n,), f32, name="mul")
     off = te.placeholder((n,), f32, name="off")
     inv, zp = tirx.const(1.0 / scale, f32), tirx.const(float(zero), f32)
@@ -110,29 +212,31 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, vnni: bool
     r = te.reduce_axis((0, k), name="r")
     acc = te.compute(
         (m, n),
-        lambda i, j: te.sum(q[i, r].astype("int32") * w[j // 16, r // 4, j % 16, r % 4].astype("int32"), axis=r),
+        lambda i, j: te.sum(q[i, r].astype("int32") * w[j // lanes, r // 4, j % lanes, r % 4].astype("int32"), axis=r),
         name="gemm",
     )
     y = te.compute((m, n), lambda i, j: acc[i, j].astype(f32) * mul[j] + off[j], name="rescale")
     sch = s_tir.Schedule(te.create_prim_func([x, w, mul, off, y]))
     quant, gemm, rescale = (sch.get_sblock(b) for b in ("quantize", "gemm", "rescale"))
 
-    rows = next(r for r in (ROWS, 4, 2, 1) if m % r == 0)
-    blocks = COL_BLOCKS if (n // 16) % COL_BLOCKS == 0 else 1
+    rows = next(r for r in (kernel.rows, 4, 2, 1) if m % r == 0)
+    blocks = kernel.col_blocks if (n // lanes) % kernel.col_blocks == 0 else 1
     i, j, kk = sch.get_loops(gemm)
     i_o, i_i = sch.split(i, [None, rows])
-    j_o, j_b, j_i = sch.split(j, [None, blocks, 16])
+    j_o, j_b, j_i = sch.split(j, [None, blocks, lanes])
     k_o, k_i = sch.split(kk, [None, 4])
-    # Per k quad: `rows` broadcasts of 4 activation bytes, `blocks` 64-byte weight
+    # Per k quad: `rows` broadcasts of 4 activation bytes, `blocks` weight vector
     # loads, rows x blocks dot products into accumulators that stay in registers.
-    sch.reorder(j_o, i_o, k_o, i_i, j_b, *((j_i, k_i) if vnni else (k_i, j_i)))
+    sch.reorder(j_o, i_o, k_o, i_i, j_b, *((j_i, k_i) if kernel.dot_product else (k_i, j_i)))
     sch.set_scope(gemm, 0, "local")
     sch.reverse_compute_at(rescale, i_o, preserve_unit_loops=True)
     # j outer, i inner: the weight panel of `blocks` x 16 channels stays in cache across row tiles.
     sch.parallel(sch.fuse(j_o, i_o))
     init = sch.decompose_reduction(gemm, k_o)
-    if vnni:
+    if kernel.name == "vnni":
         sch.tensorize(j_i, register_vnni_intrin())
+    elif kernel.dot_product:
+        sch.tensorize(j_i, register_pmadd_intrin(lanes))
     else:
         # TIR refuses to vectorize a reduction update; 16 contiguous int32 lanes innermost
         # are left to LLVM's loop vectorizer.
@@ -155,7 +259,7 @@ def weight_key(w_nk: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(w_nk, dtype=np.float32).tobytes()).hexdigest()
 
 
-def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, keep_fp32=(), vnni: bool = True):
+def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, keep_fp32=(), kernel: Int8Kernel = KERNELS["vnni"]):
     """Rewrite the calibrated linear layers of ``main`` into int8 kernels.
 
     ``layers``: name -> {"key": weight_key(W), "range": [lo, hi]}. Returns (module,
@@ -209,19 +313,20 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             (m, k), n = [int(d) for d in x.ty.shape], w.shape[0]
             entry = report.setdefault(name, {"K": k, "N": n, "int8": False})
             if name in keep or not supports(m, k, n):
-                entry["reason"] = "kept in fp32 (accuracy budget or config)" if name in keep else "shape not tileable for VNNI"
+                entry["reason"] = "kept in fp32 (accuracy budget or config)" if name in keep else "shape not tileable by the int8 kernel"
                 return call
             scale, zero = activation_params(*layers[name]["range"])
-            sw = weight_scales(w, per_channel)
-            wq = quantize_weight(w, sw)
+            sw = weight_scales(w, per_channel, qmax=kernel.weight_qmax)
+            wq = quantize_weight(w, sw, qmax=kernel.weight_qmax)
             mul = (scale * sw * np.ones(n)).astype(np.float32)
             offset = (-zero * wq.astype(np.int64).sum(axis=1) * mul).astype(np.float32)
             rel = float(np.abs(wq * (sw[:, None] if sw.size > 1 else sw) - w).max() / max(np.abs(w).max(), 1e-12))
-            entry.update(int8=True, scale=scale, zero=zero, per_channel=per_channel, weight_rel_err=round(rel, 5))
+            entry.update(int8=True, scale=scale, zero=zero, per_channel=per_channel, weight_bits=int(kernel.weight_qmax).bit_length() + 1,
+                         weight_rel_err=round(rel, 5))
             fname = f"int8_linear_{len(self.offsets)}"
-            gvar = self.builder_.add_func(int8_linear_func(m, k, n, scale, zero, vnni).with_attr("global_symbol", fname), fname)
+            gvar = self.builder_.add_func(int8_linear_func(m, k, n, scale, zero, kernel).with_attr("global_symbol", fname), fname)
             self.offsets[fname] = offset
-            return self.kernel_call(gvar, [x, relax.const(pack_weight(wq)), relax.const(mul)], offset, (m, n))
+            return self.kernel_call(gvar, [x, relax.const(pack_weight(wq, kernel.lanes)), relax.const(mul)], offset, (m, n))
 
         @staticmethod
         def kernel_call(gvar, args, offset, shape):
@@ -249,16 +354,24 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
     return new_mod, report
 
 
-def count_vnni(executable) -> int:
-    """``vpdpbusd`` instructions in the built code (0 means the int8 path fell back to slower instructions)."""
+def count_instructions(executable, mnemonic: str) -> int:
+    """How often ``mnemonic`` occurs in the built code's assembly (0 for a dot-product
+    instruction means the int8 path fell back to slower code)."""
     mod = getattr(executable, "mod", executable)
     total = 0
     for lib in [mod, *mod._collect_from_import_tree(lambda m: True)] if hasattr(mod, "_collect_from_import_tree") else [mod]:
         try:
-            total += lib.inspect_source("asm").count("vpdpbusd")
+            total += lib.inspect_source("asm").count(mnemonic)
         except Exception:  # noqa: BLE001 - modules without asm (the VM bytecode) have none to count
             continue
     return total
+
+
+def count_vnni(executable) -> int:
+    return count_instructions(executable, "vpdpbusd")
+
+
+KERNEL_INSTRUCTION = {"vnni": "vpdpbusd", "avx512bw": "vpmaddubsw", "avx2": "vpmaddubsw"}
 
 
 def rewrite_from_request(mod, quantize_path: str, target):
@@ -267,8 +380,8 @@ def rewrite_from_request(mod, quantize_path: str, target):
 
     with open(quantize_path, encoding="utf-8") as f:
         payload = json.load(f)
-    vnni = has_vnni(target)
-    mod, report = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"], vnni)
+    kernel = int8_kernel(target)
+    mod, report = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"], kernel)
     missing = sorted(set(payload["layers"]) - set(report))
     if missing:  # a calibrated layer the rewrite never met: its weight differs from the model's
         raise ValueError(f"int8: calibrated layers not found in the program: {', '.join(missing[:3])}")
@@ -277,5 +390,7 @@ def rewrite_from_request(mod, quantize_path: str, target):
     record = {k: payload[k] for k in ("settings", "calibration", "budget", "keep_fp32")}
     record["layers"] = report
     record["int8_layers"] = sum(e["int8"] for e in report.values())
-    record["kernel"] = "vnni" if vnni else "int32 vectors (no AVX-512 VNNI on this target)"
+    record["kernel"] = kernel.name
+    record["kernel_note"] = kernel.note
+    record["weight_bits"] = int(kernel.weight_qmax).bit_length() + 1
     return mod, record

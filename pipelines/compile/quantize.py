@@ -1,10 +1,12 @@
 """Int8 quantisation math and calibration observers (numpy only).
 
-Conventions, chosen for the x86 VNNI dot product (``vpdpbusd``: u8 x s8 -> s32):
+Conventions, chosen for the x86 u8 x s8 dot products (VNNI ``vpdpbusd``; AVX2 and
+AVX-512BW ``vpmaddubsw`` + ``vpmaddwd``):
 
 - Weights: symmetric int8 in [-127, 127] (no zero point), one scale per output
   channel (``quantize_per_channel``) or one for the whole tensor. -128 is left out
-  so the range is symmetric and negation is exact.
+  so the range is symmetric and negation is exact. The ``vpmaddubsw`` kernels take
+  [-63, 63] (``QMAX_W_PMADD``): their int16 pair sums would saturate at 8 bits.
 - Activations: asymmetric uint8 in [0, 255] with a per-tensor scale and zero point
   from the calibrated range. VNNI needs the activation operand unsigned anyway, and
   an asymmetric range spends all 256 levels on skewed inputs (e.g. after GELU,
@@ -22,10 +24,14 @@ from __future__ import annotations
 import numpy as np
 
 QMAX_W = 127
+# 7-bit weights for the kernels built on vpmaddubsw (AVX2, AVX-512 without VNNI): it
+# sums two u8 x s8 products into a saturating int16, and 2 * 255 * 63 = 32130 fits
+# where 2 * 255 * 127 would not (the choice PyTorch's fbgemm makes on the activations).
+QMAX_W_PMADD = 63
 CALIBRATE_MODES = ("max", "percentile", "entropy")
 
 
-def weight_scales(w: np.ndarray, per_channel: bool = True, axis: int = 0) -> np.ndarray:
+def weight_scales(w: np.ndarray, per_channel: bool = True, axis: int = 0, qmax: int = QMAX_W) -> np.ndarray:
     """Symmetric int8 scales: per output channel along ``axis`` (shape [C]) or one ([1])."""
     w = np.asarray(w, dtype=np.float32)
     if per_channel:
@@ -33,14 +39,14 @@ def weight_scales(w: np.ndarray, per_channel: bool = True, axis: int = 0) -> np.
     else:
         amax = np.array([np.abs(w).max()], dtype=np.float32)
     # An all-zero channel gets scale 1 (its codes are all 0 either way) instead of 0/0.
-    return np.where(amax > 0, amax / QMAX_W, 1.0).astype(np.float32)
+    return np.where(amax > 0, amax / qmax, 1.0).astype(np.float32)
 
 
-def quantize_weight(w: np.ndarray, scales: np.ndarray, axis: int = 0) -> np.ndarray:
+def quantize_weight(w: np.ndarray, scales: np.ndarray, axis: int = 0, qmax: int = QMAX_W) -> np.ndarray:
     shape = [1] * w.ndim
     shape[axis] = -1
     s = scales.reshape(shape) if scales.size > 1 else scales.reshape(())
-    return np.clip(np.rint(w / s), -QMAX_W, QMAX_W).astype(np.int8)
+    return np.clip(np.rint(w / s), -qmax, qmax).astype(np.int8)
 
 
 def activation_params(lo: float, hi: float) -> tuple[float, int]:
@@ -61,13 +67,13 @@ def dequantize_activation(q: np.ndarray, scale: float, zero: int) -> np.ndarray:
     return (q.astype(np.float32) - zero) * np.float32(scale)
 
 
-def int8_linear_reference(x, w, bias, x_range, per_channel=True) -> np.ndarray:
+def int8_linear_reference(x, w, bias, x_range, per_channel=True, qmax: int = QMAX_W) -> np.ndarray:
     """What the compiled int8 kernel computes for ``x @ w.T + bias`` (w: [N, K]), in
     exact integer arithmetic: the reference the TVM kernel is tested against."""
     sx, zx = activation_params(*x_range)
-    sw = weight_scales(w, per_channel)
+    sw = weight_scales(w, per_channel, qmax=qmax)
     xq = quantize_activation(x, sx, zx).astype(np.int64)
-    wq = quantize_weight(w, sw).astype(np.int64)
+    wq = quantize_weight(w, sw, qmax=qmax).astype(np.int64)
     acc = xq @ wq.T - zx * wq.sum(axis=1)
     out = acc.astype(np.float32) * (sx * sw)
     return out + bias if bias is not None else out
