@@ -13,8 +13,10 @@ WORK="$(mktemp -d)"
 SESSION="nerwb-smoke-$$"
 export TRANSFORMERS_VERBOSITY=error HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
+RPC_PIDS=()
 cleanup() {
     tmux kill-session -t "$SESSION" 2>/dev/null || true
+    for pid in "${RPC_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
     # Jobs outlive the app by design: cancel any this smoke run started.
     for child in "$WORK"/runs/jobs/*/child.json; do
         [ -f "$child" ] && kill -TERM "$("$BIN/python" -c "import json,sys; print(json.load(open(sys.argv[1]))['pid'])" "$child")" 2>/dev/null || true
@@ -38,6 +40,15 @@ train: {epochs: 40, batch_size: 8, learning_rate: 3.0e-3, warmup_ratio: 0.1}
 export: {shape: [1, 16], parity_sentences: 8}
 ''')
 "
+# A TVM RPC tracker with one device of key "smoke", for the Devices screen.
+free_port() { "$BIN/python" -c "import socket; s = socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"; }
+TRACKER_PORT=$(free_port); SERVER_PORT=$(free_port)
+"$BIN/python" -m tvm.exec.rpc_tracker --host 127.0.0.1 --port "$TRACKER_PORT" --port-end $((TRACKER_PORT + 1)) >"$WORK/tracker.log" 2>&1 &
+RPC_PIDS+=($!)
+sleep 2
+"$BIN/python" -m tvm.exec.rpc_server --tracker "127.0.0.1:$TRACKER_PORT" --key smoke --host 127.0.0.1 \
+    --port "$SERVER_PORT" --port-end $((SERVER_PORT + 1)) >"$WORK/server.log" 2>&1 &
+RPC_PIDS+=($!)
 echo "== training a toy model through the CLI =="
 (cd "$WORK" && "$BIN/ner-workbench" run configs/toy.yaml --runs-dir "$WORK/runs" --quiet | tail -n 3)
 
@@ -55,6 +66,11 @@ wait_for() {  # wait_for TEXT [SECONDS]: until the pane shows TEXT
     done
 }
 
+deadline=$((SECONDS + 60))   # the device registers with the tracker while the toy model trains
+until "$BIN/ner-workbench" devices --rpc "127.0.0.1:$TRACKER_PORT" 2>/dev/null | grep -q smoke; do
+    if [ $SECONDS -ge $deadline ]; then echo "!! the RPC device never registered"; cat "$WORK/tracker.log" "$WORK/server.log"; exit 1; fi
+    sleep 0.5
+done
 echo "== starting: ner-workbench tui --runs-dir $WORK/runs (tmux, 140x40) =="
 START=$(date +%s.%N)
 tmux new-session -d -s "$SESSION" -x 140 -y 40 -c "$WORK" \
@@ -89,6 +105,12 @@ show "Jobs: an eval job launched with l, followed to the end"
 
 keys F6; wait_for "eval sent/s" 10; sleep 0.5
 show "Compare"
+
+keys F7; wait_for "HOST:PORT" 10
+keys -l "127.0.0.1:$(free_port)"; keys Enter; wait_for "unreachable" 10; sleep 0.3
+show "Devices (F7): a port where no tracker listens"
+keys C-u; keys -l "127.0.0.1:$TRACKER_PORT"; keys Enter; wait_for "1 device(s), 1 free" 20; sleep 0.3
+show "Devices (F7): a tracker with one device of key smoke"
 
 keys F1; wait_for "keys" 5; sleep 0.3
 show "Help (F1)"
