@@ -78,27 +78,42 @@ def int8_kernel(target) -> Int8Kernel:
     return KERNELS["int32"]
 
 
-def register_vnni_intrin() -> str:
-    """``dot_16x4_vnni`` with its accumulator in local scope (so it can be tensorized
-    into a register tile) and ``vpdpbusd``'s LLVM >= 20 signature (<64 x i8>
-    operands; TVM's own intrinsic passes <16 x i32> and fails LLVM verification)."""
-    from tvm.s_tir import TensorIntrin
+# LLVM's u8 x s8 -> int16 pairs and int16 pairs -> int32 intrinsics, per vector width.
+PMADD = {
+    256: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+    512: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
+}
+
+
+def _dot_desc(lanes: int):
+    """What every kernel's inner step computes: ``lanes`` int32 accumulators (local
+    scope, so they can be tensorized into a register tile) += 4 u8 . 4 s8 each."""
     from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
     def desc(
         A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            for i in T.serial(0, 16):
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            for i in T.serial(0, lanes):
                 for k in T.serial(0, 4):
                     with T.sblock("update"):
                         vi, vk = T.axis.remap("SR", [i, k])
                         C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return desc
+
+
+def register_vnni_intrin() -> str:
+    """``dot_16x4_vnni`` with its accumulator in local scope and ``vpdpbusd``'s LLVM
+    >= 20 signature (<64 x i8> operands; TVM's own intrinsic passes <16 x i32> and
+    fails LLVM verification)."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -118,36 +133,19 @@ def register_vnni_intrin() -> str:
                 dtype="int32x16",
             )
 
-    TensorIntrin.register(INTRIN, desc, impl, override=True)
+    TensorIntrin.register(INTRIN, _dot_desc(16), impl, override=True)
     return INTRIN
 
 
 def register_pmadd_intrin(lanes: int) -> str:
-    """``lanes`` int32 accumulators += 4 u8 activations . 4 s8 weights each, by
-    ``vpmaddubsw`` (pairs -> int16) and ``vpmaddwd`` with ones (-> int32): TVM's
+    """``vpmaddubsw`` (pairs -> int16) then ``vpmaddwd`` with ones (-> int32): TVM's
     ``dot_16x4_avx512`` with its accumulator in local scope, for 256 or 512 bits."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    bits = lanes * 32
-    suffix = {256: "avx2", 512: "avx512"}[bits]
+    to_pairs, to_int32 = PMADD[lanes * 32]
     i8, i16, i32 = f"int8x{lanes * 4}", f"int16x{lanes * 2}", f"int32x{lanes}"
     name = PMADD_INTRIN.format(lanes=lanes)
-
-    @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
-        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
-    ) -> None:
-        with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
-            T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
     @T.prim_func(s_tir=True)
     def impl(
@@ -159,20 +157,12 @@ def register_pmadd_intrin(lanes: int) -> str:
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
             a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=i8)
-            pairs = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(f"llvm.x86.{suffix}.pmadd.ub.sw" if bits == 256 else "llvm.x86.avx512.pmaddubs.w.512"),
-                a,
-                B.vload([0, 0], dtype=i8),
-                dtype=i16,
-            )
+            pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(to_pairs), a, B.vload([0, 0], dtype=i8), dtype=i16)
             C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=i32) + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(f"llvm.x86.{suffix}.pmadd.wd" if bits == 256 else "llvm.x86.avx512.pmaddw.d.512"),
-                pairs,
-                T.broadcast(T.int16(1), lanes * 2),
-                dtype=i32,
+                T.llvm_lookup_intrinsic_id(to_int32), pairs, T.broadcast(T.int16(1), lanes * 2), dtype=i32
             )
 
-    TensorIntrin.register(name, desc, impl, override=True)
+    TensorIntrin.register(name, _dot_desc(lanes), impl, override=True)
     return name
 
 
