@@ -8,7 +8,8 @@ from conftest import tagged
 from pipelines import resources
 from pipelines.data import lexicon
 from pipelines.data.loaders import DataError
-from pipelines.data.lexicon import Gazetteer, gazetteer, load_gazetteer, mentions, read_pos_words, surnames, swap_mentions
+from pipelines.data.lexicon import Gazetteer, gazetteer, load_gazetteer, read_pos_words, surnames, swap_mentions
+from pipelines.data.loaders import entity_spans
 
 
 def test_only_name_shaped_entries_of_each_type_are_kept():
@@ -34,7 +35,7 @@ def test_swapped_mentions_keep_the_context_and_retag_the_new_names():
     chars, new_tags = swap_mentions((list(text), tags), gaz, rate=1.0, rng=random.Random(0))
     assert "".join(chars) == "李大钊在杭州市工作"
     assert new_tags == ["B-PER", "I-PER", "I-PER", "O", "B-LOC", "I-LOC", "I-LOC", "O", "O"]
-    assert mentions(new_tags) == [(0, 3, "PER"), (4, 7, "LOC")]
+    assert list(entity_spans(new_tags)) == [("PER", 0, 3), ("LOC", 4, 7)]
     # No ORG names to swap in, or nothing swapped at this rate: no new sentence.
     org = tagged("新华社报道", ("新华社", "ORG"))
     assert swap_mentions((list(org[0]), org[1]), gaz, rate=1.0, rng=random.Random(0)) is None

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pipelines import resources
-from pipelines.data.loaders import DataError, Sentence
+from pipelines.data.loaders import DataError, Sentence, entity_spans
 from pipelines.data.silver import ORG_HEADS, PLACE_HEADS
 
 POS_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
@@ -65,7 +65,7 @@ def surnames(sentences: Sequence[Sentence]) -> set[str]:
     """First characters of the 2-3 character PER mentions, those seen often enough."""
     first = Counter()
     for chars, tags in sentences:
-        for start, end, etype in mentions(tags):
+        for etype, start, end in entity_spans(tags):
             if etype == "PER" and 2 <= end - start <= 3:
                 first[chars[start]] += 1
     return {ch for ch, n in first.items() if n >= MIN_SURNAME_COUNT}
@@ -102,21 +102,6 @@ def load_gazetteer(source: str, train: Sequence[Sentence]) -> Gazetteer:
     return gazetteer(read_pos_words(path), surnames(train))
 
 
-def mentions(tags: Sequence[str]) -> list[tuple[int, int, str]]:
-    """(start, end, TYPE) of each BIO entity."""
-    out, i = [], 0
-    while i < len(tags):
-        if tags[i].startswith("B-"):
-            etype, j = tags[i][2:], i + 1
-            while j < len(tags) and tags[j] == "I-" + etype:
-                j += 1
-            out.append((i, j, etype))
-            i = j
-        else:
-            i += 1
-    return out
-
-
 def swap_mentions(sentence: Sentence, gaz: Gazetteer, rate: float, rng: random.Random) -> Sentence | None:
     """The sentence with each entity, at chance ``rate``, replaced by a gazetteer name of
     its type; None if nothing was swapped."""
@@ -124,7 +109,7 @@ def swap_mentions(sentence: Sentence, gaz: Gazetteer, rate: float, rng: random.R
     out_chars: list[str] = []
     out_tags: list[str] = []
     at, swapped = 0, False
-    for start, end, etype in mentions(tags):
+    for etype, start, end in entity_spans(tags):
         pool = gaz.names.get(etype)
         if not pool or rng.random() >= rate:
             continue

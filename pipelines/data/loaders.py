@@ -10,7 +10,7 @@ import random
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -64,6 +64,18 @@ def to_bio(tags: Sequence[str]) -> list[str]:
         # E and S close the entity: what follows cannot continue it.
         prev_type = etype if prefix in "BIM" else None
     return out
+
+
+def entity_spans(tags: Sequence[str]) -> Iterator[tuple[str, int, int]]:
+    """(type, start, end) for each entity in BIO tags; an I- that continues nothing opens one."""
+    etype, start = None, 0
+    for i, tag in enumerate([*tags, "O"]):
+        continues = tag.startswith("I-") and tag[2:] == etype
+        if etype is not None and not continues:
+            yield etype, start, i
+            etype = None
+        if tag != "O" and not continues:
+            etype, start = tag[2:], i
 
 
 def spread_tag(tag: str, n: int) -> list[str]:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pipelines.modeling.models import ModelError
-from pipelines.runtime.predict import entity_spans
+from pipelines.data.loaders import entity_spans
 
 ERROR_KINDS = ("missed", "spurious", "wrong_type", "wrong_boundary", "wrong_type_and_boundary")
 KINDS = ("correct", *ERROR_KINDS)

@@ -8,11 +8,12 @@ here once, so every engine gives the same tags for the same logits.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
 from pipelines.data.encoding import CharEncoder, length_batches, make_windows, pad_batch, stitch
+from pipelines.data.loaders import entity_spans
 
 
 class Engine(Protocol):
@@ -120,18 +121,6 @@ class Entity:
 
     def as_dict(self) -> dict:
         return {"type": self.type, "start": self.start, "end": self.end, "text": self.text, "confidence": round(self.confidence, 4)}
-
-
-def entity_spans(tags: Sequence[str]) -> Iterator[tuple[str, int, int]]:
-    """(type, start, end) for each entity in BIO tags; an I- that continues nothing opens one."""
-    etype, start = None, 0
-    for i, tag in enumerate([*tags, "O"]):
-        continues = tag.startswith("I-") and tag[2:] == etype
-        if etype is not None and not continues:
-            yield etype, start, i
-            etype = None
-        if tag != "O" and not continues:
-            etype, start = tag[2:], i
 
 
 def extract_entities(text: str, logits: np.ndarray, labels: Sequence[str], method: str = "argmax") -> list[Entity]:
