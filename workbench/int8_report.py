@@ -8,12 +8,12 @@ def quantization_table(quantization: dict):
     sensitivity (dev-split F1 drop and logits MSE when only it is int8)."""
     from rich.table import Table
 
-    from pipelines.compile.int8 import KERNEL_INSTRUCTION
+    from pipelines.compile.int8 import KERNELS
 
     budget = quantization.get("budget") or {}
     calib = quantization.get("calibration") or {}
     kernel = quantization.get("kernel", "")
-    mnemonic = KERNEL_INSTRUCTION.get(kernel)
+    mnemonic = KERNELS[kernel].instruction if kernel in KERNELS else None  # older artifacts name no kernel of these
     title = (
         f"int8: {quantization.get('int8_layers', 0)} linear layers int8, {len(quantization.get('keep_fp32') or [])} kept fp32 · "
         f"calibration {calib.get('mode')} on {calib.get('sentences')} {calib.get('split')} sentences · "

@@ -296,9 +296,9 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
     reporter.progress(3, steps, "steps", step="built")
     fail_point("compile.built", request["out_dir"])
     if precision == "int8":
-        from pipelines.compile.int8 import KERNEL_INSTRUCTION, count_instructions
+        from pipelines.compile.int8 import KERNELS, count_instructions
 
-        mnemonic = KERNEL_INSTRUCTION.get(quantization["kernel"])
+        mnemonic = KERNELS[quantization["kernel"]].instruction
         if mnemonic:  # 0 in the code: the int8 GEMMs lost their dot-product instruction
             quantization[mnemonic] = count_instructions(executable, mnemonic)
         found = f", {quantization[mnemonic]} {mnemonic} in the code" if mnemonic else ""

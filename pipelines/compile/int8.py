@@ -46,20 +46,25 @@ class Int8Kernel:
     rows: int  # the register tile: rows x col_blocks accumulators of `lanes` channels
     col_blocks: int
     note: str
+    instruction: str | None  # the dot-product instruction the built code must hold
 
     @property
     def dot_product(self) -> bool:
-        return self.name != "int32"
+        return self.instruction is not None
+
+    @property
+    def weight_bits(self) -> int:
+        return int(self.weight_qmax).bit_length() + 1
 
 
 KERNELS = {
     # 8 x 2 x 16 int32 lanes = 16 zmm accumulators (measured best of 4x4, 8x4, 4x8, 16x2).
-    "vnni": Int8Kernel("vnni", 16, QMAX_W, 8, 2, "vpdpbusd (AVX-512 VNNI)"),
-    "avx512bw": Int8Kernel("avx512bw", 16, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX-512BW, no VNNI; 7-bit weights)"),
+    "vnni": Int8Kernel("vnni", 16, QMAX_W, 8, 2, "vpdpbusd (AVX-512 VNNI)", "vpdpbusd"),
+    "avx512bw": Int8Kernel("avx512bw", 16, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX-512BW, no VNNI; 7-bit weights)", "vpmaddubsw"),
     # 8 x 2 x 8 lanes: all 16 ymm registers as accumulators, and still the fastest of
     # 4x2, 2x4, 6x2, 8x1, 3x4, 4x4, 8x2 at M=128 on znver3 (scripts/bench_int8_tiles.py).
-    "avx2": Int8Kernel("avx2", 8, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX2; 7-bit weights)"),
-    "int32": Int8Kernel("int32", 16, QMAX_W, 8, 2, "int32 vectors (no AVX2 on this target)"),
+    "avx2": Int8Kernel("avx2", 8, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX2; 7-bit weights)", "vpmaddubsw"),
+    "int32": Int8Kernel("int32", 16, QMAX_W, 8, 2, "int32 vectors (no AVX2 on this target)", None),
 }
 
 
@@ -311,7 +316,7 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             mul = (scale * sw * np.ones(n)).astype(np.float32)
             offset = (-zero * wq.astype(np.int64).sum(axis=1) * mul).astype(np.float32)
             rel = float(np.abs(wq * (sw[:, None] if sw.size > 1 else sw) - w).max() / max(np.abs(w).max(), 1e-12))
-            entry.update(int8=True, scale=scale, zero=zero, per_channel=per_channel, weight_bits=int(kernel.weight_qmax).bit_length() + 1,
+            entry.update(int8=True, scale=scale, zero=zero, per_channel=per_channel, weight_bits=kernel.weight_bits,
                          weight_rel_err=round(rel, 5))
             fname = f"int8_linear_{len(self.offsets)}"
             gvar = self.builder_.add_func(int8_linear_func(m, k, n, scale, zero, kernel).with_attr("global_symbol", fname), fname)
@@ -357,13 +362,6 @@ def count_instructions(executable, mnemonic: str) -> int:
     return total
 
 
-def count_vnni(executable) -> int:
-    return count_instructions(executable, "vpdpbusd")
-
-
-KERNEL_INSTRUCTION = {"vnni": "vpdpbusd", "avx512bw": "vpmaddubsw", "avx2": "vpmaddubsw"}
-
-
 def rewrite_from_request(mod, quantize_path: str, target):
     """The compile child's int8 step: (rewritten module, the artifact's ``quantization`` record)."""
     import json
@@ -382,5 +380,5 @@ def rewrite_from_request(mod, quantize_path: str, target):
     record["int8_layers"] = sum(e["int8"] for e in report.values())
     record["kernel"] = kernel.name
     record["kernel_note"] = kernel.note
-    record["weight_bits"] = int(kernel.weight_qmax).bit_length() + 1
+    record["weight_bits"] = kernel.weight_bits
     return mod, record
