@@ -1,3 +1,5 @@
+import random
+
 import pytest
 
 from pipelines.config import DataConfig
@@ -186,6 +188,23 @@ def test_msra_standard_split():
     # dev is a seeded slice: same seed, same dev; no sentence in both train and dev by index
     again = load_data(DataConfig(source="msra", dev_fraction=0.05))
     assert again.splits["dev"]["tokens"][:5] == splits["dev"]["tokens"][:5]
+
+
+def test_a_blocked_dev_split_takes_whole_runs_of_consecutive_sentences(tmp_path):
+    from pipelines.data.loaders import _split_off
+
+    sentences = [([str(i)], ["O"]) for i in range(100)]
+    train, dev = _split_off(sentences, 0.2, seed=3, block=10)
+    dev_ids = sorted(int(s[0][0]) for s in dev)
+    runs = sorted({i // 10 for i in dev_ids})
+    assert len(runs) == 2 and dev_ids == [i for r in runs for i in range(10 * r, 10 * r + 10)]
+    assert len(train) == 80
+    # block 1 is the sentence-level split earlier runs were made with: a seeded shuffle's first 20
+    order = list(range(100))
+    random.Random(3).shuffle(order)
+    assert sorted(int(s[0][0]) for s in _split_off(sentences, 0.2, seed=3, block=1)[1]) == sorted(order[:20])
+    # a last run that overshoots is kept whole: a run is never cut
+    assert len(_split_off(sentences, 0.15, seed=3, block=10)[1]) == 20
 
 
 def test_hub_dataset_offline_fails_with_one_clear_line():

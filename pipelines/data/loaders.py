@@ -154,7 +154,7 @@ def load_data(cfg: DataConfig, seed: int = 42) -> NerData:
     else:
         splits, source_labels = _hub_splits(cfg)
     if "dev" not in splits and "train" in splits:
-        splits["train"], splits["dev"] = _split_off(splits["train"], cfg.dev_fraction, seed)
+        splits["train"], splits["dev"] = _split_off(splits["train"], cfg.dev_fraction, seed, cfg.dev_block)
     labels = list(cfg.labels) if cfg.labels else _labels_for(splits, source_labels)
     return NerData(_to_datasets(splits, labels, cfg.max_sentences), labels)
 
@@ -187,11 +187,17 @@ def _msra_splits() -> dict[str, list[Sentence]]:
     return {"train": sentences[:MSRA_TRAIN_CHUNKS], "test": sentences[MSRA_TRAIN_CHUNKS:]}
 
 
-def _split_off(sentences: list[Sentence], fraction: float, seed: int) -> tuple[list[Sentence], list[Sentence]]:
-    order = list(range(len(sentences)))
-    random.Random(seed).shuffle(order)
+def _split_off(sentences: list[Sentence], fraction: float, seed: int, block: int = 1) -> tuple[list[Sentence], list[Sentence]]:
+    """(train, dev): dev is whole runs of ``block`` consecutive sentences, drawn at
+    random until it holds ``fraction`` of them (the last run drawn may overshoot)."""
+    starts = list(range(0, len(sentences), block))
+    random.Random(seed).shuffle(starts)
     cut = max(1, round(len(sentences) * fraction))
-    dev_ids = set(order[:cut])
+    dev_ids: set[int] = set()
+    for start in starts:
+        if len(dev_ids) >= cut:
+            break
+        dev_ids.update(range(start, min(start + block, len(sentences))))
     train = [s for i, s in enumerate(sentences) if i not in dev_ids]
     dev = [s for i, s in enumerate(sentences) if i in dev_ids]
     return train, dev
