@@ -83,6 +83,9 @@ class ModelConfig(_Section):
     # Overlap between windows when a sentence is longer than max_length - 2 characters.
     window_stride: Optional[int] = Field(None, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
+    # Word-lexicon codes as a second embedding of each character (data/lexicon_features):
+    # jieba (its POS-tagged dictionary) or file:PATH (WORD FREQUENCY POS lines).
+    lexicon: Optional[str] = None
 
 
 class TrainConfig(_Section):

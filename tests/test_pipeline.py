@@ -102,10 +102,10 @@ def test_pretrained_local_directory_starts_from_those_weights(toy_run):
 
     model_dir = os.path.join(toy_run[0].dir, "model")
     trained, _, meta = load_model(model_dir)
-    fresh, tokenizer, fresh_meta = build_model(ModelConfig(pretrained=model_dir, max_length=16), meta.labels)
+    fresh, encoder, fresh_meta = build_model(ModelConfig(pretrained=model_dir, max_length=16), meta.labels)
     for (name, a), (_, b) in zip(trained.state_dict().items(), fresh.state_dict().items()):
         assert torch.equal(a, b), name
-    assert fresh_meta.source == model_dir and len(tokenizer) == 21128
+    assert fresh_meta.source == model_dir and len(encoder.tokenizer) == 21128 and encoder.lexicon is None
 
 
 def test_cli_infer_then_eval_scores_the_saved_predictions(toy_run, tmp_path, capsys):

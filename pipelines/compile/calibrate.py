@@ -120,14 +120,12 @@ def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter,
     compile child. ``weight_qmax``: the target kernel's weight range (``int8.Int8Kernel``)."""
     import torch
 
-    from pipelines.data.encoding import CharEncoder
     from pipelines.evaluate.metrics import ner_metrics
     from pipelines.modeling.models import load_model
     from pipelines.runtime.engines import TorchEngine
     from pipelines.runtime.predict import decode, predict_logits
 
-    model, tokenizer, meta = load_model(model_dir)
-    encoder = CharEncoder(tokenizer)
+    model, encoder, meta = load_model(model_dir)
 
     def logits_of(sentences):
         with torch.inference_mode():

@@ -53,10 +53,10 @@ def export_model(
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     # Eager attention: plain matmul + softmax ops that tracers and compilers all read.
-    model, tokenizer, meta = load_model(model_dir, attn="eager")
+    model, encoder, meta = load_model(model_dir, attn="eager")
     module = logits_module(model)
     shape = tuple(cfg.shape)
-    batches = parity_batches(sentences[: cfg.parity_sentences * shape[0]], CharEncoder(tokenizer), meta.max_length, shape)
+    batches = parity_batches(sentences[: cfg.parity_sentences * shape[0]], encoder, meta.max_length, shape)
     if not batches or len(batches[0][0]) < shape[0]:
         raise ValueError(f"need at least {shape[0]} sentences for the parity check at shape {list(shape)}")
     example = tuple(torch.from_numpy(a) for a in batches[0])

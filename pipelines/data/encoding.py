@@ -52,11 +52,21 @@ def save_tokenizer(tokenizer, directory: str) -> None:
             f.write(token + "\n")
 
 
-class CharEncoder:
-    """Maps characters to token ids with the tokenizer's own normalisation, cached."""
+# With a word lexicon (``lexicon_features``), a position's id is its token id plus
+# LEXICON_STRIDE times its 16-bit lexicon code: the model unpacks both from its one
+# ``input_ids`` input, so exporters, compilers and engines need no third input.
+LEXICON_STRIDE = 1 << 15  # above every token id of a vocabulary up to 32,768 entries
 
-    def __init__(self, tokenizer) -> None:
+
+class CharEncoder:
+    """Maps characters to token ids with the tokenizer's own normalisation, cached;
+    with a ``lexicon`` (``lexicon_features.WordLexicon``), ids carry its codes too."""
+
+    def __init__(self, tokenizer, lexicon=None) -> None:
+        if lexicon is not None and len(tokenizer) > LEXICON_STRIDE:
+            raise ValueError(f"a lexicon needs a vocabulary of at most {LEXICON_STRIDE} tokens, this one has {len(tokenizer)}")
         self.tokenizer = tokenizer
+        self.lexicon = lexicon
         self.cls_id = tokenizer.cls_token_id
         self.sep_id = tokenizer.sep_token_id
         self.pad_id = tokenizer.pad_token_id
@@ -73,7 +83,9 @@ class CharEncoder:
         return cached
 
     def ids(self, chars: Sequence[str]) -> list[int]:
-        return [self.char_id(c) for c in chars]
+        if self.lexicon is None:
+            return [self.char_id(c) for c in chars]
+        return [self.char_id(c) + LEXICON_STRIDE * code for c, code in zip(chars, self.lexicon.codes(chars))]
 
 
 def window_spans(length: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:

@@ -88,18 +88,21 @@ def gazetteer(words: list[tuple[str, str]], family_names: set[str]) -> Gazetteer
     return Gazetteer({etype: sorted(found) for etype, found in names.items()})
 
 
-def load_gazetteer(source: str, train: Sequence[Sentence]) -> Gazetteer:
-    """``jieba`` (its dictionary, installed with it) or ``file:PATH`` in its format."""
+def lexicon_file(source: str) -> str:
+    """The word list a lexicon source names: ``jieba`` (its dictionary, installed with
+    it) or ``file:PATH`` in its format."""
     if source == "jieba":
         try:
-            path = jieba_dictionary()
+            return jieba_dictionary()
         except resources.MissingResource as err:
             raise DataError(f"the jieba lexicon is missing: {err}") from None
-    elif source.startswith("file:"):
-        path = source[len("file:") :]
-    else:
-        raise DataError(f"unknown lexicon {source!r} (use jieba or file:PATH)")
-    return gazetteer(read_pos_words(path), surnames(train))
+    if source.startswith("file:"):
+        return source[len("file:") :]
+    raise DataError(f"unknown lexicon {source!r} (use jieba or file:PATH)")
+
+
+def load_gazetteer(source: str, train: Sequence[Sentence]) -> Gazetteer:
+    return gazetteer(read_pos_words(lexicon_file(source)), surnames(train))
 
 
 def swap_mentions(sentence: Sentence, gaz: Gazetteer, rate: float, rng: random.Random) -> Sentence | None:

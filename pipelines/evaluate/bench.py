@@ -219,23 +219,23 @@ PASS_TIMEOUT_S = 3600.0
 
 def _corpus_inputs(run_dir: str):
     """(encoder, model meta) of a run's model, as eval reads them."""
-    from pipelines.data.encoding import CharEncoder, load_tokenizer
-    from pipelines.modeling.models import ModelMeta
+    from pipelines.modeling.models import ModelMeta, model_encoder
 
     model_dir = resolve_model_dir(run_dir)
-    return CharEncoder(load_tokenizer(model_dir)), ModelMeta.load(model_dir)
+    return model_encoder(model_dir), ModelMeta.load(model_dir)
 
 
 class _CachedEncoder:
-    """A ``CharEncoder``'s ids for every character of ``sentences``, looked up once: the
-    same ids, sent to an instance without the tokenizer (no transformers to import)."""
+    """A ``CharEncoder``'s ids for each of ``sentences``, computed once: the same ids
+    (lexicon codes included), sent to an instance without the tokenizer (no
+    transformers to import)."""
 
     def __init__(self, encoder, sentences) -> None:
         self.cls_id, self.sep_id, self.pad_id, self.unk_id = encoder.cls_id, encoder.sep_id, encoder.pad_id, encoder.unk_id
-        self.known = {c: encoder.char_id(c) for s in sentences for c in s}
+        self.known = {tuple(s): encoder.ids(s) for s in sentences}
 
     def ids(self, chars) -> list[int]:
-        return [self.known[c] for c in chars]
+        return self.known[tuple(chars)]
 
 
 def _open_for_corpus(name: str, run_dir: str, threads: int | None, device: RemoteDevice | None = None):

@@ -13,14 +13,13 @@ import json
 import os
 import time
 
-from pipelines.data.encoding import CharEncoder, load_tokenizer
 from pipelines.data.loaders import load_split
 from pipelines.evaluate.errors import error_counts, read_predictions
 from pipelines.evaluate.metrics import ner_metrics
 from pipelines.events import Reporter
 from pipelines.files import atomic_path, write_json
 from pipelines.layout import EVAL_DIR, run_decoder
-from pipelines.modeling.models import ModelError, ModelMeta, resolve_model_dir
+from pipelines.modeling.models import ModelError, ModelMeta, model_encoder, resolve_model_dir
 from pipelines.runtime.engines import ENGINE_NAMES, EngineError
 from pipelines.runtime.predict import decode, predict_logits
 from pipelines.runtime.remote import RemoteDevice, open_engine_on, remote_name, runs_remotely, split_remote
@@ -52,7 +51,7 @@ def infer(
     with RemoteDevice(rpc) if rpc is not None else contextlib.nullcontext() as device:  # its session ends with the run
         engine = open_engine_on(engine_name, run_or_model_dir, device)
         engine_name = engine.name if device is not None else engine_name
-        encoder = CharEncoder(load_tokenizer(model_dir))
+        encoder = model_encoder(model_dir)
         sentences = dataset["tokens"]
         names = dataset.features["ner_tags"].feature.names
         gold = [[names[t] for t in tags] for tags in dataset["ner_tags"]]

@@ -15,7 +15,8 @@ from typing import Sequence
 
 from pipelines.config import ModelConfig
 from pipelines.files import write_json
-from pipelines.data.encoding import load_tokenizer, save_tokenizer
+from pipelines.data.encoding import LEXICON_STRIDE, CharEncoder, load_tokenizer, save_tokenizer
+from pipelines.data.lexicon_features import FILE as LEXICON_FILE, GROUP_BITS, TYPES as LEXICON_TYPES, WordLexicon, word_lexicon
 from pipelines.layout import MODEL_DIR
 
 # Well-Read Students Learn Better (Turc et al. 2019) compact sizes, plus BERT-base.
@@ -69,24 +70,89 @@ def bert_config(preset: str, vocab_size: int, labels: Sequence[str], max_length:
     )
 
 
-def build_model(cfg: ModelConfig, labels: Sequence[str]):
-    """A fresh classifier: from a preset (random init) or from pretrained weights."""
+def _lexicon_classes():
+    """The BERT classifier whose word embedding also reads lexicon codes, defined on
+    first use (torch and transformers are imported lazily everywhere)."""
+    global _LEXICON_CLASSES
+    if _LEXICON_CLASSES:
+        return _LEXICON_CLASSES
+    import torch
     from transformers import BertForTokenClassification
 
+    class LexiconEmbedding(torch.nn.Embedding):
+        """Token embedding plus one learned vector per (type, B/M/E/S pattern) of the
+        position's lexicon code, unpacked from ids packed by ``CharEncoder``. An
+        ``nn.Embedding`` itself, so its token table keeps the plain BERT name and
+        weights (a pretrained BERT loads into it)."""
+
+        def __init__(self, vocab_size: int, hidden: int, padding_idx: int | None, types: int) -> None:
+            super().__init__(vocab_size, hidden, padding_idx=padding_idx)
+            self.types = types
+            self.lexicon = torch.nn.Embedding(types << GROUP_BITS, hidden)
+
+        def forward(self, ids):
+            # Constants as tensors of the ids' dtype: TVM's importer makes a Python int an
+            # int32 constant, and its int64 / int32 division does not type-check.
+            def const(value):
+                return ids.new_full((), value)
+
+            stride = const(LEXICON_STRIDE)
+            codes = torch.div(ids, stride, rounding_mode="floor")
+            out = super().forward(ids - codes * stride)
+            for g in range(self.types):  # one gather per type: what exporters and TVM read plainly
+                pattern = torch.remainder(torch.div(codes, const(1 << (GROUP_BITS * g)), rounding_mode="floor"), const(1 << GROUP_BITS))
+                out = out + self.lexicon(pattern + const(g << GROUP_BITS))
+            return out
+
+    class LexiconBertForTokenClassification(BertForTokenClassification):
+        def __init__(self, config) -> None:
+            super().__init__(config)
+            emb = self.bert.embeddings
+            emb.word_embeddings = LexiconEmbedding(config.vocab_size, config.hidden_size, config.pad_token_id, config.lexicon_types)
+            self.post_init()
+
+    _LEXICON_CLASSES = (LexiconEmbedding, LexiconBertForTokenClassification)
+    return _LEXICON_CLASSES
+
+
+_LEXICON_CLASSES: tuple = ()
+
+
+def _model_class(lexicon: bool):
+    """The classifier class: reading lexicon codes or plain BERT."""
+    from transformers import BertForTokenClassification
+
+    return _lexicon_classes()[1] if lexicon else BertForTokenClassification
+
+
+def build_model(cfg: ModelConfig, labels: Sequence[str]):
+    """A fresh classifier: from a preset (random init) or from pretrained weights.
+    (model, encoder, meta); with ``cfg.lexicon`` the encoder carries the word lexicon."""
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.pretrained)
+    lexicon = None
+    if cfg.lexicon:
+        lexicon = word_lexicon(cfg.lexicon)
+    elif cfg.pretrained and os.path.isdir(cfg.pretrained):
+        lexicon = WordLexicon.load(cfg.pretrained)  # a model trained with one keeps it
+    encoder = CharEncoder(tokenizer, lexicon)
     if cfg.pretrained:
+        extra = {"lexicon_types": len(LEXICON_TYPES)} if lexicon is not None else {}
         try:
-            model = BertForTokenClassification.from_pretrained(
+            model = _model_class(lexicon is not None).from_pretrained(
                 cfg.pretrained,
                 num_labels=len(labels),
                 id2label=dict(enumerate(labels)),
                 label2id={label: i for i, label in enumerate(labels)},
                 ignore_mismatched_sizes=True,  # a fine-tuned head with another label set is replaced
+                **extra,
             )
         except OSError as err:
             raise ModelError(f"cannot load pretrained weights {cfg.pretrained!r}: {str(err).splitlines()[0]}") from None
     else:
-        model = BertForTokenClassification(bert_config(cfg.preset, len(tokenizer), labels, cfg.max_length, cfg.dropout))
+        config = bert_config(cfg.preset, len(tokenizer), labels, cfg.max_length, cfg.dropout)
+        if lexicon is not None:
+            config.lexicon_types = len(LEXICON_TYPES)
+        model = _model_class(lexicon is not None)(config)
     meta = ModelMeta(
         labels=list(labels),
         max_length=cfg.max_length,
@@ -94,19 +160,21 @@ def build_model(cfg: ModelConfig, labels: Sequence[str]):
         preset=None if cfg.pretrained else cfg.preset,
         source=cfg.pretrained or cfg.preset,
     )
-    return model, tokenizer, meta
+    return model, encoder, meta
 
 
-def save_model(model, tokenizer, meta: ModelMeta, directory: str) -> None:
+def save_model(model, encoder: CharEncoder, meta: ModelMeta, directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
     model.save_pretrained(directory)
-    save_tokenizer(tokenizer, directory)
+    save_tokenizer(encoder.tokenizer, directory)
+    if encoder.lexicon is not None:
+        encoder.lexicon.save(directory)
     meta.save(directory)
 
 
 def load_model(directory: str, attn: str | None = None):
-    """(model in eval mode, tokenizer, meta) from a saved model directory."""
-    from transformers import BertForTokenClassification
+    """(model in eval mode, its ``CharEncoder``, meta) from a saved model directory."""
+    from transformers import AutoConfig
 
     missing = [f for f in ("config.json", META_FILE) if not os.path.isfile(os.path.join(directory, f))]
     if not os.path.isdir(directory):
@@ -115,11 +183,24 @@ def load_model(directory: str, attn: str | None = None):
         raise ModelError(f"{directory}: not a complete model directory (missing {', '.join(missing)})")
     kwargs = {"attn_implementation": attn} if attn else {}
     try:
-        model = BertForTokenClassification.from_pretrained(directory, **kwargs)
+        lexicon = bool(getattr(AutoConfig.from_pretrained(directory), "lexicon_types", 0))
+        model = _model_class(lexicon).from_pretrained(directory, **kwargs)
     except OSError as err:
         raise ModelError(f"{directory}: {str(err).splitlines()[0]}") from None
     model.eval()
-    return model, load_tokenizer(directory), ModelMeta.load(directory)
+    return model, model_encoder(directory), ModelMeta.load(directory)
+
+
+def model_encoder(directory: str) -> CharEncoder:
+    """The encoder a saved model reads its text with: its tokenizer, and its word
+    lexicon if it was trained with one."""
+    lexicon = WordLexicon.load(directory)
+    config_path = os.path.join(directory, "config.json")
+    if lexicon is None and os.path.isfile(config_path):
+        with open(config_path, encoding="utf-8") as f:
+            if json.load(f).get("lexicon_types"):
+                raise ModelError(f"{directory}: the model reads lexicon codes but its {LEXICON_FILE} is missing")
+    return CharEncoder(load_tokenizer(directory), lexicon)
 
 
 def parameter_count(model) -> int:
@@ -166,7 +247,7 @@ def model_fingerprint(model_dir: str) -> str:
     model is never served by the artifact of the one before."""
     digest = hashlib.sha256()
     for name in sorted(os.listdir(model_dir)):
-        if name in ("config.json", META_FILE) or name.endswith((".safetensors", ".bin")):
+        if name in ("config.json", META_FILE, LEXICON_FILE) or name.endswith((".safetensors", ".bin")):
             digest.update(name.encode())
             with open(os.path.join(model_dir, name), "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):

@@ -101,9 +101,9 @@ def static_int8_model(run_dir: str, model_dir: str, out_dir: str, fp32_path: str
     """The run's static int8 ONNX model, calibrated on first use and again whenever the
     model or the calibration settings changed since."""
     from pipelines.config import load_config
-    from pipelines.data.encoding import CharEncoder, load_tokenizer, make_windows, pad_batch
+    from pipelines.data.encoding import make_windows, pad_batch
     from pipelines.data.loaders import data_for, sample_split
-    from pipelines.modeling.models import ModelMeta
+    from pipelines.modeling.models import ModelMeta, model_encoder
 
     cfg = load_config(os.path.join(run_dir, CONFIG_FILE))
     qcfg = cfg.compile.quantize
@@ -112,7 +112,7 @@ def static_int8_model(run_dir: str, model_dir: str, out_dir: str, fp32_path: str
     if _built_for(path) == key:
         return path
     sentences = sample_split(data_for(cfg), qcfg.calibration_split, qcfg.get_data_num, cfg.seed)["tokens"]
-    meta, encoder = ModelMeta.load(model_dir), CharEncoder(load_tokenizer(model_dir))
+    meta, encoder = ModelMeta.load(model_dir), model_encoder(model_dir)
     windows = make_windows(sentences, encoder, meta.max_length, meta.window_stride)
     # One shape for every batch, [1, max_length]: the percentile and entropy calibrators
     # stack what the batches give (batches of 16 failed on a last, shorter one).

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from pipelines.data.encoding import CharEncoder, load_tokenizer
+from pipelines.data.encoding import CharEncoder
 from pipelines.layout import run_decoder
-from pipelines.modeling.models import ModelMeta, resolve_model_dir
+from pipelines.modeling.models import ModelMeta, model_encoder, resolve_model_dir
 from pipelines.runtime.engines import open_engine
 from pipelines.runtime.predict import Engine, Entity, extract_entities, predict_logits
 
@@ -33,7 +33,7 @@ class Tagger:
             torch.set_num_threads(threads)
         model_dir = resolve_model_dir(run_or_model_dir)
         return cls(
-            open_engine(engine, run_or_model_dir, threads), CharEncoder(load_tokenizer(model_dir)), ModelMeta.load(model_dir),
+            open_engine(engine, run_or_model_dir, threads), model_encoder(model_dir), ModelMeta.load(model_dir),
             decoder or run_decoder(run_or_model_dir),
         )
 

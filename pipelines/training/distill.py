@@ -22,7 +22,7 @@ import time
 from typing import Sequence
 
 from pipelines.config import RunConfig
-from pipelines.data.encoding import CharEncoder, make_windows, pad_batch
+from pipelines.data.encoding import LEXICON_STRIDE, make_windows, pad_batch
 from pipelines.data.loaders import NerData
 from pipelines.events import Reporter
 from pipelines.files import replace_dir, write_json
@@ -61,6 +61,17 @@ def check_same_vocab(teacher_tokenizer, student_tokenizer, teacher: str) -> None
         )
 
 
+def check_same_lexicon(teacher_encoder, student_encoder, teacher: str) -> None:
+    """A teacher that reads lexicon codes needs the student's ids to carry the same
+    ones; a teacher without reads the student's ids with the codes taken off."""
+    lexicon = teacher_encoder.lexicon
+    if lexicon is not None and (student_encoder.lexicon is None or student_encoder.lexicon.words != lexicon.words):
+        raise ModelError(
+            f"the teacher ({teacher}) reads codes of its word lexicon ({lexicon.source or 'saved with it'}): "
+            "the student needs the same one (set model.lexicon to it, or start the student from the teacher)"
+        )
+
+
 def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir: str, reporter: Reporter) -> dict:
     """Train the configured student on ``teacher_dir``'s soft labels over ``sentences``
     (lists of words); the student is saved to ``run_dir/distilled`` for the train stage."""
@@ -69,12 +80,12 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
     dc, mc = cfg.distill, cfg.model
     if dc.threads:
         torch.set_num_threads(dc.threads)
-    teacher, teacher_tokenizer, teacher_meta = load_model(teacher_dir)
+    teacher, teacher_encoder, teacher_meta = load_model(teacher_dir)
     torch.manual_seed(cfg.seed)
-    student, tokenizer, meta = build_model(mc, data.labels)
-    check_same_vocab(teacher_tokenizer, tokenizer, teacher_dir)
+    student, encoder, meta = build_model(mc, data.labels)
+    check_same_vocab(teacher_encoder.tokenizer, encoder.tokenizer, teacher_dir)
+    check_same_lexicon(teacher_encoder, encoder, teacher_dir)
     order = torch.tensor(label_order(teacher_meta.labels, data.labels))
-    encoder = CharEncoder(tokenizer)
 
     rng = random.Random(cfg.seed)
     windows = make_windows([[c for word in s for c in word] for s in sentences], encoder, dc.max_length)
@@ -100,6 +111,8 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
     def soft_targets(ids, mask):
         # no_grad, not inference_mode: the targets are saved for the student's backward pass
         with torch.no_grad():
+            if teacher_encoder.lexicon is None:
+                ids = torch.remainder(ids, LEXICON_STRIDE)
             return teacher(input_ids=ids, attention_mask=mask).logits[..., order]
 
     def tensors(ws):
@@ -161,7 +174,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
     loop.run(stage)
 
     meta.source = f"distill:{teacher_meta.source or teacher_dir}->{meta.source}"
-    replace_dir(os.path.join(run_dir, DISTILLED_DIR), lambda tmp: save_model(student, tokenizer, meta, tmp))
+    replace_dir(os.path.join(run_dir, DISTILLED_DIR), lambda tmp: save_model(student, encoder, meta, tmp))
     seconds = loop.seconds
     result = {
         "steps": loop.step,

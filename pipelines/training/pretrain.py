@@ -180,7 +180,7 @@ def pretrain(cfg: RunConfig, sentences, run_dir: str, reporter: Reporter) -> dic
     loop.run(stage)
     accuracy = mlm_accuracy()
     meta = ModelMeta(labels=["O"], max_length=pc.max_length, preset=cfg.model.preset, source=f"mlm:{cfg.model.preset}")
-    replace_dir(os.path.join(run_dir, PRETRAINED_DIR), lambda tmp: save_model(model, tokenizer, meta, tmp))
+    replace_dir(os.path.join(run_dir, PRETRAINED_DIR), lambda tmp: save_model(model, encoder, meta, tmp))
     result = {"steps": loop.step, "mlm_accuracy": accuracy, "seconds": round(loop.seconds, 1),
               "total_seconds": round(clock.total_s(), 1),
               "tokens_per_s": loop.tokens_per_s(), "sequences": len(seqs), "precision": precision}

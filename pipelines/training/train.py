@@ -99,8 +99,7 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
         torch.set_num_threads(tc.threads)
 
     labels = data.labels
-    model, tokenizer, meta = build_model(mc, labels)
-    encoder = CharEncoder(tokenizer)
+    model, encoder, meta = build_model(mc, labels)
     train_split, dev_split = data.splits["train"], data.splits["dev"]
     examples = make_examples(train_split["tokens"], train_split["ner_tags"], encoder, mc.max_length, mc.window_stride)
     extra_counts = {}
@@ -150,7 +149,7 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
         reporter.log(f"step {at}: dev F1 {scores['f1']:.4f}, accuracy {scores['accuracy']:.4f}")
         if scores["f1"] > best["f1"]:
             best.update(f1=scores["f1"], step=at, accuracy=scores["accuracy"])
-            replace_dir(model_dir, lambda tmp: save_model(model, tokenizer, meta, tmp))
+            replace_dir(model_dir, lambda tmp: save_model(model, encoder, meta, tmp))
 
     def restore(state: dict) -> None:
         rng.setstate(state["rng"])

@@ -1,0 +1,96 @@
+"""Word-lexicon features for each character, the SoftLexicon idea without word vectors:
+which dictionary words Begin / are in the Middle of / End / are (Single) the character,
+for each of four word types (person, place, organisation, any other word).
+
+A model trained from scratch on 46k sentences cannot learn where the words of Chinese
+text begin and end, nor which strings are names; a 349k-word POS-tagged dictionary
+(jieba's) knows both. Each character gets a 16-bit code, four bits (B, M, E, S) per
+type; ``encoding.CharEncoder`` packs it above the character's token id, so every
+engine and exporter keeps its two int64 inputs (``modeling.models`` unpacks it).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from pipelines.data.lexicon import read_pos_words, lexicon_file
+from pipelines.data.loaders import DataError
+
+TYPES = ("PER", "LOC", "ORG", "WORD")  # bit group g = TYPES[g]: bits 4g (B) .. 4g+3 (S)
+GROUP_BITS = 4
+B, M, E, S = range(GROUP_BITS)
+POS_TYPES = {"nr": "PER", "nrt": "PER", "nrfg": "PER", "ns": "LOC", "nt": "ORG"}
+MAX_WORD = 10  # longer dictionary entries (a few hundred idioms and titles) are left out
+FILE = "lexicon.tsv"  # in a model directory: WORD<TAB>type mask, a line each
+
+
+class WordLexicon:
+    def __init__(self, words: dict[str, int], source: str = "") -> None:
+        self.words = words  # word -> mask of its types (bit g: TYPES[g])
+        self.source = source
+        self.max_len = max((len(w) for w in words), default=0)
+        # Every prefix of a word: the scan from a character stops at the first that is not.
+        self.prefixes = {w[:k] for w in words for k in range(1, len(w) + 1)}
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def codes(self, chars: Sequence[str]) -> list[int]:
+        """One 16-bit code per character (``chars``: one string per position)."""
+        text = "".join(c if len(c) == 1 else "\0" for c in chars)
+        codes = [0] * len(text)
+        for i in range(len(text)):
+            for end in range(i + 1, min(len(text), i + self.max_len) + 1):
+                word = text[i:end]
+                if word not in self.prefixes:
+                    break
+                mask = self.words.get(word)
+                if not mask:
+                    continue
+                for g in range(len(TYPES)):
+                    if not mask >> g & 1:
+                        continue
+                    base = GROUP_BITS * g
+                    if end - i == 1:
+                        codes[i] |= 1 << (base + S)
+                        continue
+                    codes[i] |= 1 << (base + B)
+                    codes[end - 1] |= 1 << (base + E)
+                    for k in range(i + 1, end - 1):
+                        codes[k] |= 1 << (base + M)
+        return codes
+
+    def save(self, directory: str) -> None:
+        with open(os.path.join(directory, FILE), "w", encoding="utf-8") as f:
+            f.write(f"# {self.source}\n")
+            for word, mask in sorted(self.words.items()):
+                f.write(f"{word}\t{mask}\n")
+
+    @classmethod
+    def load(cls, directory: str) -> "WordLexicon | None":
+        """The lexicon saved beside a model, None for a model without one."""
+        path = os.path.join(directory, FILE)
+        if not os.path.isfile(path):
+            return None
+        words, source = {}, ""
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.startswith("#"):
+                    source = source or line[1:].strip()
+                    continue
+                word, _, mask = line.rstrip("\n").partition("\t")
+                if not word or not mask.isdigit():
+                    raise DataError(f"{path}:{lineno}: expected 'WORD<TAB>MASK', got {line.strip()!r}")
+                words[word] = int(mask)
+        return cls(words, source)
+
+
+def word_lexicon(source: str) -> WordLexicon:
+    """``jieba`` or ``file:PATH`` (``WORD FREQUENCY POS`` lines): every word of up to
+    MAX_WORD characters, typed by its POS tags (a word may carry several)."""
+    words: dict[str, int] = {}
+    for word, pos in read_pos_words(lexicon_file(source)):
+        if len(word) <= MAX_WORD:
+            words[word] = words.get(word, 0) | 1 << TYPES.index(POS_TYPES.get(pos, "WORD"))
+    return WordLexicon(words, source)
