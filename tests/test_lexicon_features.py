@@ -1,6 +1,7 @@
 """Word-lexicon codes per character, their packing into the model's ids, and a model
 that reads them, trained, saved, compiled and served like any other."""
 
+import json
 import os
 
 import pytest
@@ -172,6 +173,9 @@ def test_onnx_runtime_and_the_tvm_build_read_the_codes_as_torch_does(lexicon_run
 
     run, results = lexicon_run
     stage_compile(parse_config({"export": {"shape": [1, 16]}, "compile": {"precisions": ["fp32"]}}), run.dir, Reporter())
+    artifact = os.path.join(run.dir, "compiled", "tvm-fp32-1x16")
+    assert os.path.isfile(os.path.join(artifact, "lexicon.tsv"))  # the artifact reads text on its own
+    assert json.load(open(os.path.join(artifact, "artifact.json")))["lexicon_stride"] == LEXICON_STRIDE
     torch_scores = evaluate_run(run.dir, "torch")
     for engine in ("ort", "tvm-fp32"):
         scores = evaluate_run(run.dir, engine)

@@ -17,6 +17,8 @@ import sys
 import time
 
 from pipelines.cpu import CPUINFO, cpu_flags
+from pipelines.data.encoding import LEXICON_STRIDE
+from pipelines.data.lexicon_features import FILE as LEXICON_FILE
 from pipelines.events import Event, Reporter
 from pipelines.faults import fail_point
 from pipelines.files import replace_dir, write_json
@@ -25,7 +27,9 @@ from pipelines.runtime.tvm_threads import configure_tvm_threads
 
 ARTIFACT_META = "artifact.json"
 LIBRARY = "model.so"
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "workbench.json")
+# What reading text for the model takes: the tokenizer, the labels and, for a model that
+# reads word-lexicon codes in its ids, the lexicon (``data/lexicon_features``).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "workbench.json", LEXICON_FILE)
 
 
 # /proc/cpuinfo flag -> LLVM feature, for the vector extensions the kernels can use.
@@ -325,6 +329,8 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
                 "engine": f"tvm-{precision}",
                 "precision": precision,
                 "inputs": [{"name": n, "shape": request["shape"], "dtype": "int64"} for n in ("input_ids", "attention_mask")],
+                # input_ids = token id + LEXICON_STRIDE * the character's lexicon code
+                "lexicon_stride": LEXICON_STRIDE if os.path.isfile(os.path.join(request["model_dir"], LEXICON_FILE)) else None,
                 "output": {"name": "logits", "shape": [*request["shape"], len(labels)], "dtype": "float32"},
                 "labels": labels,
                 "target": str(target),
