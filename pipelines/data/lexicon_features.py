@@ -30,8 +30,15 @@ class WordLexicon:
         self.words = words  # word -> mask of its types (bit g: TYPES[g])
         self.source = source
         self.max_len = max((len(w) for w in words), default=0)
-        # Every prefix of a word: the scan from a character stops at the first that is not.
-        self.prefixes = {w[:k] for w in words for k in range(1, len(w) + 1)}
+        # Every word and every prefix of one -> the bits a match sets at its first, middle
+        # and last character (None: a prefix only). The scan from a character stops at the
+        # first string that is neither; one lookup a step.
+        self._scan: dict[str, tuple[int, int, int] | None] = {}
+        for w in words:
+            for k in range(1, len(w)):
+                self._scan.setdefault(w[:k], None)
+        for w, mask in words.items():
+            self._scan[w] = _match_bits(mask, len(w))
 
     def __len__(self) -> int:
         return len(self.words)
@@ -39,26 +46,21 @@ class WordLexicon:
     def codes(self, chars: Sequence[str]) -> list[int]:
         """One 16-bit code per character (``chars``: one string per position)."""
         text = "".join(c if len(c) == 1 else "\0" for c in chars)
-        codes = [0] * len(text)
-        for i in range(len(text)):
-            for end in range(i + 1, min(len(text), i + self.max_len) + 1):
-                word = text[i:end]
-                if word not in self.prefixes:
+        n, scan = len(text), self._scan
+        codes = [0] * n
+        for i in range(n):
+            for end in range(i + 1, min(n, i + self.max_len) + 1):
+                bits = scan.get(text[i:end], 0)
+                if bits == 0:  # neither a word nor the start of one
                     break
-                mask = self.words.get(word)
-                if not mask:
+                if bits is None:
                     continue
-                for g in range(len(TYPES)):
-                    if not mask >> g & 1:
-                        continue
-                    base = GROUP_BITS * g
-                    if end - i == 1:
-                        codes[i] |= 1 << (base + S)
-                        continue
-                    codes[i] |= 1 << (base + B)
-                    codes[end - 1] |= 1 << (base + E)
+                first, middle, last = bits
+                codes[i] |= first
+                if end - i > 1:
+                    codes[end - 1] |= last
                     for k in range(i + 1, end - 1):
-                        codes[k] |= 1 << (base + M)
+                        codes[k] |= middle
         return codes
 
     def save(self, directory: str) -> None:
@@ -84,6 +86,17 @@ class WordLexicon:
                     raise DataError(f"{path}:{lineno}: expected 'WORD<TAB>MASK', got {line.strip()!r}")
                 words[word] = int(mask)
         return cls(words, source)
+
+
+def _match_bits(mask: int, length: int) -> tuple[int, int, int]:
+    """(bits at the first, a middle and the last character) of a word of ``length``
+    whose types are ``mask``; a one-character word sets S at its first."""
+    types = [g for g in range(len(TYPES)) if mask >> g & 1]
+
+    def bits(pos: int) -> int:
+        return sum(1 << (GROUP_BITS * g + pos) for g in types)
+
+    return (bits(S), 0, 0) if length == 1 else (bits(B), bits(M), bits(E))
 
 
 def word_lexicon(source: str) -> WordLexicon:
