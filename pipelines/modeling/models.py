@@ -7,6 +7,7 @@ read it and every engine here decodes it the same way.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -70,12 +71,10 @@ def bert_config(preset: str, vocab_size: int, labels: Sequence[str], max_length:
     )
 
 
-def _lexicon_classes():
+@functools.cache
+def _lexicon_bert_class():
     """The BERT classifier whose word embedding also reads lexicon codes, defined on
     first use (torch and transformers are imported lazily everywhere)."""
-    global _LEXICON_CLASSES
-    if _LEXICON_CLASSES:
-        return _LEXICON_CLASSES
     import torch
     from transformers import BertForTokenClassification
 
@@ -111,18 +110,20 @@ def _lexicon_classes():
             emb.word_embeddings = LexiconEmbedding(config.vocab_size, config.hidden_size, config.pad_token_id, config.lexicon_types)
             self.post_init()
 
-    _LEXICON_CLASSES = (LexiconEmbedding, LexiconBertForTokenClassification)
-    return _LEXICON_CLASSES
-
-
-_LEXICON_CLASSES: tuple = ()
+    return LexiconBertForTokenClassification
 
 
 def _model_class(lexicon: bool):
     """The classifier class: reading lexicon codes or plain BERT."""
     from transformers import BertForTokenClassification
 
-    return _lexicon_classes()[1] if lexicon else BertForTokenClassification
+    return _lexicon_bert_class() if lexicon else BertForTokenClassification
+
+
+def _reads_lexicon_codes(directory: str) -> bool:
+    """Whether a saved model's config says its embedding reads lexicon codes."""
+    with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
+        return bool(json.load(f).get("lexicon_types"))
 
 
 def build_model(cfg: ModelConfig, labels: Sequence[str]):
@@ -174,8 +175,6 @@ def save_model(model, encoder: CharEncoder, meta: ModelMeta, directory: str) -> 
 
 def load_model(directory: str, attn: str | None = None):
     """(model in eval mode, its ``CharEncoder``, meta) from a saved model directory."""
-    from transformers import AutoConfig
-
     missing = [f for f in ("config.json", META_FILE) if not os.path.isfile(os.path.join(directory, f))]
     if not os.path.isdir(directory):
         raise ModelError(f"{directory}: no such model directory")
@@ -183,8 +182,7 @@ def load_model(directory: str, attn: str | None = None):
         raise ModelError(f"{directory}: not a complete model directory (missing {', '.join(missing)})")
     kwargs = {"attn_implementation": attn} if attn else {}
     try:
-        lexicon = bool(getattr(AutoConfig.from_pretrained(directory), "lexicon_types", 0))
-        model = _model_class(lexicon).from_pretrained(directory, **kwargs)
+        model = _model_class(_reads_lexicon_codes(directory)).from_pretrained(directory, **kwargs)
     except OSError as err:
         raise ModelError(f"{directory}: {str(err).splitlines()[0]}") from None
     model.eval()
@@ -195,11 +193,8 @@ def model_encoder(directory: str) -> CharEncoder:
     """The encoder a saved model reads its text with: its tokenizer, and its word
     lexicon if it was trained with one."""
     lexicon = WordLexicon.load(directory)
-    config_path = os.path.join(directory, "config.json")
-    if lexicon is None and os.path.isfile(config_path):
-        with open(config_path, encoding="utf-8") as f:
-            if json.load(f).get("lexicon_types"):
-                raise ModelError(f"{directory}: the model reads lexicon codes but its {LEXICON_FILE} is missing")
+    if lexicon is None and os.path.isfile(os.path.join(directory, "config.json")) and _reads_lexicon_codes(directory):
+        raise ModelError(f"{directory}: the model reads lexicon codes but its {LEXICON_FILE} is missing")
     return CharEncoder(load_tokenizer(directory), lexicon)
 
 
