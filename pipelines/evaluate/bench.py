@@ -226,9 +226,9 @@ def _corpus_inputs(run_dir: str):
 
 
 class _CachedEncoder:
-    """A ``CharEncoder``'s ids for each of ``sentences``, computed once: the same ids
-    (lexicon codes included), sent to an instance without the tokenizer (no
-    transformers to import)."""
+    """A ``CharEncoder``'s ids for each of ``sentences``, computed once (lexicon codes
+    included) and read by every corpus pass: in this process, and in instances, which
+    get it without the tokenizer (no transformers to import)."""
 
     def __init__(self, encoder, sentences) -> None:
         self.cls_id, self.sep_id, self.pad_id, self.unk_id = encoder.cls_id, encoder.sep_id, encoder.pad_id, encoder.unk_id
