@@ -121,9 +121,13 @@ def _model_class(lexicon: bool):
 
 
 def _reads_lexicon_codes(directory: str) -> bool:
-    """Whether a saved model's config says its embedding reads lexicon codes."""
+    """Whether a saved model's config says its embedding reads lexicon codes. A config
+    that is not JSON says no here: loading the weights then fails with HF's own message."""
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
-        return bool(json.load(f).get("lexicon_types"))
+        try:
+            return bool(json.load(f).get("lexicon_types"))
+        except ValueError:
+            return False
 
 
 def build_model(cfg: ModelConfig, labels: Sequence[str]):
