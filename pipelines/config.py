@@ -84,7 +84,9 @@ class ModelConfig(_Section):
     window_stride: Optional[int] = Field(None, ge=1)
     dropout: float = Field(0.1, ge=0, lt=1)
     # Word-lexicon codes as a second embedding of each character (data/lexicon_features):
-    # jieba (its POS-tagged dictionary) or file:PATH (WORD FREQUENCY POS lines).
+    # jieba (its POS-tagged dictionary), file:PATH (WORD FREQUENCY POS lines),
+    # peoples_daily_1998 or corpus:PATH (the words and names of a word/POS tagged corpus,
+    # minus its sentences that share text with dev/test), or several joined by "+".
     lexicon: Optional[str] = None
 
 

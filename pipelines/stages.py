@@ -24,9 +24,9 @@ def transfer_text(sources, cfg: RunConfig, reporter: Reporter):
     from pipelines.data.corpus import drop_leaks, load_corpus
 
     sentences = load_corpus(sources)
-    test = data_for(cfg).splits.get("test")
-    if test is not None:
-        sentences, dropped = drop_leaks(sentences, ("".join(t) for t in test["tokens"]))
+    data = data_for(cfg)
+    if "test" in data.splits:
+        sentences, dropped = drop_leaks(sentences, data.texts("test"))
         reporter.log(f"dropped {dropped} sentences sharing text with the test split")
     return sentences
 

@@ -89,6 +89,37 @@ def test_the_jieba_lexicon_types_names_places_and_organisations():
     assert codes[4] & code("B-LOC") and codes[5] & code("E-LOC")
 
 
+def test_a_tagged_corpus_lexicon_leaves_out_sentences_sharing_held_out_text(tmp_path):
+    corpus = tmp_path / "tagged.txt"
+    corpus.write_text(
+        "新华社/nt  记者/n  报道/v  ，/w  国家/n  主席/n  江/nr  泽民/nr  会见/v  了/u  客人/n  。/w\n"
+        "中国/ns  人民/n  银行/n  行长/n  戴/nr  相龙/nr  今天/t  在/p  北京/ns  发表/v  讲话/n  。/w\n",
+        encoding="utf-8",
+    )
+    # The second sentence is (part of) a held-out one: nothing of it may enter.
+    held_out = ["据报道，中国人民银行行长戴相龙今天在北京发表讲话。"]
+    lex = word_lexicon(f"corpus:{corpus}+{write_lexicon(tmp_path / 'w.txt', ['上海 9 ns'])}", held_out)
+    assert lex.held_out_dropped == 1
+    assert set(lex.words) == {"新华社", "记者", "报道", "国家", "主席", "江泽民", "会见", "客人", "上海"}
+    assert lex.words["江泽民"] == 1 << TYPES.index("PER") and lex.words["新华社"] == 1 << TYPES.index("ORG")
+    assert lex.words["记者"] == 1 << TYPES.index("WORD")
+    # Without held-out text, the phrase and the names of the second sentence are in.
+    lex = word_lexicon(f"corpus:{corpus}")
+    assert lex.held_out_dropped == 0
+    assert lex.words["中国人民银行"] == 1 << TYPES.index("ORG") and lex.words["戴相龙"] == 1 << TYPES.index("PER")
+
+
+def test_a_bad_corpus_line_or_lexicon_name_is_named(tmp_path):
+    corpus = tmp_path / "tagged.txt"
+    corpus.write_text("新华社/nt  记者/n\n报道  了/u\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"tagged\.txt:2: cannot read '报道' as word/POS"):
+        word_lexicon(f"corpus:{corpus}")
+    with pytest.raises(DataError, match=r"missing\.txt: no such corpus file"):
+        word_lexicon(f"corpus:{tmp_path / 'missing.txt'}")
+    with pytest.raises(DataError, match=r"unknown lexicon 'hownet' \(use jieba, file:PATH, peoples_daily_1998 or corpus:PATH"):
+        word_lexicon("jieba+hownet")
+
+
 # -- a model that reads the codes: trained, saved, compiled -------------------------------
 @pytest.fixture(scope="module")
 def lexicon_run(tmp_path_factory):

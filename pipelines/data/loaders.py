@@ -41,6 +41,14 @@ class NerData:
     def entity_types(self) -> list[str]:
         return entity_types(self.labels)
 
+    def texts(self, split: str) -> list[str]:
+        """The sentences of a split as strings (none for a split it lacks)."""
+        return ["".join(tokens) for tokens in self.splits[split]["tokens"]] if split in self.splits else []
+
+    def held_out_texts(self) -> list[str]:
+        """What nothing built for training may contain: the dev and test texts."""
+        return self.texts("dev") + self.texts("test")
+
 
 def entity_types(labels: Sequence[str]) -> list[str]:
     return sorted({label[2:] for label in labels if label != "O"})

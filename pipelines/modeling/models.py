@@ -130,13 +130,14 @@ def _reads_lexicon_codes(directory: str) -> bool:
             return False
 
 
-def build_model(cfg: ModelConfig, labels: Sequence[str]):
+def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str] = ()):
     """A fresh classifier: from a preset (random init) or from pretrained weights.
-    (model, encoder, meta); with ``cfg.lexicon`` the encoder carries the word lexicon."""
+    (model, encoder, meta); with ``cfg.lexicon`` the encoder carries the word lexicon,
+    built from no text that shares any with ``held_out`` (the run's dev and test)."""
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.pretrained)
     lexicon = None
     if cfg.lexicon:
-        lexicon = word_lexicon(cfg.lexicon)
+        lexicon = word_lexicon(cfg.lexicon, held_out)
     elif cfg.pretrained and os.path.isdir(cfg.pretrained):
         lexicon = WordLexicon.load(cfg.pretrained)  # a model trained with one keeps it
     encoder = CharEncoder(tokenizer, lexicon)

@@ -82,7 +82,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         torch.set_num_threads(dc.threads)
     teacher, teacher_encoder, teacher_meta = load_model(teacher_dir)
     torch.manual_seed(cfg.seed)
-    student, encoder, meta = build_model(mc, data.labels)
+    student, encoder, meta = build_model(mc, data.labels, data.held_out_texts())
     check_same_vocab(teacher_encoder.tokenizer, encoder.tokenizer, teacher_dir)
     check_same_lexicon(teacher_encoder, encoder, teacher_dir)
     order = torch.tensor(label_order(teacher_meta.labels, data.labels))

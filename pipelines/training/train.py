@@ -99,15 +99,20 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
         torch.set_num_threads(tc.threads)
 
     labels = data.labels
-    model, encoder, meta = build_model(mc, labels)
+    model, encoder, meta = build_model(mc, labels, data.held_out_texts())
     train_split, dev_split = data.splits["train"], data.splits["dev"]
     examples = make_examples(train_split["tokens"], train_split["ner_tags"], encoder, mc.max_length, mc.window_stride)
     extra_counts = {}
+    if mc.lexicon and encoder.lexicon is not None:
+        lexicon = encoder.lexicon
+        reporter.log(f"word lexicon {lexicon.source}: {len(lexicon)} words"
+                     + (f" ({lexicon.held_out_dropped} corpus sentences left out sharing text with dev / test)" if lexicon.held_out_dropped else ""))
+        extra_counts["lexicon"] = {"words": len(lexicon), "dropped_held_out": lexicon.held_out_dropped}
     if cfg.data.extra_train:
         extra = extra_training(cfg.data.extra_train, data)
         reporter.log(f"extra training text: {extra.summary()}")
         examples += make_examples(extra.tokens, extra.label_ids, encoder, mc.max_length, mc.window_stride)
-        extra_counts = extra.counts
+        extra_counts.update(extra.counts)
     if cfg.data.augment:
         swapped, sizes = swapped_mentions(cfg.data.augment, data, cfg.seed)
         reporter.log(f"mention swapping: {len(swapped.tokens)} sentences, lexicon {cfg.data.augment.lexicon} "
