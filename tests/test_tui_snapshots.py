@@ -49,6 +49,8 @@ def test_run_detail(snap_compare, demo_app):
         pilot.app.screen.query_one("#runs").focus()
         await pilot.press("down", "enter")  # the older, finished run
         await settle(pilot, lambda: pilot.app.screen.query_one("#stages").row_count == 3, "stages")
+        # The plots load in a worker of their own: a snapshot taken before they show differs.
+        await settle(pilot, lambda: pilot.app.screen.query_one("#plots").loaded, "plots")
 
     assert snap_compare(demo_app(), terminal_size=SIZE, run_before=before)
 

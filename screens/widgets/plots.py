@@ -242,6 +242,8 @@ class RunPlots(Vertical):
     RunPlots #stage-curves { height: auto; }
     """
 
+    loaded = False  # show() has run: what a test waits for before it looks
+
     def compose(self):
         yield Static("Curves", classes="section")
         yield Vertical(id="stage-curves")
@@ -281,6 +283,7 @@ class RunPlots(Vertical):
         elif not sweeps:
             notes.append("no p50 curves: one shape benched (bench.seq and bench.batch list the shapes)")
         self._note("#bench-note", "\n".join(notes))
+        self.loaded = True
 
     def _note(self, selector: str, text: str) -> None:
         note = self.query_one(selector, Static)
