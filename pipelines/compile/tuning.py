@@ -20,9 +20,14 @@ Tuning records live in a JSON database that later compiles of the same kernels
 
 from __future__ import annotations
 
+import importlib
+import inspect
+import linecache
 import os
 import re
+import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from pipelines.events import Reporter, time_left
@@ -254,12 +259,43 @@ def rpc_runner(rpc: dict, reporter: Reporter):
     )
 
 
+@contextmanager
+def cheap_frame_info():
+    """``inspect.stack()`` with each frame's source line from ``linecache`` only.
+
+    TVMScript's parser calls ``inspect.stack()`` for every ``@T.prim_func``, and
+    ``inspect`` resolves each frame's module by scanning ``sys.modules`` (thousands
+    of entries once torch is loaded) for every frame it cannot place, such as
+    importlib's. Importing TVM's tensor intrinsics (~500 prim funcs, which the first
+    MetaSchedule ``TuneContext`` does) took 58 s of a 106 s tuning compile on 2 cores.
+    The parser reads only the frames, their locals and one source line."""
+    original = inspect.stack
+
+    def stack(context: int = 1) -> list[inspect.FrameInfo]:
+        frames, frame = [], sys._getframe(1)
+        while frame is not None:
+            code = frame.f_code
+            line = linecache.getline(code.co_filename, frame.f_lineno)
+            frames.append(inspect.FrameInfo(frame, code.co_filename, frame.f_lineno, code.co_name, [line] if line else None, 0 if line else None))
+            frame = frame.f_back
+        return frames
+
+    inspect.stack = stack
+    try:
+        yield
+    finally:
+        inspect.stack = original
+
+
 def tune(mod, target, db_dir: str, budget: TuningBudget, rules, reporter: Reporter, rpc: dict | None = None):
     """Tune ``mod`` (fused TIR kernels, not yet scheduled) within ``budget``; returns
     the database to build with (defaults and tuned records, best per kernel). With
     ``rpc`` (an ``RpcConfig`` as a dict), candidates are measured on the tracker's devices."""
     from tvm.s_tir import meta_schedule as ms
     from tvm.s_tir.meta_schedule.relax_integration import extract_tasks
+
+    with cheap_frame_info():
+        importlib.import_module("tvm.s_tir.tensor_intrin")  # what the first TuneContext imports, slowly
 
     os.makedirs(db_dir, exist_ok=True)
     database = ms.database.JSONDatabase(work_dir=db_dir)
