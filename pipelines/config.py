@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 import re
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -25,6 +25,9 @@ class ConfigError(ValueError):
 # The forward pass while training: bf16 is mixed precision (fp32 weights and optimiser
 # state); auto = bf16 on CPUs with AMX-BF16, fp32 elsewhere (pipelines.training.optim).
 TrainPrecision = Literal["auto", "fp32", "bf16"]
+# auto, then every int8 GEMM kernel of pipelines/compile/int8.py (a test keeps them equal).
+Int8KernelName = Literal["auto", "vnni", "avx512bw", "avx2", "avx2-pairs", "int32"]
+INT8_KERNELS = get_args(Int8KernelName)
 
 
 class _Section(BaseModel):
@@ -208,6 +211,9 @@ class QuantizeConfig(_Section):
     budget_samples: int = Field(500, ge=1)
     # Linear layers never to quantise (names as in the model, e.g. bert.encoder.layer.0.output.dense).
     keep_fp32: list[str] = Field(default_factory=list)
+    # The int8 GEMM kernel (pipelines/compile/int8.py): auto = the fastest the target's
+    # CPU runs; or one by name (it must be one the target's CPU runs).
+    kernel: Int8KernelName = "auto"
 
 
 class ProfileConfig(_Section):

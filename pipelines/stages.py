@@ -115,8 +115,8 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
         from pipelines.compile.int8 import int8_kernel
 
         quant_path = os.path.join(run_dir, COMPILED_DIR, QUANT_FILE)
-        # The budget simulates the weights the target's kernel will have (7-bit on AVX2).
-        weight_qmax = int8_kernel(resolve_target(cfg.compile.target)).weight_qmax
+        # The budget simulates the weights the target's kernel will have (7-bit on AVX2, 6 with avx2-pairs).
+        weight_qmax = int8_kernel(resolve_target(cfg.compile.target), cfg.compile.quantize.kernel).weight_qmax
         quantize = prepare_int8(cfg.compile.quantize, data_for(cfg), model_dir, quant_path, cfg.seed, reporter, cfg.eval.decode, weight_qmax)
     for shape in cfg.compile.build_shapes(cfg.export.shape, ModelMeta.load(model_dir).max_length):
         tag = f"{shape[0]}x{shape[1]}"

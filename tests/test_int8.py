@@ -41,7 +41,7 @@ needs_avx512bw = pytest.mark.skipif("avx512bw" not in _cpu_flags(), reason="need
 needs_avx2 = pytest.mark.skipif("avx2" not in _cpu_flags(), reason="needs AVX2")
 # The target each kernel is built for in the kernel test: the host where it needs the
 # host's ISA, a named CPU otherwise.
-KERNEL_TARGETS = {"vnni": None, "avx512bw": "skylake-avx512", "avx2": "haswell", "int32": "x86-64"}
+KERNEL_TARGETS = {"vnni": None, "avx512bw": "skylake-avx512", "avx2": "haswell", "avx2-pairs": "haswell", "int32": "x86-64"}
 
 
 def test_kernel_choice_agrees_with_proc_cpuinfo():
@@ -59,9 +59,22 @@ def test_kernel_choice_agrees_with_proc_cpuinfo():
     assert named == {"cascadelake": "vnni", "skylake-avx512": "avx512bw", "haswell": "avx2", "znver3": "avx2", "x86-64": "int32"}
 
 
+def test_a_named_kernel_is_taken_if_the_target_runs_it_and_refused_by_name_if_not():
+    from pipelines.compile.int8 import KERNELS, int8_kernel
+    from pipelines.config import INT8_KERNELS
+
+    haswell = {"kind": "llvm", "mcpu": "haswell"}
+    assert int8_kernel(haswell, "avx2-pairs").weight_qmax == 31 and int8_kernel(haswell, "int32").name == "int32"
+    with pytest.raises(ValueError, match=r"int8 kernel 'vnni' needs avx512vnni, which the target \(haswell\) lacks \(it runs: avx2, avx2-pairs, int32\)"):
+        int8_kernel(haswell, "vnni")
+    # The config offers exactly the kernels there are.
+    assert set(INT8_KERNELS) == {"auto", *KERNELS}
+
+
 @pytest.mark.parametrize(
     "kernel_name",
-    [pytest.param("vnni", marks=needs_vnni), pytest.param("avx512bw", marks=needs_avx512bw), pytest.param("avx2", marks=needs_avx2), "int32"],
+    [pytest.param("vnni", marks=needs_vnni), pytest.param("avx512bw", marks=needs_avx512bw), pytest.param("avx2", marks=needs_avx2),
+     pytest.param("avx2-pairs", marks=needs_avx2), "int32"],
 )
 def test_kernel_matches_the_integer_reference_with_its_own_instruction(kernel_name):
     import tvm
@@ -88,7 +101,7 @@ def test_kernel_matches_the_integer_reference_with_its_own_instruction(kernel_na
     target = host_target() if mcpu is None else {"kind": "llvm", "mcpu": mcpu}
     lib = tvm.compile(tvm.IRModule({"main": int8_linear_func(m, k, n, scale, zero, kernel)}), target=tvm.target.Target(target))
     counts = {op: count_instructions(lib, op) for op in ("vpdpbusd", "vpmaddubsw")}
-    expected_ops = {"vnni": {"vpdpbusd"}, "avx512bw": {"vpmaddubsw"}, "avx2": {"vpmaddubsw"}, "int32": set()}[kernel_name]
+    expected_ops = {"vnni": {"vpdpbusd"}, "int32": set()}.get(kernel_name, {"vpmaddubsw"})
     assert {op for op, c in counts.items() if c} == expected_ops
     dev = tvm.cpu()
     out = tvm.runtime.tensor(np.zeros((m, n), np.float32), dev)
@@ -99,10 +112,12 @@ def test_kernel_matches_the_integer_reference_with_its_own_instruction(kernel_na
 
 def test_8_bit_weights_would_saturate_the_pmadd_kernel():
     """Why the vpmaddubsw kernels take 7-bit weights: two u8 x s8 products summed into
-    int16 overflow at 8 bits (the test of the kernel above feeds that worst case)."""
-    from pipelines.compile.quantize import QMAX_W, QMAX_W_PMADD
+    int16 overflow at 8 bits (the test of the kernel above feeds that worst case); and
+    the kernel that adds two such sums, 6-bit ones."""
+    from pipelines.compile.quantize import QMAX_W, QMAX_W_PMADD, QMAX_W_PMADD2
 
     assert 2 * 255 * QMAX_W > 2**15 - 1 >= 2 * 255 * QMAX_W_PMADD
+    assert 4 * 255 * QMAX_W_PMADD > 2**15 - 1 >= 4 * 255 * QMAX_W_PMADD2
 
 
 def test_pack_weight_puts_lanes_channels_by_4_inputs_in_one_vector():
@@ -250,6 +265,13 @@ def test_int8_artifact_agrees_with_fp32_and_records_its_report(int8_run):
     assert q["layers"][FRAGILE]["reason"].startswith("kept in fp32")
     assert q["int8_layers"] == len(q["layers"]) - 1
     assert "classifier" not in q["layers"]  # 7 labels: not tileable by 16-channel blocks, stays fp32
+    # The op after each int8 kernel runs inside it: GELU after the intermediate layer,
+    # the residual add after the output projections (the fragile fp32 layer keeps its own).
+    epilogues = {n: e.get("epilogue") for n, e in q["layers"].items() if e["int8"]}
+    assert {n for n, e in epilogues.items() if e == "gelu"} == {f"bert.encoder.layer.{i}.intermediate.dense" for i in (0, 1)}
+    assert {n for n, e in epilogues.items() if e == "residual"} == {
+        f"bert.encoder.layer.{i}.{part}.dense" for i in (0, 1) for part in ("output", "attention.output")} - {FRAGILE}
+    assert q["fused_epilogues"] == sum(e is not None for e in epilogues.values())
 
     rng = np.random.default_rng(1)
     ids = rng.integers(672, 7992, size=(8, 16)).astype(np.int64)

@@ -36,6 +36,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from pipelines.config import INT8_KERNELS
     from pipelines.runtime.engines import ENGINE_NAMES
 
     parser = argparse.ArgumentParser(
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, metavar="BATCHESxLENGTHS",
                    help="a shape profile, one engine of any batch and length: e.g. 1,8,32x32,64,128 builds all nine")
     p.add_argument("--target", default=None, help="host (this CPU, default), x86-avx512, x86-avx2, aarch64, cuda, or a TVM target as JSON")
+    p.add_argument("--int8-kernel", default=None, choices=INT8_KERNELS,
+                   help="the int8 GEMM kernel (default auto: the fastest the target runs; avx2-pairs: 6-bit weights, fewer multiplies)")
     p.add_argument("--tune-trials", type=_at_least(0, int), default=None, help="MetaSchedule trials in all (0: default schedules plus earlier records)")
     p.add_argument("--tune-minutes", type=_at_least(0.01, float), default=None, help="stop tuning after this long, keeping what was measured")
     rpc_args(p, "tuning measures on the tracker's devices of --rpc-key, as many at once as are free")
@@ -503,6 +506,8 @@ def cmd_compile(args) -> int:
             cfg.compile.target = parse_target(args.target)
         except ValueError as err:
             raise CliError(f"--target: {err}") from None
+    if args.int8_kernel:
+        cfg.compile.quantize.kernel = args.int8_kernel
     if args.tune_trials is not None:
         cfg.compile.tuning.trials = args.tune_trials
     if args.tune_minutes is not None:

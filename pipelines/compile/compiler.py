@@ -100,13 +100,9 @@ def requirements(target) -> dict:
 def _fast_gelu(bb, call):
     """GELU with ``fast_erf``: the default exact ``erf`` is a scalar libm call per
     element (a quarter of BERT-mini's run time here); same error (~6e-7)."""
-    from tvm import tirx, topi
+    from pipelines.compile.int8 import fast_gelu
 
-    def gelu(x):
-        half = tirx.const(0.5, x.dtype)
-        return x * (half + topi.fast_erf(x * tirx.const(0.5**0.5, x.dtype)) * half)
-
-    return bb.call_te(gelu, call.args[0], primfunc_name_hint="gelu")
+    return bb.call_te(fast_gelu, call.args[0], primfunc_name_hint="gelu")
 
 
 def _fast_softmax(bb, call):

@@ -14,7 +14,12 @@ per output channel, for a vector of channels (``Int8Kernel``):
 - ``avx512bw`` / ``avx2``: ``vpmaddubsw`` (u8 x s8 pairs -> int16) then ``vpmaddwd``
   by ones (-> int32), 16 / 8 channels; 7-bit weights, so the int16 pair sums cannot
   saturate (``quantize.QMAX_W_PMADD``);
+- ``avx2-pairs`` (by name only): two k quads a step, their ``vpmaddubsw`` sums added
+  in int16 before one ``vpmaddwd``; 6-bit weights;
 - ``int32``: plain int32 vector arithmetic (other CPUs).
+
+The elementwise op after a kernel (GELU, or the residual add) runs inside it as an
+epilogue, on each output tile while it is in cache.
 
 The weight is quantised and packed ahead of time into the layout the instruction
 reads, ``[N/L, K/4, L, 4]`` (L channels x 4 consecutive k in one vector):
@@ -31,10 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipelines.compile.quantize import QMAX_W, QMAX_W_PMADD, activation_params, quantize_weight, weight_scales
+from pipelines.compile.quantize import QMAX_W, QMAX_W_PMADD, QMAX_W_PMADD2, activation_params, quantize_weight, weight_scales
 
 INTRIN = "workbench_vnni_16x4_local"
 PMADD_INTRIN = "workbench_pmadd_{lanes}x4_local"
+PMADD_PAIRS_INTRIN = "workbench_pmadd_pairs_{lanes}x8_local"
 CHANNEL_MULTIPLE = 16  # every kernel tiles N in blocks of 16 (calibration picks layers before the target is known)
 
 
@@ -47,6 +53,9 @@ class Int8Kernel:
     col_blocks: int
     note: str
     instruction: str | None  # the dot-product instruction the built code must hold
+    # k quads a dot-product step takes: 2 sums two vpmaddubsw results in int16 before
+    # one vpmaddwd (3 multiplies per 8 k instead of 4), which needs 6-bit weights.
+    quads: int = 1
 
     @property
     def dot_product(self) -> bool:
@@ -64,23 +73,39 @@ KERNELS = {
     # 8 x 2 x 8 lanes: all 16 ymm registers as accumulators, and still the fastest of
     # 4x2, 2x4, 6x2, 8x1, 3x4, 4x4, 8x2 at M=128 on znver3 (scripts/bench_int8_tiles.py).
     "avx2": Int8Kernel("avx2", 8, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX2; 7-bit weights)", "vpmaddubsw"),
+    "avx2-pairs": Int8Kernel("avx2-pairs", 8, QMAX_W_PMADD2, 8, 2,
+                             "2 vpmaddubsw + vpaddw + vpmaddwd (AVX2; 6-bit weights)", "vpmaddubsw", quads=2),
     "int32": Int8Kernel("int32", 16, QMAX_W, 8, 2, "int32 vectors (no AVX2 on this target)", None),
 }
 
 
-def int8_kernel(target) -> Int8Kernel:
-    """The fastest kernel a target's CPU runs: LLVM aborts the whole process on an
-    instruction the CPU lacks (e.g. vpdpbusd for znver3), so this reads the target."""
+# The CPU feature each kernel's instructions need (LLVM's names).
+KERNEL_FEATURES = {"vnni": "avx512vnni", "avx512bw": "avx512bw", "avx2": "avx2", "avx2-pairs": "avx2", "int32": None}
+AUTO_ORDER = ("vnni", "avx512bw", "avx2", "int32")  # fastest first
+
+
+def int8_kernel(target, choice: str = "auto") -> Int8Kernel:
+    """The kernel ``choice`` names, or (``auto``) the fastest one a target's CPU runs.
+    LLVM aborts the whole process on an instruction the CPU lacks (e.g. vpdpbusd for
+    znver3), so this reads the target, and a named kernel it cannot run is an error."""
     import tvm
     from tvm.target import codegen
 
     target = tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target
-    if target.kind.name != "llvm":
-        return KERNELS["int32"]
-    for name, feature in (("vnni", "avx512vnni"), ("avx512bw", "avx512bw"), ("avx2", "avx2")):
-        if codegen.target_has_features(feature, target):
-            return KERNELS[name]
-    return KERNELS["int32"]
+
+    def runs(name: str) -> bool:
+        feature = KERNEL_FEATURES[name]
+        return feature is None or (target.kind.name == "llvm" and bool(codegen.target_has_features(feature, target)))
+
+    if choice == "auto":
+        return KERNELS[next(name for name in AUTO_ORDER if runs(name))]
+    if choice not in KERNELS:
+        raise ValueError(f"unknown int8 kernel {choice!r} (auto, {', '.join(KERNELS)})")
+    if not runs(choice):
+        mcpu = target.attrs.get("mcpu", "") or target.kind.name
+        usable = ", ".join(name for name in KERNELS if runs(name))
+        raise ValueError(f"int8 kernel {choice!r} needs {KERNEL_FEATURES[choice]}, which the target ({mcpu}) lacks (it runs: {usable})")
+    return KERNELS[choice]
 
 
 # LLVM's u8 x s8 -> int16 pairs and int16 pairs -> int32 intrinsics, per vector width.
@@ -90,27 +115,49 @@ PMADD = {
 }
 
 
-def _dot_desc(lanes: int):
+def _dot_desc(lanes: int, quads: int = 1):
     """What every kernel's inner step computes: ``lanes`` int32 accumulators (local
-    scope, so they can be tensorized into a register tile) += 4 u8 . 4 s8 each."""
+    scope, so they can be tensorized into a register tile) += 4 u8 . 4 s8 each, for
+    ``quads`` consecutive k quads (weights packed [quad, lane, 4])."""
     from tvm.script import tirx as T
 
+    if quads == 1:
+
+        @T.prim_func(s_tir=True)
+        def desc(
+            A: T.Buffer((4,), "uint8", offset_factor=1),
+            B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+            C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
+        ) -> None:
+            with T.sblock("root"):
+                T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+                T.writes(C[0:lanes])
+                for i in T.serial(0, lanes):
+                    for k in T.serial(0, 4):
+                        with T.sblock("update"):
+                            vi, vk = T.axis.remap("SR", [i, k])
+                            C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+        return desc
+
     @T.prim_func(s_tir=True)
-    def desc(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+    def desc_quads(
+        A: T.Buffer((quads * 4,), "uint8", offset_factor=1),
+        B: T.Buffer((quads, lanes, 4), "int8", offset_factor=1),
         C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.reads(C[0:lanes], A[0 : quads * 4], B[0:quads, 0:lanes, 0:4])
             T.writes(C[0:lanes])
-            for i in T.serial(0, lanes):
-                for k in T.serial(0, 4):
-                    with T.sblock("update"):
-                        vi, vk = T.axis.remap("SR", [i, k])
-                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+            for q in T.serial(0, quads):
+                for i in T.serial(0, lanes):
+                    for k in T.serial(0, 4):
+                        with T.sblock("update"):
+                            vi = T.axis.spatial(lanes, i)
+                            vk = T.axis.reduce(quads * 4, q * 4 + k)
+                            C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vk // 4, vi, vk % 4], "int32")
 
-    return desc
+    return desc_quads
 
 
 def register_vnni_intrin() -> str:
@@ -171,6 +218,37 @@ def register_pmadd_intrin(lanes: int) -> str:
     return name
 
 
+def register_pmadd_pairs_intrin(lanes: int) -> str:
+    """Two k quads a step: ``vpmaddubsw`` on each, their int16 sums added (6-bit
+    weights: 2 * 2 * 255 * 31 = 31,620 fits int16), one ``vpmaddwd`` by ones."""
+    from tvm.s_tir import TensorIntrin
+    from tvm.script import tirx as T
+
+    to_pairs, to_int32 = PMADD[lanes * 32]
+    i8, i16, i32 = f"int8x{lanes * 4}", f"int16x{lanes * 2}", f"int32x{lanes}"
+    name = PMADD_PAIRS_INTRIN.format(lanes=lanes)
+
+    @T.prim_func(s_tir=True)
+    def impl(
+        A: T.Buffer((8,), "uint8", offset_factor=1),
+        B: T.Buffer((2, lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:lanes], A[0:8], B[0:2, 0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            a0 = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=i8)
+            a1 = T.reinterpret(T.broadcast(T.reinterpret(A.vload([4], "uint8x4"), dtype="int32"), lanes), dtype=i8)
+            p0 = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(to_pairs), a0, B.vload([0, 0, 0], dtype=i8), dtype=i16)
+            p1 = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(to_pairs), a1, B.vload([1, 0, 0], dtype=i8), dtype=i16)
+            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=i32) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(to_int32), p0 + p1, T.broadcast(T.int16(1), lanes * 2), dtype=i32
+            )
+
+    TensorIntrin.register(name, _dot_desc(lanes, 2), impl, override=True)
+    return name
+
+
 def pack_weight(wq: np.ndarray, lanes: int = 16) -> np.ndarray:
     """[N, K] int8 -> [N/lanes, K/4, lanes, 4]: one dot-product operand per (n block, k quad)."""
     n, k = wq.shape
@@ -186,12 +264,30 @@ def has_vnni(target) -> bool:
     return int8_kernel(target).name == "vnni"
 
 
-def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: Int8Kernel = KERNELS["vnni"]):
+def fast_gelu(x):
+    """GELU with ``fast_erf`` on a TE tensor: the compiler's fp32 GELU
+    (``compiler._fast_gelu``) and the int8 kernel's GELU epilogue, the same numbers."""
+    from tvm import tirx, topi
+
+    half = tirx.const(0.5, x.dtype)
+    return x * (half + topi.fast_erf(x * tirx.const(0.5**0.5, x.dtype)) * half)
+
+
+EPILOGUES = (None, "gelu", "residual")
+
+
+def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: Int8Kernel = KERNELS["vnni"],
+                     epilogue: str | None = None):
     """The scheduled kernel ``(x[m, k] f32, w[n/L, k/4, L, 4] i8, mul[n], off[n]) -> y[m, n] f32``
     with L = ``kernel.lanes``; the ``int32`` kernel: the same tiling with plain int32
-    vector arithmetic."""
+    vector arithmetic. ``epilogue``: ``gelu`` applies GELU to y, ``residual`` takes a
+    fifth input ``r[m, n]`` and adds it; each tile does it while y is in cache (an
+    opaque kernel cannot be fused with the ops after it: they would each be one more
+    pass over memory)."""
     from tvm import s_tir, te, tirx
 
+    if epilogue not in EPILOGUES:
+        raise ValueError(f"unknown int8 epilogue {epilogue!r}")
     f32 = "float32"
     lanes = kernel.lanes
     x = te.placeholder((m, k), f32, name="x")
@@ -211,18 +307,35 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: In
         name="gemm",
     )
     y = te.compute((m, n), lambda i, j: acc[i, j].astype(f32) * mul[j] + off[j], name="rescale")
-    sch = s_tir.Schedule(te.create_prim_func([x, w, mul, off, y]))
-    quant, gemm, rescale = (sch.get_sblock(b) for b in ("quantize", "gemm", "rescale"))
+    inputs = [x, w, mul, off]
+    if epilogue == "residual":
+        r = te.placeholder((m, n), f32, name="r")
+        inputs.append(r)
+        out = te.compute((m, n), lambda i, j: y[i, j] + r[i, j], name="epilogue")
+    elif epilogue == "gelu":
+        gelu = fast_gelu(y)
+        out = te.compute((m, n), lambda i, j: gelu[i, j], name="epilogue")
+    else:
+        out = y
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, out]))
+    if epilogue:
+        # The rescale and every elementwise stage of the epilogue fold into one block.
+        for block in sch.get_child_blocks(sch.get_sblock("root")):
+            if sch.get(block).name_hint not in ("quantize", "gemm", "epilogue"):
+                sch.compute_inline(block)
+    quant, gemm = sch.get_sblock("quantize"), sch.get_sblock("gemm")
+    rescale = sch.get_sblock("epilogue" if epilogue else "rescale")
 
     rows = next(r for r in (kernel.rows, 4, 2, 1) if m % r == 0)
     blocks = kernel.col_blocks if (n // lanes) % kernel.col_blocks == 0 else 1
     i, j, kk = sch.get_loops(gemm)
     i_o, i_i = sch.split(i, [None, rows])
     j_o, j_b, j_i = sch.split(j, [None, blocks, lanes])
-    k_o, k_i = sch.split(kk, [None, 4])
+    quads = kernel.quads if k % (4 * kernel.quads) == 0 else 1
+    k_o, k_q, k_i = sch.split(kk, [None, quads, 4])
     # Per k quad: `rows` broadcasts of 4 activation bytes, `blocks` weight vector
     # loads, rows x blocks dot products into accumulators that stay in registers.
-    sch.reorder(j_o, i_o, k_o, i_i, j_b, *((j_i, k_i) if kernel.dot_product else (k_i, j_i)))
+    sch.reorder(j_o, i_o, k_o, i_i, j_b, *((k_q, j_i, k_i) if kernel.dot_product else (k_q, k_i, j_i)))
     sch.set_scope(gemm, 0, "local")
     sch.reverse_compute_at(rescale, i_o, preserve_unit_loops=True)
     # j outer, i inner: the weight panel of `blocks` x 16 channels stays in cache across row tiles.
@@ -230,12 +343,15 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: In
     init = sch.decompose_reduction(gemm, k_o)
     if kernel.name == "vnni":
         sch.tensorize(j_i, register_vnni_intrin())
+    elif kernel.dot_product and quads == 2:
+        sch.tensorize(k_q, register_pmadd_pairs_intrin(lanes))
     elif kernel.dot_product:
         sch.tensorize(j_i, register_pmadd_intrin(lanes))
     else:
         # TIR refuses to vectorize a reduction update; 16 contiguous int32 lanes innermost
         # are left to LLVM's loop vectorizer.
         sch.unroll(k_i)
+        sch.unroll(k_q)
     sch.unroll(i_i)
     sch.unroll(j_b)
     sch.vectorize(sch.get_loops(init)[-1])
@@ -267,7 +383,16 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
     by_key = {spec["key"]: name for name, spec in layers.items()}
     keep = set(keep_fp32)
     report: dict[str, dict] = {}
-    matmul_op, add_op, permute_op, call_tir_op = (tvm.ir.Op.get(f"relax.{o}") for o in ("matmul", "add", "permute_dims", "call_tir"))
+    matmul_op, add_op, permute_op, call_tir_op, reshape_op, gelu_op = (
+        tvm.ir.Op.get(f"relax.{o}") for o in ("matmul", "add", "permute_dims", "call_tir", "reshape", "nn.gelu")
+    )
+
+    def dims(expr) -> list[int] | None:
+        shape = getattr(expr.ty, "shape", None)
+        try:
+            return [int(d) for d in shape] if shape is not None else None
+        except TypeError:  # a symbolic dimension
+            return None
 
     def constant(expr, lookup):
         if isinstance(expr, relax.Var):
@@ -279,6 +404,9 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
         def __init__(self, mod):
             super().__init__(mod)
             self.offsets = {}  # kernel name -> its per-channel offset, for folding a bias into it
+            self.specs = {}  # kernel name -> its int8_linear_func arguments, for an epilogue variant
+            self.variants = {}  # (kernel name, epilogue) -> its global var
+            self.layers = {}  # kernel name -> layer name
 
         def weight_nk(self, arg):
             value = self.lookup_binding(arg) if isinstance(arg, relax.Var) else arg
@@ -294,7 +422,51 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             if call.op.same_as(matmul_op):
                 return self.rewrite_matmul(call)
             if call.op.same_as(add_op):
-                return self.fold_bias(call)
+                folded = self.fold_bias(call)
+                return folded if folded is not call else self.fuse_residual(call)
+            if call.op.same_as(gelu_op):
+                return self.fuse_gelu(call)
+            return call
+
+        def kernel_behind(self, var):
+            """(global var, args, [m, n]) of the plain int8 kernel call that ``var`` is,
+            seen through a reshape ([B * S, N] -> [B, S, N]: elementwise ops commute with it)."""
+            value = self.lookup_binding(var) if isinstance(var, relax.Var) else None
+            if isinstance(value, relax.Call) and value.op.same_as(reshape_op):
+                if dims(value.args[0]) is None or dims(value) is None:
+                    return None
+                value = self.lookup_binding(value.args[0]) if isinstance(value.args[0], relax.Var) else None
+            if not (isinstance(value, relax.Call) and value.op.same_as(call_tir_op)):
+                return None
+            gvar = value.args[0]
+            if gvar.name_hint not in self.specs:
+                return None  # not an int8 kernel, or one that has its epilogue already
+            return gvar, list(value.args[1].fields), dims(value)
+
+        def with_epilogue(self, call, source, epilogue: str, extra=()):
+            """``call`` (an elementwise op on the kernel's output) as the kernel with that epilogue."""
+            gvar, args, (m, n) = source
+            report[self.layers[gvar.name_hint]]["epilogue"] = epilogue
+            key = (gvar.name_hint, epilogue)
+            if key not in self.variants:
+                fname = f"{gvar.name_hint}_{epilogue}"
+                func = int8_linear_func(*self.specs[gvar.name_hint], kernel, epilogue).with_attr("global_symbol", fname)
+                self.variants[key] = self.builder_.add_func(func, fname)
+            fused = self.builder_.emit(relax.call_tir(self.variants[key], [*args, *extra], relax.TensorType((m, n), "float32")))
+            return fused if dims(call) == [m, n] else relax.op.reshape(fused, call.ty.shape)
+
+        def fuse_gelu(self, call):
+            source = self.kernel_behind(call.args[0])
+            return call if source is None else self.with_epilogue(call, source, "gelu")
+
+        def fuse_residual(self, call):
+            for var, other in (call.args, call.args[::-1]):
+                source = self.kernel_behind(var)
+                if source is None or dims(other) != dims(call) or other.ty.dtype != "float32":
+                    continue
+                (m, n) = source[2]
+                residual = other if dims(other) == [m, n] else self.builder_.emit(relax.op.reshape(other, (m, n)))
+                return self.with_epilogue(call, source, "residual", [residual])
             return call
 
         def rewrite_matmul(self, call):
@@ -321,6 +493,8 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             fname = f"int8_linear_{len(self.offsets)}"
             gvar = self.builder_.add_func(int8_linear_func(m, k, n, scale, zero, kernel).with_attr("global_symbol", fname), fname)
             self.offsets[fname] = offset
+            self.specs[fname] = (m, k, n, scale, zero)
+            self.layers[fname] = name
             return self.kernel_call(gvar, [x, relax.const(pack_weight(wq, kernel.lanes)), relax.const(mul)], offset, (m, n))
 
         @staticmethod
@@ -368,7 +542,7 @@ def rewrite_from_request(mod, quantize_path: str, target):
 
     with open(quantize_path, encoding="utf-8") as f:
         payload = json.load(f)
-    kernel = int8_kernel(target)
+    kernel = int8_kernel(target, payload["settings"].get("kernel", "auto"))
     mod, report = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"], kernel)
     missing = sorted(set(payload["layers"]) - set(report))
     if missing:  # a calibrated layer the rewrite never met: its weight differs from the model's
@@ -378,6 +552,7 @@ def rewrite_from_request(mod, quantize_path: str, target):
     record = {k: payload[k] for k in ("settings", "calibration", "budget", "keep_fp32")}
     record["layers"] = report
     record["int8_layers"] = sum(e["int8"] for e in report.values())
+    record["fused_epilogues"] = sum(bool(e.get("epilogue")) for e in report.values())
     record["kernel"] = kernel.name
     record["kernel_note"] = kernel.note
     record["weight_bits"] = kernel.weight_bits
