@@ -18,7 +18,7 @@ from typing import Sequence
 from pipelines.data.corpus import shares_text
 from pipelines.data.lexicon import read_pos_words, lexicon_file
 from pipelines.data.loaders import DataError
-from pipelines.data.silver import name_candidates, peoples_daily_1998_file, read_pos_sentences
+from pipelines.data.silver import name_candidates, peoples_daily_1998_file, read_pos_file
 
 TYPES = ("PER", "LOC", "ORG", "WORD")  # bit group g = TYPES[g]: bits 4g (B) .. 4g+3 (S)
 GROUP_BITS = 4
@@ -33,10 +33,10 @@ FILE = "lexicon.tsv"  # in a model directory: WORD<TAB>type mask, a line each
 
 
 class WordLexicon:
-    def __init__(self, words: dict[str, int], source: str = "") -> None:
+    def __init__(self, words: dict[str, int], source: str = "", held_out_dropped: int = 0) -> None:
         self.words = words  # word -> mask of its types (bit g: TYPES[g])
         self.source = source
-        self.held_out_dropped = 0  # corpus sentences left out for sharing dev / test text
+        self.held_out_dropped = held_out_dropped  # corpus sentences left out for sharing dev / test text
         self.max_len = max((len(w) for w in words), default=0)
         # Every word and every prefix of one -> the bits a match sets at its first, middle
         # and last character (None: a prefix only). The scan from a character stops at the
@@ -144,16 +144,14 @@ def word_lexicon(source: str, held_out: Sequence[str] = ()) -> WordLexicon:
                 add(word, POS_TYPES.get(pos, "WORD"))
         else:
             raise DataError(f"unknown lexicon {part!r} (use jieba, file:PATH, {PEOPLES_DAILY} or corpus:PATH, joined by '+')")
-    lexicon = WordLexicon(words, source)
-    lexicon.held_out_dropped = skipped
-    return lexicon
+    return WordLexicon(words, source, skipped)
 
 
 def _corpus_words(path: str, held_out: Sequence[str]) -> tuple[list[tuple[str, str]], int]:
     """(word, type) of a ``word/POS`` corpus: its names, and its other words of two or
     more characters as WORD (its segmentation is news text's, jieba's is general); and
     how many of its sentences were left out for sharing text with ``held_out``."""
-    sentences = read_pos_sentences(path)
+    sentences = [words for _, words in read_pos_file(path)]
     leaks = shares_text(("".join(w for w, _ in s) for s in sentences), held_out) if held_out else [False] * len(sentences)
     found = []
     for words, leak in zip(sentences, leaks):

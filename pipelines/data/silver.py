@@ -94,6 +94,21 @@ def _phrase_end(words: list[Word], i: int) -> int:
     return j
 
 
+def _last_head(words: list[Word], i: int) -> int | None:
+    """The last word of the noun phrase opened at ``i`` that is an organisation's or a
+    place's head noun (中国/ns 人民/n 银行/n: 银行), None if there is none."""
+    heads = [k for k in range(i + 1, _phrase_end(words, i)) if _name_head(words[k][0])]
+    return heads[-1] if heads else None
+
+
+def _run_end(words: list[Word], i: int, pos: str) -> int:
+    """The end of the run of ``pos`` words that starts at ``i``."""
+    j = i
+    while j < len(words) and words[j][1] == pos:
+        j += 1
+    return j
+
+
 def word_labels(words: list[Word]) -> list[str | None]:
     """One label per word: PER / LOC / ORG, None (O) or UNSURE."""
     labels: list[str | None] = [None] * len(words)
@@ -101,25 +116,21 @@ def word_labels(words: list[Word]) -> list[str | None]:
     while i < len(words):
         pos = words[i][1]
         if pos == "nr":
-            j = i
-            while j < len(words) and words[j][1] == "nr":
-                j += 1
+            j = _run_end(words, i, "nr")
             labels[i:j] = ["PER"] * (j - i)
             i = j
             continue
         if pos in ("ns", "nt") or (pos in _NOMINAL and pos not in ("a", "b")):
             # Does the noun phrase it opens end in an organisation's or a place's head
             # noun (中国/ns 人民/n 银行/n, 中央/n 电视台/n)? Then it may be one name.
-            heads = [k for k in range(i + 1, _phrase_end(words, i)) if _name_head(words[k][0])]
-            if heads:
-                labels[i : heads[-1] + 1] = [UNSURE] * (heads[-1] + 1 - i)
-                i = heads[-1] + 1
+            head = _last_head(words, i)
+            if head is not None:
+                labels[i : head + 1] = [UNSURE] * (head + 1 - i)
+                i = head + 1
                 continue
         if pos in ("ns", "nt"):
             if pos == "ns" and i + 1 < len(words) and words[i + 1][1] == "ns":
-                k = i
-                while k < len(words) and words[k][1] == "ns":
-                    k += 1
+                k = _run_end(words, i, "ns")
                 labels[i:k] = [UNSURE] * (k - i)
                 i = k
                 continue
@@ -149,24 +160,32 @@ def char_tags(words: list[Word]) -> tuple[list[str], list[str]]:
     return chars, tags
 
 
-def read_pos_corpus(lines: Iterable[str], source: str) -> list[SilverSentence]:
-    sentences = []
+def pos_sentences(lines: Iterable[str], source: str) -> Iterator[tuple[int, list[Word]]]:
+    """(line number, words) of each sentence of ``word/POS`` lines."""
     for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        for words in split_sentences(parse_line(line, source, lineno)):
-            chars, tags = char_tags(words)
-            sentences.append(SilverSentence(chars, tags, lineno))
-    return sentences
+        if line.strip():
+            for words in split_sentences(parse_line(line, source, lineno)):
+                yield lineno, words
+
+
+def read_pos_corpus(lines: Iterable[str], source: str) -> list[SilverSentence]:
+    return [SilverSentence(*char_tags(words), lineno) for lineno, words in pos_sentences(lines, source)]
+
+
+def read_pos_file(path: str) -> list[tuple[int, list[Word]]]:
+    """``pos_sentences`` of a corpus file; a file that is missing or not UTF-8 is an
+    error naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return list(pos_sentences(f, path))
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such corpus file") from None
 
 
 def peoples_daily_1998_silver() -> list[SilverSentence]:
-    path = peoples_daily_1998_file()
-    try:
-        with open(path, encoding="utf-8") as f:
-            return read_pos_corpus(f, path)
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
+    return [SilverSentence(*char_tags(words), lineno) for lineno, words in read_pos_file(peoples_daily_1998_file())]
 
 
 def name_candidates(words: list[Word]) -> Iterator[tuple[str, str]]:
@@ -180,9 +199,7 @@ def name_candidates(words: list[Word]) -> Iterator[tuple[str, str]]:
     while i < len(words):
         text, pos = words[i]
         if pos == "nr":
-            j = i
-            while j < len(words) and words[j][1] == "nr":
-                j += 1
+            j = _run_end(words, i, "nr")
             name = "".join(w for w, _ in words[i:j])
             if len(name) > 1:  # a surname alone is no name
                 yield name, "PER"
@@ -190,23 +207,11 @@ def name_candidates(words: list[Word]) -> Iterator[tuple[str, str]]:
             continue
         if pos in ("ns", "nt"):
             yield text, "LOC" if pos == "ns" else "ORG"
-            heads = [k for k in range(i + 1, _phrase_end(words, i)) if _name_head(words[k][0])]
-            if heads:
-                phrase = "".join(w for w, _ in words[i : heads[-1] + 1])
-                yield phrase, "ORG" if words[heads[-1]][0].endswith(ORG_HEADS) else "LOC"
+            head = _last_head(words, i)
+            if head is not None:
+                phrase = "".join(w for w, _ in words[i : head + 1])
+                yield phrase, "ORG" if words[head][0].endswith(ORG_HEADS) else "LOC"
         i += 1
-
-
-def read_pos_sentences(path: str) -> list[list[Word]]:
-    """The sentences of a ``word/POS`` corpus file; a token it cannot read is an error
-    naming the file and line."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [s for lineno, line in enumerate(f, 1) if line.strip() for s in split_sentences(parse_line(line, path, lineno))]
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not UTF-8 text") from None
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such corpus file") from None
 
 
 def peoples_daily_1998_file() -> str:
