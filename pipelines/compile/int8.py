@@ -403,10 +403,10 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
     class Rewriter(PyExprMutator):
         def __init__(self, mod):
             super().__init__(mod)
-            self.offsets = {}  # kernel name -> its per-channel offset, for folding a bias into it
-            self.specs = {}  # kernel name -> its int8_linear_func arguments, for an epilogue variant
+            # Plain int8 kernel name -> (its layer, its int8_linear_func arguments for an
+            # epilogue variant, its per-channel offset for folding a bias into it).
+            self.kernels: dict[str, tuple[str, tuple, np.ndarray]] = {}
             self.variants = {}  # (kernel name, epilogue) -> its global var
-            self.layers = {}  # kernel name -> layer name
 
         def weight_nk(self, arg):
             value = self.lookup_binding(arg) if isinstance(arg, relax.Var) else arg
@@ -428,6 +428,12 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
                 return self.fuse_gelu(call)
             return call
 
+        def plain_kernel_call(self, var):
+            """The call of a plain int8 kernel (no epilogue yet) that ``var`` is bound to, or None."""
+            value = self.lookup_binding(var) if isinstance(var, relax.Var) else None
+            is_kernel = isinstance(value, relax.Call) and value.op.same_as(call_tir_op) and value.args[0].name_hint in self.kernels
+            return value if is_kernel else None
+
         def kernel_behind(self, var):
             """(global var, args, [m, n]) of the plain int8 kernel call that ``var`` is,
             seen through a reshape ([B * S, N] -> [B, S, N]: elementwise ops commute with it)."""
@@ -435,22 +441,19 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             if isinstance(value, relax.Call) and value.op.same_as(reshape_op):
                 if dims(value.args[0]) is None or dims(value) is None:
                     return None
-                value = self.lookup_binding(value.args[0]) if isinstance(value.args[0], relax.Var) else None
-            if not (isinstance(value, relax.Call) and value.op.same_as(call_tir_op)):
-                return None
-            gvar = value.args[0]
-            if gvar.name_hint not in self.specs:
-                return None  # not an int8 kernel, or one that has its epilogue already
-            return gvar, list(value.args[1].fields), dims(value)
+                var = value.args[0]
+            value = self.plain_kernel_call(var)
+            return None if value is None else (value.args[0], list(value.args[1].fields), dims(value))
 
         def with_epilogue(self, call, source, epilogue: str, extra=()):
             """``call`` (an elementwise op on the kernel's output) as the kernel with that epilogue."""
             gvar, args, (m, n) = source
-            report[self.layers[gvar.name_hint]]["epilogue"] = epilogue
+            layer, spec, _ = self.kernels[gvar.name_hint]
+            report[layer]["epilogue"] = epilogue
             key = (gvar.name_hint, epilogue)
             if key not in self.variants:
                 fname = f"{gvar.name_hint}_{epilogue}"
-                func = int8_linear_func(*self.specs[gvar.name_hint], kernel, epilogue).with_attr("global_symbol", fname)
+                func = int8_linear_func(*spec, kernel, epilogue).with_attr("global_symbol", fname)
                 self.variants[key] = self.builder_.add_func(func, fname)
             fused = self.builder_.emit(relax.call_tir(self.variants[key], [*args, *extra], relax.TensorType((m, n), "float32")))
             return fused if dims(call) == [m, n] else relax.op.reshape(fused, call.ty.shape)
@@ -490,11 +493,9 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             rel = float(np.abs(wq * (sw[:, None] if sw.size > 1 else sw) - w).max() / max(np.abs(w).max(), 1e-12))
             entry.update(int8=True, scale=scale, zero=zero, per_channel=per_channel, weight_bits=kernel.weight_bits,
                          weight_rel_err=round(rel, 5))
-            fname = f"int8_linear_{len(self.offsets)}"
+            fname = f"int8_linear_{len(self.kernels)}"
             gvar = self.builder_.add_func(int8_linear_func(m, k, n, scale, zero, kernel).with_attr("global_symbol", fname), fname)
-            self.offsets[fname] = offset
-            self.specs[fname] = (m, k, n, scale, zero)
-            self.layers[fname] = name
+            self.kernels[fname] = (name, (m, k, n, scale, zero), offset)
             return self.kernel_call(gvar, [x, relax.const(pack_weight(wq, kernel.lanes)), relax.const(mul)], offset, (m, n))
 
         @staticmethod
@@ -504,12 +505,12 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
         def fold_bias(self, call):
             a, b = call.args
             for var, other in ((a, b), (b, a)):
-                value = self.lookup_binding(var) if isinstance(var, relax.Var) else None
-                if not (isinstance(value, relax.Call) and value.op.same_as(call_tir_op)):
+                value = self.plain_kernel_call(var)
+                if value is None:
                     continue
                 gvar, args = value.args[0], list(value.args[1].fields)
-                offset = self.offsets.get(gvar.name_hint)
-                bias = constant(other, self.lookup_binding) if offset is not None else None
+                offset = self.kernels[gvar.name_hint][2]
+                bias = constant(other, self.lookup_binding)
                 if bias is not None and bias.shape == offset.shape and bias.dtype == np.float32:
                     # The bias joins the kernel's per-channel offset; the bias-less call becomes dead code.
                     return self.kernel_call(gvar, args[:3], offset + bias, value.ty.shape)
