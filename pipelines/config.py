@@ -37,7 +37,9 @@ class _Section(BaseModel):
 class AugmentConfig(_Section):
     # Mention swapping: `copies` more of each train sentence with entities, each entity
     # swapped at chance `rate` for a name of its type from the lexicon: jieba (its
-    # dictionary's nr/ns/nt words) or file:PATH in its `WORD FREQUENCY POS` format.
+    # dictionary's nr/ns/nt words), file:PATH in its `WORD FREQUENCY POS` format, or a
+    # word/POS tagged corpus's names (peoples_daily_1998, corpus:PATH; its sentences
+    # sharing dev/test text left out), joined by `+`.
     lexicon: str = "jieba"
     copies: int = Field(1, ge=1, le=10)
     rate: float = Field(0.5, gt=0, le=1)

@@ -14,10 +14,10 @@ from pipelines.data.loaders import entity_spans
 
 def test_only_name_shaped_entries_of_each_type_are_kept():
     words = [
-        ("张伟", "nr"), ("巫婆", "nr"), ("王", "nr"), ("欧阳修文", "nr"),  # a name; no surname; too short; too long
-        ("杭州市", "ns"), ("龟年鹤寿", "ns"), ("长江", "ns"),
-        ("北京大学", "nt"), ("上进心", "nt"), ("ABC公司", "nt"),
-        ("张三", "n"),  # not a name's POS
+        ("张伟", "PER"), ("巫婆", "PER"), ("王", "PER"), ("欧阳修文", "PER"),  # a name; no surname; too short; too long
+        ("杭州市", "LOC"), ("龟年鹤寿", "LOC"), ("长江", "LOC"),
+        ("北京大学", "ORG"), ("上进心", "ORG"), ("ABC公司", "ORG"),
+        ("张三", "WORD"),  # not a name
     ]
     gaz = gazetteer(words, family_names={"张", "王", "欧"})
     assert gaz.names == {"PER": ["张伟"], "LOC": ["杭州市", "长江"], "ORG": ["北京大学"]}
@@ -58,13 +58,32 @@ def test_a_missing_lexicon_says_what_to_install(monkeypatch, tmp_path):
         load_gazetteer("jieba", [])
     with pytest.raises(DataError, match=r"nope\.txt: no such lexicon file"):
         load_gazetteer(f"file:{tmp_path}/nope.txt", [])
-    with pytest.raises(DataError, match="unknown lexicon 'hownet'"):
+    with pytest.raises(DataError, match="unknown lexicon 'hownet' \\(use jieba, file:PATH, peoples_daily_1998 or corpus:PATH"):
         load_gazetteer("hownet", [])
+
+
+def test_a_tagged_corpus_adds_its_names_except_from_held_out_sentences(tmp_path):
+    corpus = tmp_path / "tagged.txt"
+    corpus.write_text(
+        "中国/ns  人民/n  银行/n  行长/n  戴/nr  相龙/nr  在/p  杭州市/ns  讲话/v  。/w\n"
+        "北京/ns  大学/n  校长/n  陈/nr  佳洱/nr  到/v  了/u  。/w\n",
+        encoding="utf-8")
+    jieba_like = tmp_path / "dict.txt"
+    jieba_like.write_text("陈伟 12 nr\n张伟 12 nr\n", encoding="utf-8")
+    train = [(list("陈佳在北京"), ["B-PER", "I-PER", "O", "B-LOC", "I-LOC"])] * 5 + [(list("戴某"), ["B-PER", "I-PER"])] * 5
+    gaz, dropped = load_gazetteer(f"file:{jieba_like}+corpus:{corpus}", train)
+    assert dropped == 0
+    # Kept by the shape filters: 张伟 (张 is no surname of train), 北京 (no place head) are not.
+    assert gaz.names == {"PER": ["戴相龙", "陈伟", "陈佳洱"], "LOC": ["杭州市"], "ORG": ["中国人民银行", "北京大学"]}
+    # A held-out (dev / test) sentence inside the second corpus sentence: its names stay out.
+    gaz, dropped = load_gazetteer(f"corpus:{corpus}", train, held_out=["北京大学校长陈佳洱到了。"])
+    assert dropped == 1
+    assert gaz.names == {"PER": ["戴相龙"], "LOC": ["杭州市"], "ORG": ["中国人民银行"]}
 
 
 def test_the_jieba_dictionary_gives_thousands_of_names_per_type():
     family = set("王李张刘陈杨黄赵吴周")
-    gaz = gazetteer(read_pos_words(lexicon.jieba_dictionary()), family)
+    gaz, _ = load_gazetteer("jieba", [(list(ch + "某"), ["B-PER", "I-PER"]) for ch in family] * 5)
     sizes = gaz.sizes()
     assert sizes["PER"] > 5_000 and sizes["LOC"] > 5_000 and sizes["ORG"] > 1_000, sizes
     assert "北京大学" in gaz.names["ORG"]

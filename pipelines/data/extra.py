@@ -65,10 +65,12 @@ def extra_training(sources: Sequence[str], data: NerData) -> ExtraTrain:
 
 def swapped_mentions(augment: AugmentConfig, data: NerData, seed: int) -> tuple[ExtraTrain, dict[str, int]]:
     """``augment.copies`` passes over the train split, each sentence with entities again
-    with some of them swapped for lexicon names; and the gazetteer's size per type."""
+    with some of them swapped for lexicon names; and the gazetteer's size per type, with
+    ``held_out_dropped``: the lexicon's corpus sentences left out for sharing dev or
+    test text (their names are not swapped in)."""
     train = data.splits["train"]
     sentences = [(list(chars), [data.labels[t] for t in tags]) for chars, tags in zip(train["tokens"], train["ner_tags"])]
-    gaz = load_gazetteer(augment.lexicon, sentences)
+    gaz, dropped = load_gazetteer(augment.lexicon, sentences, data.held_out_texts())
     rng = random.Random(seed)
     index = {label: i for i, label in enumerate(data.labels)}
     extra = ExtraTrain()
@@ -78,4 +80,4 @@ def swapped_mentions(augment: AugmentConfig, data: NerData, seed: int) -> tuple[
             if swapped is not None:
                 extra.tokens.append(swapped[0])
                 extra.label_ids.append([index[t] for t in swapped[1]])
-    return extra, gaz.sizes()
+    return extra, {**gaz.sizes(), "held_out_dropped": dropped}

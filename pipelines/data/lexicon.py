@@ -1,8 +1,14 @@
-"""A gazetteer of person, place and organisation names from a POS-tagged word list
-(jieba's 349k-word dictionary by default: ``WORD FREQUENCY POS`` a line, ``nr`` /
-``ns`` / ``nt`` for the three types), and mention swapping with it: a training
-sentence again with its entities replaced by other names of the same type, so the
-model learns the contexts and shapes of names rather than the names it has seen.
+"""Lexicon sources and a gazetteer of person, place and organisation names from them,
+and mention swapping with it: a training sentence again with its entities replaced by
+other names of the same type, so the model learns the contexts and shapes of names
+rather than the names it has seen.
+
+A source is a POS-tagged word list (``jieba``'s 349k-word dictionary, or ``file:PATH``:
+``WORD FREQUENCY POS`` a line, ``nr`` / ``ns`` / ``nt`` for the three types) or a
+``word/POS`` tagged corpus (``peoples_daily_1998``, embedded, or ``corpus:PATH``),
+whose names are what its POS tags suggest (``silver.name_candidates``); sources join
+with ``+``. A corpus sentence sharing text with the run's dev or test split is left
+out, and counted.
 
 jieba's list is noisy (``巫婆/nr``, ``龟年鹤寿/ns``), so only entries shaped like a
 name of their type are kept: persons of 2-3 characters starting with a surname seen
@@ -19,14 +25,17 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pipelines import resources
+from pipelines.data.corpus import shares_text
 from pipelines.data.loaders import DataError, Sentence, entity_spans
-from pipelines.data.silver import ORG_HEADS, PLACE_HEADS
+from pipelines.data.silver import ORG_HEADS, PLACE_HEADS, Word, name_candidates, peoples_daily_1998_file, read_pos_file
 
 POS_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 _HAN = re.compile(r"^[\u4e00-\u9fff]+$")
 # Natural features and city parts besides the administrative heads.
 LOC_HEADS = PLACE_HEADS + ("江", "河", "湖", "海", "湾", "山", "岛", "港", "岭", "峡", "城", "洲", "半岛", "平原", "盆地", "高原")
 MIN_SURNAME_COUNT = 5  # a surname: the first character of this many training PER mentions
+PEOPLES_DAILY = "peoples_daily_1998"  # a corpus source beside jieba, file:PATH and corpus:PATH
+SOURCES_HELP = f"use jieba, file:PATH, {PEOPLES_DAILY} or corpus:PATH, joined by '+'"
 
 
 @dataclass
@@ -71,11 +80,11 @@ def surnames(sentences: Sequence[Sentence]) -> set[str]:
     return {ch for ch, n in first.items() if n >= MIN_SURNAME_COUNT}
 
 
-def gazetteer(words: list[tuple[str, str]], family_names: set[str]) -> Gazetteer:
+def gazetteer(typed: list[tuple[str, str]], family_names: set[str]) -> Gazetteer:
+    """The names among ``(word, type)`` entries shaped like a name of their type."""
     names: dict[str, set[str]] = {etype: set() for etype in POS_TYPES.values()}
-    for word, pos in words:
-        etype = POS_TYPES.get(pos)
-        if etype is None or not _HAN.match(word):
+    for word, etype in typed:
+        if etype not in names or not _HAN.match(word):
             continue
         if etype == "PER":
             keep = 2 <= len(word) <= 3 and word[0] in family_names
@@ -98,11 +107,54 @@ def lexicon_file(source: str) -> str:
             raise DataError(f"the jieba lexicon is missing: {err}") from None
     if source.startswith("file:"):
         return source[len("file:") :]
-    raise DataError(f"unknown lexicon {source!r} (use jieba or file:PATH)")
+    raise DataError(f"unknown lexicon {source!r} ({SOURCES_HELP})")
 
 
-def load_gazetteer(source: str, train: Sequence[Sentence]) -> Gazetteer:
-    return gazetteer(read_pos_words(lexicon_file(source)), surnames(train))
+def corpus_file(source: str) -> str | None:
+    """The tagged corpus a source names (``peoples_daily_1998``, ``corpus:PATH``), else None."""
+    if source == PEOPLES_DAILY:
+        return peoples_daily_1998_file()
+    return source[len("corpus:") :] if source.startswith("corpus:") else None
+
+
+@dataclass
+class SourceEntries:
+    """What a (``+``-joined) lexicon source holds: its word-list entries as
+    ``(word, POS)``; its corpora's sentences that share no text with the held-out
+    texts, as ``word/POS`` words; and how many corpus sentences were left out."""
+
+    listed: list[tuple[str, str]]
+    sentences: list[list[Word]]
+    held_out_dropped: int
+
+    def corpus_names(self) -> list[tuple[str, str]]:
+        """``(name, type)`` of every name the corpus sentences' POS tags suggest."""
+        return [name for words in self.sentences for name in name_candidates(words)]
+
+    def names(self) -> list[tuple[str, str]]:
+        """``(name, type)``: the listed words whose POS is a name's, and the corpus names."""
+        return [(word, POS_TYPES[pos]) for word, pos in self.listed if pos in POS_TYPES] + self.corpus_names()
+
+
+def read_sources(source: str, held_out: Sequence[str] = ()) -> SourceEntries:
+    entries = SourceEntries([], [], 0)
+    for part in source.split("+"):
+        path = corpus_file(part)
+        if path is None:
+            entries.listed += read_pos_words(lexicon_file(part))
+            continue
+        sentences = [words for _, words in read_pos_file(path)]
+        leaks = shares_text(("".join(w for w, _ in s) for s in sentences), held_out) if held_out else [False] * len(sentences)
+        entries.sentences += [s for s, leak in zip(sentences, leaks) if not leak]
+        entries.held_out_dropped += sum(leaks)
+    return entries
+
+
+def load_gazetteer(source: str, train: Sequence[Sentence], held_out: Sequence[str] = ()) -> tuple[Gazetteer, int]:
+    """The gazetteer of ``source`` (its corpora without sentences sharing ``held_out``
+    text), and how many corpus sentences that left out."""
+    entries = read_sources(source, held_out)
+    return gazetteer(entries.names(), surnames(train)), entries.held_out_dropped
 
 
 def swap_mentions(sentence: Sentence, gaz: Gazetteer, rate: float, rng: random.Random) -> Sentence | None:

@@ -15,10 +15,8 @@ import functools
 import os
 from typing import Sequence
 
-from pipelines.data.corpus import shares_text
-from pipelines.data.lexicon import read_pos_words, lexicon_file
+from pipelines.data.lexicon import read_sources
 from pipelines.data.loaders import DataError
-from pipelines.data.silver import name_candidates, peoples_daily_1998_file, read_pos_file
 
 TYPES = ("PER", "LOC", "ORG", "WORD")  # bit group g = TYPES[g]: bits 4g (B) .. 4g+3 (S)
 GROUP_BITS = 4
@@ -28,7 +26,6 @@ MAX_WORD = 10  # longer dictionary entries (a few hundred idioms and titles) are
 # A tagged corpus's words that are not lexicon entries: its names come from
 # name_candidates, and numbers (m), dates (t) and punctuation (w) name nothing.
 _NOT_WORDS = {"nr", "ns", "nt", "m", "t", "w"}
-PEOPLES_DAILY = "peoples_daily_1998"  # a lexicon source beside jieba and file:PATH
 FILE = "lexicon.tsv"  # in a model directory: WORD<TAB>type mask, a line each
 
 
@@ -124,38 +121,15 @@ def word_lexicon(source: str, held_out: Sequence[str] = ()) -> WordLexicon:
     (``WORD FREQUENCY POS`` lines), and ``peoples_daily_1998`` or ``corpus:PATH`` (a
     ``word/POS`` tagged corpus in its format): the words and name candidates
     (``silver.name_candidates``) of its sentences that share no text with ``held_out``
-    (the run's dev and test texts)."""
+    (the run's dev and test texts). A corpus's other words of two or more characters
+    are WORD (its segmentation is news text's, jieba's is general)."""
+    entries = read_sources(source, held_out)
     words: dict[str, int] = {}
-    skipped = 0
-
-    def add(word: str, etype: str) -> None:
+    typed = [(word, POS_TYPES.get(pos, "WORD")) for word, pos in entries.listed]
+    typed += entries.corpus_names()
+    typed += [(text, POS_TYPES.get(pos, "WORD")) for s in entries.sentences for text, pos in s
+              if len(text) > 1 and pos not in _NOT_WORDS]
+    for word, etype in typed:
         if len(word) <= MAX_WORD:
             words[word] = words.get(word, 0) | 1 << TYPES.index(etype)
-
-    for part in source.split("+"):
-        if part == PEOPLES_DAILY or part.startswith("corpus:"):
-            path = peoples_daily_1998_file() if part == PEOPLES_DAILY else part[len("corpus:") :]
-            found, dropped = _corpus_words(path, held_out)
-            for word, etype in found:
-                add(word, etype)
-            skipped += dropped
-        elif part == "jieba" or part.startswith("file:"):
-            for word, pos in read_pos_words(lexicon_file(part)):
-                add(word, POS_TYPES.get(pos, "WORD"))
-        else:
-            raise DataError(f"unknown lexicon {part!r} (use jieba, file:PATH, {PEOPLES_DAILY} or corpus:PATH, joined by '+')")
-    return WordLexicon(words, source, skipped)
-
-
-def _corpus_words(path: str, held_out: Sequence[str]) -> tuple[list[tuple[str, str]], int]:
-    """(word, type) of a ``word/POS`` corpus: its names, and its other words of two or
-    more characters as WORD (its segmentation is news text's, jieba's is general); and
-    how many of its sentences were left out for sharing text with ``held_out``."""
-    sentences = [words for _, words in read_pos_file(path)]
-    leaks = shares_text(("".join(w for w, _ in s) for s in sentences), held_out) if held_out else [False] * len(sentences)
-    found = []
-    for words, leak in zip(sentences, leaks):
-        if not leak:
-            found += name_candidates(words)
-            found += [(text, POS_TYPES.get(pos, "WORD")) for text, pos in words if len(text) > 1 and pos not in _NOT_WORDS]
-    return found, sum(leaks)
+    return WordLexicon(words, source, entries.held_out_dropped)

@@ -116,7 +116,8 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
     if cfg.data.augment:
         swapped, sizes = swapped_mentions(cfg.data.augment, data, cfg.seed)
         reporter.log(f"mention swapping: {len(swapped.tokens)} sentences, lexicon {cfg.data.augment.lexicon} "
-                     + ", ".join(f"{n} {etype}" for etype, n in sizes.items()))
+                     + ", ".join(f"{n} {key}" for key, n in sizes.items() if key != "held_out_dropped")
+                     + (f" ({sizes['held_out_dropped']} corpus sentences sharing dev/test text left out)" if sizes["held_out_dropped"] else ""))
         examples += make_examples(swapped.tokens, swapped.label_ids, encoder, mc.max_length, mc.window_stride)
         extra_counts["mention_swap"] = {"sentences": len(swapped.tokens), **sizes}
     dev_sentences = dev_split["tokens"]
