@@ -68,6 +68,17 @@ def test_a_batch_goes_to_the_shortest_length_that_fits_and_gives_what_one_big_bu
         profile.logits(np.ones((1, 129), dtype=np.int64), np.ones((1, 129), dtype=np.int64))
 
 
+def test_a_sparse_grid_pads_to_a_longer_length_rather_than_to_many_rows():
+    # Batch 64 at every 8 positions (the corpus), batch 1 only at 32 and 64 (one sentence).
+    shapes = [(64, s) for s in (8, 16, 24, 32, 40, 48, 56, 64)] + [(1, 32), (1, 64)]
+    profile = ShapeProfile([Recorder(s, []) for s in shapes])
+    assert profile.bucket(1, 20) == (32, [1])  # 1 x 32 positions, not 64 x 24
+    assert profile.bucket(60, 20) == (24, [64])
+    assert profile.bucket(2, 33) == (64, [1, 1])  # 2 rows at 64 beat 64 rows at 40
+    assert profile.bucket(64, 33) == (40, [64])
+    assert profile.bucket(1, 8) == (32, [1])
+
+
 def test_sentences_longer_than_the_profile_are_windowed_not_refused():
     """predict_logits windows to the engine's longest build: a 300-character sentence
     through a profile of length 64 still gets one logit row per character."""

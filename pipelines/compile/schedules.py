@@ -175,8 +175,18 @@ def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
     return max(vector_bits(target) // dtype_bits, 1)
 
 
-def _largest_divisor(n: int, candidates: tuple[int, ...]) -> int:
-    return next((c for c in candidates if n % c == 0), 1)
+def divides(factor: int, extent) -> bool:
+    """Whether ``factor`` divides a loop extent: a number, or a symbolic length the
+    analyzer can prove a multiple of it (``8 * t`` by 8, not by 16)."""
+    if isinstance(extent, int):
+        return extent % factor == 0
+    from tvm.sym import Analyzer
+
+    return Analyzer().can_prove_equal(tirx.floormod(extent, factor), 0)
+
+
+def _largest_divisor(n, candidates: tuple[int, ...]) -> int:
+    return next((c for c in candidates if divides(c, n)), 1)
 
 
 def _vectorize_inner(sch: s_tir.Schedule, block, lanes: int) -> None:
@@ -185,7 +195,11 @@ def _vectorize_inner(sch: s_tir.Schedule, block, lanes: int) -> None:
         return
     inner = loops[-1]
     extent = get_extent(sch, inner)
-    if not isinstance(extent, int) or extent < 2:
+    if not isinstance(extent, int):  # a symbolic length: vectorised where lanes divide it
+        if divides(lanes, extent):
+            sch.vectorize(sch.split(inner, [None, lanes])[1])
+        return
+    if extent < 2:
         return
     if extent % lanes == 0 and extent > lanes:
         _, inner = sch.split(inner, [None, lanes])
@@ -251,12 +265,12 @@ class Matmul(CPUScheduleRule):
             return None  # not inlinable: this rule does not apply
         block = main.block_rv
         *batch, i, j, k = sch.get_loops(block)
-        extents = [get_extent(sch, loop) for loop in (i, j, k)]
-        if not all(isinstance(e, int) for e in extents):
-            return None
-        m, n, _ = extents
+        # A symbolic extent (a length built as ``8 * t``) is tiled only by what divides it.
+        m, n, _ = (get_extent(sch, loop) for loop in (i, j, k))
         lanes = vector_lanes(target)
         rows, cols = gemm_tile(target, m, n)
+        if cols < lanes and not isinstance(n, int):
+            return None  # a symbolic width no vector divides
         if cols < lanes:  # a narrow output (e.g. the label projection)
             # k outside j: n independent accumulators per row instead of one dependent
             # FMA chain per output (latency-bound: 175 us for BERT's 128x256x7 classifier).
@@ -319,6 +333,10 @@ class Matmul(CPUScheduleRule):
                 # Expected as for the tile's epilogues; a narrow GEMM's output is small.
                 fell_back("epilogue left as its own loop nest", err, expected=True)
                 _parallel_outer(sch, epilogue.block_rv)
+
+
+def _is_reshape(sch: s_tir.Schedule, block) -> bool:
+    return sch.get(block).name_hint.startswith("T_reshape")
 
 
 def _try_inline(sch: s_tir.Schedule, block, site: str = "block not inlined") -> bool:
@@ -437,6 +455,14 @@ class RowReduction(CPUScheduleRule):
         infos = normalize_prim_func(sch)
         if infos is None or len(infos) < 2 or not infos[-1].is_injective():
             return None
+        if len(infos) > 2 and infos[-2].is_injective() and _is_reshape(sch, infos[-1].block_rv):
+            # A reshape fused after the row op ([B, S, H] -> [B*S, H]) writes the output from
+            # the step before it, in the row loops the reductions share.
+            try:
+                sch.reverse_compute_inline(infos[-1].block_rv)
+            except Exception as err:  # noqa: BLE001 - TVM raises many kinds
+                fell_back("reshape not folded into the step before it", err, expected=False)
+            infos = normalize_prim_func(sch)
         # Elementwise steps with one consumer fold into it (softmax's x - max into its
         # exp; its divide, broadcast and reshape into one write): each would otherwise
         # be one more vector pass over the row, through memory.
@@ -453,7 +479,7 @@ class RowReduction(CPUScheduleRule):
         for b in reductions:
             kind = b.dom_kind()
             extent = get_extent(sch, sch.get_loops(b.block_rv)[-1])
-            if kind != "S" * rows + "R" or not isinstance(extent, int) or extent % lanes or extent <= lanes:
+            if kind != "S" * rows + "R" or not divides(lanes, extent) or (isinstance(extent, int) and extent <= lanes):
                 return None
         partials = []
         for b in reductions:  # before compute_at: rfactor needs the block alone in its loop nest
@@ -470,8 +496,13 @@ class RowReduction(CPUScheduleRule):
         for block in reversed(producers):
             sch.compute_at(block, spatial, preserve_unit_loops=True)
         for rf in partials:  # [.., k_outer, lane]: the lanes are independent, so they vectorise
-            sch.unroll(sch.get_loops(rf)[-1])  # independent lanes: LLVM turns them into one vector
-            sch.decompose_reduction(rf, sch.get_loops(rf)[-2])
+            k_outer, lane = sch.get_loops(rf)[-2:]
+            if not isinstance(get_extent(sch, lane), int):
+                # A symbolic row (8 * t): compute_at put k_outer (t) inside the lanes.
+                k_outer, lane = lane, next(loop for loop in reversed(sch.get_loops(rf)) if get_extent(sch, loop) == lanes)
+                sch.reorder(k_outer, lane)
+            sch.unroll(lane)  # independent lanes: LLVM turns them into one vector
+            sch.decompose_reduction(rf, k_outer)
         for b in infos[:-1]:
             if b.is_injective():
                 _vectorize_inner(sch, b.block_rv, lanes)

@@ -164,9 +164,9 @@ def plan_batches(rows: int, sizes) -> list[int]:
 
 class ShapeProfile:
     """Artifacts of one engine built at several static shapes, used as one engine that
-    takes any batch and length: a batch goes to the shortest sequence length built that
-    fits it, split over the batch sizes built at that length (``plan_batches``); longer
-    sentences are windowed to the longest length built."""
+    takes any batch and length: a batch goes to a sequence length built that fits it,
+    split over the batch sizes built at that length (``bucket``, ``plan_batches``);
+    longer sentences are windowed to the longest length built."""
 
     fixed_shape = None
 
@@ -183,12 +183,17 @@ class ShapeProfile:
         return sorted((b, s) for s, by_batch in self.by_seq.items() for b in by_batch)
 
     def bucket(self, rows: int, length: int) -> tuple[int, list[int]]:
-        """(the sequence length, the batch sizes) a batch of ``rows`` x ``length`` runs at."""
-        fits = [s for s in self.by_seq if s >= length]
+        """(the sequence length, the batch sizes) a batch of ``rows`` x ``length`` runs at:
+        of the lengths that fit it, the one whose plan computes the fewest positions
+        (``plan_batches``' cost in rows, times the length), the shortest on a tie. With
+        batch 64 built at every 8 positions and batch 1 only at some, one sentence of 20
+        runs at 1 x 32, not padded to 64 rows at 24."""
+        fits = sorted(s for s in self.by_seq if s >= length)
         if not fits:
             raise EngineError(f"{self.name} was built for lengths up to {self.max_length}, got {length}")
-        seq = min(fits)
-        return seq, plan_batches(rows, self.by_seq[seq])
+        plans = {seq: plan_batches(rows, self.by_seq[seq]) for seq in fits}
+        seq = min(fits, key=lambda s: (sum(plans[s]) + CALL_COST_ROWS * len(plans[s])) * s)
+        return seq, plans[seq]
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         seq, plan = self.bucket(len(input_ids), input_ids.shape[1])
