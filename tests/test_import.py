@@ -96,6 +96,12 @@ def test_a_command_given_a_foreign_run_directory_imports_it(foreign_run, tmp_pat
     assert f"imported {foreign_run} as run {run.id} (registered in place)" in err
     assert run.dir == foreign_run and run.stage("export").status == "done"
     assert main(["runs", "--runs-dir", runs]) == 0 and len(RunStore(runs).list_runs()) == 1
+    # A copy of it is the same run: the command says which directory it works in.
+    copy = str(tmp_path / "copy")
+    shutil.copytree(foreign_run, copy)
+    capsys.readouterr()
+    assert main(["export", "--model", copy, "--runs-dir", runs, "--quiet"]) == 0
+    assert f"{copy}: run {run.id} of this store (the same model); its directory {foreign_run} is the one used" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -384,7 +384,8 @@ def _resolve_model(ref: str, runs_dir: str | None, register: bool = True) -> tup
     if os.path.isdir(ref):
         if register and not missing_parts(ref):
             run, new, how = import_run(store, ref, in_place=True)
-            print(f"imported {ref} as run {run.id} ({how})" if new else f"{ref}: run {run.id} of this store ({how})", file=sys.stderr)
+            elsewhere = "" if new or os.path.samefile(run.dir, ref) else f"; its directory {run.dir} is the one used"
+            print(f"imported {ref} as run {run.id} ({how})" if new else f"{ref}: run {run.id} of this store ({how}){elsewhere}", file=sys.stderr)
             return run.dir, run
         return ref, None
     raise CliError(f"no run or directory {ref!r} (see `ner-workbench runs`)")
