@@ -63,11 +63,11 @@ def extra_training(sources: Sequence[str], data: NerData) -> ExtraTrain:
     return extra
 
 
-def swapped_mentions(augment: AugmentConfig, data: NerData, seed: int) -> tuple[ExtraTrain, dict[str, int]]:
+def swapped_mentions(augment: AugmentConfig, data: NerData, seed: int) -> tuple[ExtraTrain, dict[str, int], int]:
     """``augment.copies`` passes over the train split, each sentence with entities again
-    with some of them swapped for lexicon names; and the gazetteer's size per type, with
-    ``held_out_dropped``: the lexicon's corpus sentences left out for sharing dev or
-    test text (their names are not swapped in)."""
+    with some of them swapped for lexicon names; the gazetteer's size per type; and how
+    many of the lexicon's corpus sentences were left out for sharing dev or test text
+    (their names are not swapped in)."""
     train = data.splits["train"]
     sentences = [(list(chars), [data.labels[t] for t in tags]) for chars, tags in zip(train["tokens"], train["ner_tags"])]
     gaz, dropped = load_gazetteer(augment.lexicon, sentences, data.held_out_texts())
@@ -80,4 +80,4 @@ def swapped_mentions(augment: AugmentConfig, data: NerData, seed: int) -> tuple[
             if swapped is not None:
                 extra.tokens.append(swapped[0])
                 extra.label_ids.append([index[t] for t in swapped[1]])
-    return extra, {**gaz.sizes(), "held_out_dropped": dropped}
+    return extra, gaz.sizes(), dropped

@@ -114,12 +114,12 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
         examples += make_examples(extra.tokens, extra.label_ids, encoder, mc.max_length, mc.window_stride)
         extra_counts.update(extra.counts)
     if cfg.data.augment:
-        swapped, sizes = swapped_mentions(cfg.data.augment, data, cfg.seed)
+        swapped, sizes, dropped = swapped_mentions(cfg.data.augment, data, cfg.seed)
         reporter.log(f"mention swapping: {len(swapped.tokens)} sentences, lexicon {cfg.data.augment.lexicon} "
-                     + ", ".join(f"{n} {key}" for key, n in sizes.items() if key != "held_out_dropped")
-                     + (f" ({sizes['held_out_dropped']} corpus sentences sharing dev/test text left out)" if sizes["held_out_dropped"] else ""))
+                     + ", ".join(f"{n} {etype}" for etype, n in sizes.items())
+                     + (f" ({dropped} corpus sentences sharing dev/test text left out)" if dropped else ""))
         examples += make_examples(swapped.tokens, swapped.label_ids, encoder, mc.max_length, mc.window_stride)
-        extra_counts["mention_swap"] = {"sentences": len(swapped.tokens), **sizes}
+        extra_counts["mention_swap"] = {"sentences": len(swapped.tokens), **sizes, "held_out_dropped": dropped}
     dev_sentences = dev_split["tokens"]
     dev_gold = [[labels[t] for t in tags] for tags in dev_split["ner_tags"]]
 
