@@ -216,6 +216,10 @@ class QuantizeConfig(_Section):
     # The int8 GEMM kernel (pipelines/compile/int8.py): auto = the fastest the target's
     # CPU runs; or one by name (it must be one the target's CPU runs).
     kernel: Int8KernelName = "auto"
+    # Attention's softmax(S) @ V as int8 too: probabilities as u8 per row, V per column,
+    # both quantised as they come (no calibration). Off by default: with AVX2's
+    # vpmaddubsw it measured no faster than fp32 (docs/compiler.md); Q K^T stays fp32.
+    attention: bool = False
 
 
 class ProfileConfig(_Section):

@@ -342,3 +342,91 @@ def test_compile_report_table_lists_every_layer_and_the_kept_one(int8_run):
     assert "11 linear layers int8, 1 kept fp32" in text and f"{_host_kernel()} kernel" in text
     rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.startswith("│")}
     assert "fp32 kept" in rows["1.attn.out"] and "int8" in rows["0.attn.out"] and "int8" in rows["1.output"]
+
+
+@pytest.mark.parametrize("kernel_name", [pytest.param("avx2", marks=needs_avx2), "int32"])
+def test_int8_attention_kernels_quantise_as_they_come_and_match_softmax_times_v(kernel_name):
+    """softmax(S) @ V through u8 probabilities (per row) and V quantised per column:
+    the codes are rint(255 exp(s - max)), the scale 1 / (255 sum), and the product
+    matches the fp32 one to within the quantisation steps."""
+    import tvm
+
+    from pipelines.compile.int8 import KERNELS, count_instructions, int8_attention_gemm_func, int8_columns_func, int8_softmax_func
+
+    kernel = KERNELS[kernel_name]
+    rng = np.random.default_rng(1)
+    bt, m, k, n = 3, 20, 32, 16  # rows not a multiple of the register tile's 8
+    s = (rng.normal(size=(bt, m, k)) * 3).astype(np.float32)
+    s[0, 0, :] = -1e4  # a fully masked row: uniform probabilities, as torch gives
+    s[1, 1, 5] = 40.0  # one dominant score: a one-hot row
+    v = rng.normal(size=(bt, k, n)).astype(np.float32)
+    v[2, :, 3] = 0.0  # an all-zero column: scale 1, codes 0, no 0/0
+    funcs = {"softmax": int8_softmax_func(bt, m, k), "columns": int8_columns_func(bt, k, n, kernel),
+             "gemm": int8_attention_gemm_func(bt, m, k, n, kernel)}
+    mod = tvm.IRModule({name: f.with_attr("global_symbol", name) for name, f in funcs.items()})
+    lib = tvm.compile(mod, target=tvm.target.Target({"kind": "llvm", "mcpu": KERNEL_TARGETS[kernel_name]}))
+    assert (count_instructions(lib, "vpmaddubsw") > 0) == (kernel_name == "avx2")
+    dev = tvm.cpu()
+    arrays = {name: tvm.runtime.tensor(np.zeros(shape, dtype), dev) for name, shape, dtype in (
+        ("p_q", (bt, m, k), "uint8"), ("p_scale", (bt, m), "float32"),
+        ("v_q", (bt, n // kernel.lanes, k // 4, kernel.lanes, 4), "int8"), ("v_scale", (bt, n), "float32"), ("out", (bt, m, n), "float32"))}
+    lib["softmax"](tvm.runtime.tensor(s, dev), arrays["p_q"], arrays["p_scale"])
+    lib["columns"](tvm.runtime.tensor(v, dev), arrays["v_q"], arrays["v_scale"])
+    lib["gemm"](*(arrays[a] for a in ("p_q", "p_scale", "v_q", "v_scale", "out")))
+
+    e = np.exp(s - s.max(-1, keepdims=True))
+    codes = arrays["p_q"].numpy().astype(np.int64)
+    assert np.abs(codes - np.rint(255 * e)).max() <= 1  # fast_exp, not libm's exp: a code may differ by one
+    assert (codes[0, 0] == 255).all() and codes[1, 1, 5] == 255 and codes[1, 1].sum() == 255
+    np.testing.assert_allclose(arrays["p_scale"].numpy(), 1 / (255 * e.sum(-1)), rtol=1e-5)
+    v_scale = arrays["v_scale"].numpy()
+    np.testing.assert_allclose(v_scale[:, [0, 1]], np.abs(v[:, :, [0, 1]]).max(1) / kernel.weight_qmax, rtol=1e-6)
+    assert v_scale[2, 3] == 1.0
+    p = e / e.sum(-1, keepdims=True)
+    reference = p @ v
+    out = arrays["out"].numpy()
+    assert np.all(out[2, :, 3] == 0.0)
+    # Error bound: each probability is off by at most half a code, each V value by half a step.
+    bound = (0.5 / 255 * np.abs(v).sum(1, keepdims=True).max() + 0.5 * v_scale.max()) * 1.05
+    assert np.abs(out - reference).max() <= bound
+    np.testing.assert_allclose(out[0, 0], v[0].mean(0), atol=bound)  # the masked row averages V
+
+
+def test_quantize_linears_rewrites_softmax_times_v_only_when_asked():
+    """The Relax rewrite finds softmax -> reshape -> matmul (the torch frontend's
+    attention), replaces it with the three int8 kernels, and leaves it alone by default
+    or when V's head size is not a whole number of channel vectors."""
+    import tvm
+    from tvm import relax
+
+    from pipelines.compile.int8 import KERNELS, quantize_linears
+
+    def attention_module(n):
+        bb = relax.BlockBuilder()
+        s = relax.Var("s", relax.TensorType((1, 2, 8, 32), "float32"))
+        v = relax.Var("v", relax.TensorType((2, 32, n), "float32"))
+        with bb.function("main", [s, v]):
+            with bb.dataflow():
+                p = bb.emit(relax.op.nn.softmax(s, axis=-1))
+                p3 = bb.emit(relax.op.reshape(p, (2, 8, 32)))
+                out = bb.emit_output(relax.op.matmul(p3, v))
+            bb.emit_func_output(out)
+        return bb.get()
+
+    kernel = KERNELS["int32"]
+    mod = attention_module(16)
+    same, _, none = quantize_linears(mod, {}, kernel=kernel)
+    assert none == []
+    tvm.ir.assert_structural_equal(same["main"], relax.transform.DeadCodeElimination(["main"])(mod)["main"])
+    _, _, too_narrow = quantize_linears(attention_module(12), {}, kernel=kernel, attention=True)
+    assert too_narrow == []
+    rewritten, _, products = quantize_linears(mod, {}, kernel=kernel, attention=True)
+    assert products == [[2, 8, 32, 16]]
+    assert "R.nn.softmax" not in rewritten["main"].script() and "int8_attention_gemm" in rewritten["main"].script()
+    rng = np.random.default_rng(2)
+    s, v = rng.normal(size=(1, 2, 8, 32)).astype(np.float32), rng.normal(size=(2, 32, 16)).astype(np.float32)
+    dev, target = tvm.cpu(), tvm.target.Target({"kind": "llvm", "mcpu": "x86-64"})
+    vm = relax.VirtualMachine(tvm.compile(rewritten, target=target), dev)
+    out = vm["main"](tvm.runtime.tensor(s, dev), tvm.runtime.tensor(v, dev)).numpy()
+    e = np.exp(s - s.max(-1, keepdims=True)).reshape(2, 8, 32)
+    np.testing.assert_allclose(out, (e / e.sum(-1, keepdims=True)) @ v, atol=0.03)

@@ -93,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", default=None, help="host (this CPU, default), x86-avx512, x86-avx2, aarch64, cuda, or a TVM target as JSON")
     p.add_argument("--int8-kernel", default=None, choices=INT8_KERNELS,
                    help="the int8 GEMM kernel (default auto: the fastest the target runs; avx2-pairs: 6-bit weights, fewer multiplies)")
+    p.add_argument("--int8-attention", action="store_true", default=None,
+                   help="attention's softmax @ V in int8 too (u8 probabilities, V per column; no faster with AVX2's kernel)")
     p.add_argument("--tune-trials", type=_at_least(0, int), default=None, help="MetaSchedule trials in all (0: default schedules plus earlier records)")
     p.add_argument("--tune-minutes", type=_at_least(0.01, float), default=None, help="stop tuning after this long, keeping what was measured")
     rpc_args(p, "tuning measures on the tracker's devices of --rpc-key, as many at once as are free")
@@ -509,6 +511,8 @@ def cmd_compile(args) -> int:
             raise CliError(f"--target: {err}") from None
     if args.int8_kernel:
         cfg.compile.quantize.kernel = args.int8_kernel
+    if args.int8_attention:
+        cfg.compile.quantize.attention = True
     if args.tune_trials is not None:
         cfg.compile.tuning.trials = args.tune_trials
     if args.tune_minutes is not None:

@@ -25,8 +25,11 @@ The weight is quantised and packed ahead of time into the layout the instruction
 reads, ``[N/L, K/4, L, 4]`` (L channels x 4 consecutive k in one vector):
 MetaSchedule's auto-tensorize failed on a plain [K, N] constant. Layers not
 calibrated, kept in fp32 by the accuracy budget, or with shapes the kernel cannot
-tile (N % 16, K % 4, e.g. the 7-label classifier) stay fp32 matmuls. Attention's
-activation x activation matmuls stay fp32.
+tile (N % 16, K % 4, e.g. the 7-label classifier) stay fp32 matmuls.
+
+Attention's ``softmax(S) @ V`` becomes int8 on request (``attention=True``): the
+softmax writes u8 codes with a scale per row, V is quantised per column as it comes,
+and the same GEMM tile multiplies them. ``Q K^T`` stays fp32.
 """
 
 from __future__ import annotations
@@ -326,20 +329,34 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: In
     quant, gemm = sch.get_sblock("quantize"), sch.get_sblock("gemm")
     rescale = sch.get_sblock("epilogue" if epilogue else "rescale")
 
+    _schedule_gemm(sch, gemm, rescale, m, k, n, kernel)
+    q_rows, q_cols = sch.get_loops(quant)
+    sch.parallel(q_rows)
+    if k % 16 == 0:
+        sch.vectorize(sch.split(q_cols, [None, 16])[1])
+    # Scheduled here: dlight's default rules must skip it; opaque: FuseOps must not merge it.
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+
+
+def _schedule_gemm(sch, gemm, rescale, m: int, k: int, n: int, kernel: Int8Kernel, batched: bool = False) -> None:
+    """Tile the int8 GEMM block (``[batch,] m, n`` spatial, ``k`` reduced; weights
+    packed ``[n/L, k/4, L, 4]``) into the kernel's register tile, tensorize its inner
+    step, and compute ``rescale`` (the block writing the fp32 output) per row tile."""
     rows = next(r for r in (kernel.rows, 4, 2, 1) if m % r == 0)
+    lanes = kernel.lanes
     blocks = kernel.col_blocks if (n // lanes) % kernel.col_blocks == 0 else 1
-    i, j, kk = sch.get_loops(gemm)
+    *batch, i, j, kk = sch.get_loops(gemm)
     i_o, i_i = sch.split(i, [None, rows])
     j_o, j_b, j_i = sch.split(j, [None, blocks, lanes])
     quads = kernel.quads if k % (4 * kernel.quads) == 0 else 1
     k_o, k_q, k_i = sch.split(kk, [None, quads, 4])
     # Per k quad: `rows` broadcasts of 4 activation bytes, `blocks` weight vector
     # loads, rows x blocks dot products into accumulators that stay in registers.
-    sch.reorder(j_o, i_o, k_o, i_i, j_b, *((k_q, j_i, k_i) if kernel.dot_product else (k_q, k_i, j_i)))
+    sch.reorder(*batch, j_o, i_o, k_o, i_i, j_b, *((k_q, j_i, k_i) if kernel.dot_product else (k_q, k_i, j_i)))
     sch.set_scope(gemm, 0, "local")
     sch.reverse_compute_at(rescale, i_o, preserve_unit_loops=True)
     # j outer, i inner: the weight panel of `blocks` x 16 channels stays in cache across row tiles.
-    sch.parallel(sch.fuse(j_o, i_o))
+    sch.parallel(sch.fuse(*batch, j_o, i_o))
     init = sch.decompose_reduction(gemm, k_o)
     if kernel.name == "vnni":
         sch.tensorize(j_i, register_vnni_intrin())
@@ -355,26 +372,139 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: In
     sch.unroll(i_i)
     sch.unroll(j_b)
     sch.vectorize(sch.get_loops(init)[-1])
-    _, lanes = sch.split(sch.get_loops(rescale)[-1], [None, 16])
-    sch.vectorize(lanes)
-    q_rows, q_cols = sch.get_loops(quant)
-    sch.parallel(q_rows)
-    if k % 16 == 0:
-        sch.vectorize(sch.split(q_cols, [None, 16])[1])
-    # Scheduled here: dlight's default rules must skip it; opaque: FuseOps must not merge it.
+    _, out_lanes = sch.split(sch.get_loops(rescale)[-1], [None, 16 if n % 16 == 0 else lanes])
+    sch.vectorize(out_lanes)
+
+
+def supports_attention(m: int, k: int, n: int, kernel: Int8Kernel) -> bool:
+    """Whether the int8 ``P V`` kernels tile ``P[m, k] V[k, n]`` (k: the keys, n: the head size)."""
+    return n % kernel.lanes == 0 and k % 4 == 0 and m >= 1
+
+
+def _vector_partials(k: int) -> int:
+    return next(v for v in (8, 4, 2, 1) if k % v == 0)
+
+
+def int8_softmax_func(batch: int, m: int, k: int):
+    """Softmax over the last axis of ``x[batch, m, k]``, written as u8 probabilities and
+    a scale per row, for the int8 ``P V``: ``p = q * scale``. A row's largest
+    probability is ``1 / sum``, and ``exp(x - max)`` is in (0, 1], so
+    ``q = rint(255 exp(x - max))`` and ``scale = 1 / (255 sum)`` use all 256 levels
+    on [0, row max] with no zero point, in the pass softmax makes anyway (and a
+    quarter of its output bytes)."""
+    from tvm import s_tir, te, tirx, topi
+
+    f32 = "float32"
+    x = te.placeholder((batch, m, k), f32, name="x")
+    vec = _vector_partials(k)
+    # Row max and sum in two steps, so the long pass runs on vectors: `vec` partials
+    # per row (a spatial axis), then those `vec` reduced.
+    ko = te.reduce_axis((0, k // vec), name="ko")
+    part_max = te.compute((batch, m, vec), lambda t, i, v: te.max(x[t, i, ko * vec + v], axis=ko), name="part_max")
+    kv = te.reduce_axis((0, vec), name="kv")
+    row_max = te.compute((batch, m), lambda t, i: te.max(part_max[t, i, kv], axis=kv), name="row_max")
+    e = topi.fast_exp(te.compute((batch, m, k), lambda t, i, r: x[t, i, r] - row_max[t, i], name="shifted"))
+    ko2 = te.reduce_axis((0, k // vec), name="ko2")
+    part_sum = te.compute((batch, m, vec), lambda t, i, v: te.sum(e[t, i, ko2 * vec + v], axis=ko2), name="part_sum")
+    kv2 = te.reduce_axis((0, vec), name="kv2")
+    row_sum = te.compute((batch, m), lambda t, i: te.sum(part_sum[t, i, kv2], axis=kv2), name="row_sum")
+    top = tirx.const(255.0, f32)
+    q = te.compute((batch, m, k), lambda t, i, r: tirx.Cast("uint8", tirx.nearbyint(e[t, i, r] * top)), name="p_q")
+    scale = te.compute((batch, m), lambda t, i: tirx.const(1.0, f32) / (row_sum[t, i] * top), name="p_scale")
+    sch = s_tir.Schedule(te.create_prim_func([x, q, scale]))
+    blocks = {sch.get(b).name_hint: b for b in sch.get_child_blocks(sch.get_sblock("root"))}
+    sch.compute_inline(blocks["shifted"])
+
+    def rows(block):
+        row = sch.fuse(*sch.get_loops(block)[:2])
+        sch.parallel(row)
+        return row
+
+    def vector_partials(name):  # the spatial `vec` axis innermost, as one vector
+        v, red = sch.get_loops(blocks[name])[-2:]
+        sch.reorder(red, v)
+        sch.vectorize(v)
+
+    # Four row-parallel passes: max; exp; sum and scale; codes. exp feeds two per-row
+    # consumers (the scale and the codes), and TIR computes a block under a row loop
+    # only if all its consumers are there, so exp gets a pass of its own.
+    sch.compute_at(blocks["part_max"], rows(blocks["row_max"]))
+    vector_partials("part_max")
+    exp_block = next(block for name, block in blocks.items() if name.startswith("T_fast_exp"))
+    for block in (exp_block, blocks["p_q"]):
+        sch.vectorize(sch.split(sch.get_loops(block)[-1], [None, vec])[1])
+        rows(block)
+    row = rows(blocks["p_scale"])
+    for name in ("row_sum", "part_sum"):
+        sch.compute_at(blocks[name], row)
+    vector_partials("part_sum")
     return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
 
+
+def int8_columns_func(batch: int, k: int, n: int, kernel: Int8Kernel = KERNELS["vnni"]):
+    """``v[batch, k, n]`` f32 quantised per column (symmetric, the kernel's weight range)
+    and packed as the kernel reads weights: ``(v_q [batch, n/L, k/4, L, 4], v_scale [batch, n])``."""
+    from tvm import s_tir, te, tirx
+
+    f32, lanes, qmax = "float32", kernel.lanes, tirx.const(float(kernel.weight_qmax), "float32")
+    v = te.placeholder((batch, k, n), f32, name="v")
+    r = te.reduce_axis((0, k), name="r")
+    amax = te.compute((batch, n), lambda t, j: te.max(tirx.abs(v[t, r, j]), axis=r), name="col_amax")
+    zero, one = tirx.const(0.0, f32), tirx.const(1.0, f32)
+    scale = te.compute((batch, n), lambda t, j: tirx.Select(amax[t, j] > zero, amax[t, j] / qmax, one), name="v_scale")
+    inv = te.compute((batch, n), lambda t, j: one / scale[t, j], name="v_inv")  # one division a column, not one a value
+    packed = te.compute(
+        (batch, n // lanes, k // 4, lanes, 4),
+        lambda t, nb, kq, l, i: tirx.Cast("int8", tirx.max(tirx.min(tirx.nearbyint(v[t, kq * 4 + i, nb * lanes + l] * inv[t, nb * lanes + l]), qmax), -qmax)),
+        name="v_q",
+    )
+    sch = s_tir.Schedule(te.create_prim_func([v, packed, scale]))
+    t, j, red = sch.get_loops(sch.get_sblock("col_amax"))
+    sch.reorder(t, red, j)  # down the rows: each row of v is contiguous, its columns a vector
+    sch.parallel(t)
+    sch.vectorize(j)
+    t, nb, kq, l, i = sch.get_loops(sch.get_sblock("v_q"))
+    sch.reorder(t, nb, kq, i, l)  # lanes innermost: one vector load from a row of v
+    sch.parallel(sch.fuse(t, nb))
+    sch.vectorize(l)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+
+
+def int8_attention_gemm_func(batch: int, m: int, k: int, n: int, kernel: Int8Kernel = KERNELS["vnni"]):
+    """``(p_q, p_scale, v_q, v_scale) -> [batch, m, n] f32``: the int8 GEMM of
+    ``int8_softmax_func``'s and ``int8_columns_func``'s outputs, rescaled per row and
+    column, ``out[i, j] = sum_r p_q[i, r] v_q[r, j] * p_scale[i] * v_scale[j]``."""
+    from tvm import s_tir, te
+
+    f32, lanes = "float32", kernel.lanes
+    qa = te.placeholder((batch, m, k), "uint8", name="p_q")
+    sa = te.placeholder((batch, m), f32, name="p_scale")
+    qb = te.placeholder((batch, n // lanes, k // 4, lanes, 4), "int8", name="v_q")
+    sb = te.placeholder((batch, n), f32, name="v_scale")
+    r = te.reduce_axis((0, k), name="r")
+    acc = te.compute(
+        (batch, m, n),
+        lambda t, i, j: te.sum(qa[t, i, r].astype("int32") * qb[t, j // lanes, r // 4, j % lanes, r % 4].astype("int32"), axis=r),
+        name="gemm",
+    )
+    out = te.compute((batch, m, n), lambda t, i, j: acc[t, i, j].astype(f32) * (sa[t, i] * sb[t, j]), name="rescale")
+    sch = s_tir.Schedule(te.create_prim_func([qa, sa, qb, sb, out]))
+    _schedule_gemm(sch, sch.get_sblock("gemm"), sch.get_sblock("rescale"), m, k, n, kernel)
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
 
 def weight_key(w_nk: np.ndarray) -> str:
     """Identifies a layer's weight by content: how calibrated torch layers are found among Relax constants."""
     return hashlib.sha1(np.ascontiguousarray(w_nk, dtype=np.float32).tobytes()).hexdigest()
 
 
-def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, keep_fp32=(), kernel: Int8Kernel = KERNELS["vnni"]):
+def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, keep_fp32=(), kernel: Int8Kernel = KERNELS["vnni"],
+                     attention: bool = False):
     """Rewrite the calibrated linear layers of ``main`` into int8 kernels.
 
-    ``layers``: name -> {"key": weight_key(W), "range": [lo, hi]}. Returns (module,
-    per-layer report: name -> {"int8", "K", "N", "scale", "zero", "weight_rel_err"}).
+    ``layers``: name -> {"key": weight_key(W), "range": [lo, hi]}. ``attention``: also
+    ``softmax(S) @ V`` as int8 (``int8_softmax_func``, ``int8_columns_func``,
+    ``int8_attention_gemm_func``). Returns (module, per-layer report: name -> {"int8",
+    "K", "N", "scale", "zero", "weight_rel_err"}, int8 attention products rewritten).
     """
     import tvm
     from tvm import relax
@@ -383,9 +513,10 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
     by_key = {spec["key"]: name for name, spec in layers.items()}
     keep = set(keep_fp32)
     report: dict[str, dict] = {}
-    matmul_op, add_op, permute_op, call_tir_op, reshape_op, gelu_op = (
-        tvm.ir.Op.get(f"relax.{o}") for o in ("matmul", "add", "permute_dims", "call_tir", "reshape", "nn.gelu")
+    matmul_op, add_op, permute_op, call_tir_op, reshape_op, gelu_op, softmax_op, broadcast_op = (
+        tvm.ir.Op.get(f"relax.{o}") for o in ("matmul", "add", "permute_dims", "call_tir", "reshape", "nn.gelu", "nn.softmax", "broadcast_to")
     )
+    attention_products = []
 
     def dims(expr) -> list[int] | None:
         shape = getattr(expr.ty, "shape", None)
@@ -407,6 +538,7 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             # epilogue variant, its per-channel offset for folding a bias into it).
             self.kernels: dict[str, tuple[str, tuple, np.ndarray]] = {}
             self.variants = {}  # (kernel name, epilogue) -> its global var
+            self.attention_funcs = {}  # (kind, shape) -> global var of an int8 attention kernel
 
         def weight_nk(self, arg):
             value = self.lookup_binding(arg) if isinstance(arg, relax.Var) else arg
@@ -472,9 +604,55 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
                 return self.with_epilogue(call, source, "residual", [residual])
             return call
 
+        def softmax_behind(self, var):
+            """The input of the last-axis softmax that ``var`` is, seen through reshapes and
+            same-shape broadcasts (the torch frontend's way to a 3-D batched matmul)."""
+            value = self.lookup_binding(var) if isinstance(var, relax.Var) else None
+            while isinstance(value, relax.Call) and (value.op.same_as(reshape_op) or value.op.same_as(broadcast_op)):
+                if value.op.same_as(broadcast_op) and dims(value) != dims(value.args[0]):
+                    return None
+                value = self.lookup_binding(value.args[0]) if isinstance(value.args[0], relax.Var) else None
+            if not (isinstance(value, relax.Call) and value.op.same_as(softmax_op)):
+                return None
+            rank = len(value.args[0].ty.shape)
+            return value.args[0] if int(value.attrs.axis) in (-1, rank - 1) else None
+
+        def attention_func(self, kind: str, make, *shape):
+            key = (kind, shape)
+            if key not in self.attention_funcs:
+                fname = f"int8_attention_{kind}_{len(self.attention_funcs)}"
+                self.attention_funcs[key] = self.builder_.add_func(make(*shape).with_attr("global_symbol", fname), fname)
+            return self.attention_funcs[key]
+
+        def rewrite_attention(self, call):
+            """``softmax(S) @ V`` -> u8 probabilities and V quantised per column -> int8 GEMM."""
+            p, v = call.args
+            scores = self.softmax_behind(p)
+            (pd, vd, sd) = dims(p), dims(v), dims(scores) if scores is not None else None
+            if scores is None or pd is None or vd is None or sd is None or len(pd) != 3 or len(vd) != 3 or v.ty.dtype != "float32":
+                return call
+            (bt, m, k), n = pd, vd[2]
+            if vd[:2] != [bt, k] or sd[-1] != k or int(np.prod(sd)) != bt * m * k or not supports_attention(m, k, n, kernel):
+                return call
+            if sd != [bt, m, k]:
+                scores = self.builder_.emit(relax.op.reshape(scores, (bt, m, k)))
+            f32 = "float32"
+            probs = self.builder_.emit(relax.call_tir(self.attention_func("softmax", int8_softmax_func, bt, m, k), [scores],
+                                                      [relax.TensorType((bt, m, k), "uint8"), relax.TensorType((bt, m), f32)]))
+            lanes = kernel.lanes
+            columns = self.builder_.emit(relax.call_tir(
+                self.attention_func("columns", lambda *s: int8_columns_func(*s, kernel), bt, k, n), [v],
+                [relax.TensorType((bt, n // lanes, k // 4, lanes, 4), "int8"), relax.TensorType((bt, n), f32)]))
+            gemm = self.attention_func("gemm", lambda *s: int8_attention_gemm_func(*s, kernel), bt, m, k, n)
+            operands = [self.builder_.emit(relax.TupleGetItem(t, i)) for t in (probs, columns) for i in (0, 1)]
+            attention_products.append([bt, m, k, n])
+            return relax.call_tir(gemm, operands, relax.TensorType((bt, m, n), f32))
+
         def rewrite_matmul(self, call):
             x, w_arg = call.args
             w = self.weight_nk(w_arg)
+            if w is None and attention:
+                return self.rewrite_attention(call)
             if w is None or len(x.ty.shape) != 2 or x.ty.dtype != "float32":
                 return call
             name = by_key.get(weight_key(w))
@@ -521,7 +699,7 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
     new_mod = rewriter.builder_.get()
     new_mod["main"] = main
     new_mod = relax.transform.DeadCodeElimination(["main"])(new_mod)
-    return new_mod, report
+    return new_mod, report, attention_products
 
 
 def count_instructions(executable, mnemonic: str) -> int:
@@ -543,8 +721,10 @@ def rewrite_from_request(mod, quantize_path: str, target):
 
     with open(quantize_path, encoding="utf-8") as f:
         payload = json.load(f)
-    kernel = int8_kernel(target, payload["settings"].get("kernel", "auto"))
-    mod, report = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"], kernel)
+    settings = payload["settings"]
+    kernel = int8_kernel(target, settings.get("kernel", "auto"))
+    mod, report, products = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"], kernel,
+                                             attention=settings.get("attention", False))
     missing = sorted(set(payload["layers"]) - set(report))
     if missing:  # a calibrated layer the rewrite never met: its weight differs from the model's
         raise ValueError(f"int8: calibrated layers not found in the program: {', '.join(missing[:3])}")
@@ -554,6 +734,7 @@ def rewrite_from_request(mod, quantize_path: str, target):
     record["layers"] = report
     record["int8_layers"] = sum(e["int8"] for e in report.values())
     record["fused_epilogues"] = sum(bool(e.get("epilogue")) for e in report.values())
+    record["int8_attention"] = len(products)  # softmax(S) @ V products, [batch * heads, m, k, n] each
     record["kernel"] = kernel.name
     record["kernel_note"] = kernel.note
     record["weight_bits"] = kernel.weight_bits
