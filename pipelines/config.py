@@ -139,6 +139,9 @@ class EvalConfig(_Section):
     # (no I-X after O or another type), constrained Viterbi on the logits; every engine,
     # `tag` and the highlighter decode the same way.
     decode: Literal["argmax", "bio"] = "bio"
+    # Also score the held-out People's Daily news (pipelines/data/news.py) when the data
+    # is MSRA: text no training source reads, in MSRA's conventions (metrics: eval.news).
+    news: bool = True
 
 
 class RpcConfig(_Section):

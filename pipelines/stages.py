@@ -89,7 +89,15 @@ def stage_export(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
 def stage_eval(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     dataset = data_for(cfg).splits[cfg.eval.split]
     ec = cfg.eval
-    return evaluate(run_dir, dataset, ec.split, reporter, strict=ec.strict, batch_size=ec.batch_size, decoder=ec.decode)
+    scores = evaluate(run_dir, dataset, ec.split, reporter, strict=ec.strict, batch_size=ec.batch_size, decoder=ec.decode)
+    if ec.news and cfg.data.source == "msra":
+        from pipelines.data.news import NEWS_SPLIT, held_out_news, news_dataset
+
+        reporter.log(f"scoring the held-out news too ({len(held_out_news().sentences):,} sentences)")
+        news = evaluate(run_dir, news_dataset(data_for(cfg).labels), NEWS_SPLIT, reporter, strict=ec.strict,
+                        batch_size=ec.batch_size, decoder=ec.decode)
+        scores[NEWS_SPLIT] = {k: news[k] for k in ("f1", "precision", "recall", "accuracy", "per_type", "sentences") if k in news}
+    return scores
 
 
 def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:

@@ -140,7 +140,8 @@ def test_embedded_peoples_daily_never_trains_on_an_msra_test_sentence():
     # Some of its sentences are MSRA test sentences (21 found when the corpus was
     # checked by hand): the check had work to do.
     assert counts["dropped_test"] >= 21
-    assert counts["kept"] > 40_000 and sum(map(len, kept)) > 1_500_000
+    # Nine tenths of the corpus: the last tenth is held-out news (tests/test_news.py).
+    assert counts["kept"] > 35_000 and sum(map(len, kept)) > 1_300_000
     # The silver labels: persons and places in quantity, unsure stretches a minority.
     flat = [i for ids in extra.label_ids for i in ids]
     assert flat.count(data.labels.index("B-PER")) > 15_000

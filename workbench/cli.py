@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT", help="also write the report as JSON (- for stdout)")
     rpc_args(p, "the TVM engines run on a device of --rpc-key (rows tvm-fp32+rpc-KEY), timed on its clock; the others here")
 
-    data_help = "conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT] (default: the run's eval split)"
+    data_help = "conll:PATH, msra[:SPLIT], hub:ID[:SPLIT] or news: held-out People's Daily news (default: the run's eval split)"
     model_or_dir = "run id, name or directory, or a model directory"
     p = model_command("infer", model_or_dir)
     p.add_argument("--data", default=None, help=data_help)
@@ -355,6 +355,10 @@ def _print_scores(scores: dict, out) -> None:
     table.add_row("[bold]micro", f"[bold]{scores['precision']:.4f}", f"[bold]{scores['recall']:.4f}", f"[bold]{scores['f1']:.4f}", "")
     out.print(table)
     out.print(f"entity F1 {scores['f1']:.4f} · token accuracy {scores['accuracy']:.4f}")
+    news = scores.get("news")
+    if news:
+        per_type = " · ".join(f"{t} {row['f1']:.4f}" for t, row in news["per_type"].items())
+        out.print(f"held-out news ({news['sentences']:,} sentences): entity F1 {news['f1']:.4f} ({per_type})")
 
 
 def _print_errors(scores: dict, out) -> None:

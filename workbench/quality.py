@@ -2,7 +2,7 @@
 
 One row per run, from its ``metrics.json``: preset, parameters, CPU minutes per
 training stage (pretrain, distill, train) and the precision it ran in, epochs and why training stopped, and the
-test split's entity F1, per-type F1 and token accuracy. The README's "Model quality
+test split's entity F1, per-type F1 and token accuracy, and the held-out news F1. The README's "Model quality
 offline" table is printed by ``scripts/quality_table.py`` from these rows.
 """
 
@@ -33,6 +33,7 @@ class QualityRow:
     per_type_f1: dict[str, float] = field(default_factory=dict)
     accuracy: float | None = None
     decode: str | None = None
+    news_f1: float | None = None  # the held-out People's Daily news (pipelines/data/news.py)
 
 
 def _seconds(result: dict | None, keys: tuple[str, ...]) -> float | None:
@@ -58,6 +59,7 @@ def quality_row(run_dir: str) -> QualityRow:
         per_type_f1={t: s["f1"] for t, s in (scores.get("per_type") or {}).items()},
         accuracy=scores.get("accuracy"),
         decode=scores.get("decode"),
+        news_f1=(scores.get("news") or {}).get("f1"),
     )
 
 
@@ -79,8 +81,8 @@ def _cell(value: float | None, digits: int = 4) -> str:
 
 def to_markdown(rows: list[QualityRow]) -> str:
     lines = [
-        "| run | preset | parameters | CPU training time | epochs | test entity F1 | " + " | ".join(ENTITY_TYPES) + " | token acc |",
-        "|---|---|---|---|---|---|" + "---|" * len(ENTITY_TYPES) + "---|",
+        "| run | preset | parameters | CPU training time | epochs | test entity F1 | " + " | ".join(ENTITY_TYPES) + " | token acc | held-out news F1 |",
+        "|---|---|---|---|---|---|" + "---|" * len(ENTITY_TYPES) + "---|---|",
     ]
     for row in rows:
         time = " + ".join(
@@ -89,5 +91,5 @@ def to_markdown(rows: list[QualityRow]) -> str:
         params = f"{row.parameters / 1e6:.1f} M" if row.parameters else "—"
         epochs = _cell(row.epochs, 2) + (f" ({row.stop_reason})" if row.stop_reason else "")
         per_type = " | ".join(_cell(row.per_type_f1.get(t)) for t in ENTITY_TYPES)
-        lines.append(f"| {row.run} | {row.preset or '—'} | {params} | {time} | {epochs} | {_cell(row.f1)} | {per_type} | {_cell(row.accuracy)} |")
+        lines.append(f"| {row.run} | {row.preset or '—'} | {params} | {time} | {epochs} | {_cell(row.f1)} | {per_type} | {_cell(row.accuracy)} | {_cell(row.news_f1)} |")
     return "\n".join(lines)

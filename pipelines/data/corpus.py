@@ -15,7 +15,7 @@ import re
 from typing import Iterable, Sequence
 
 from pipelines.data.loaders import DataError
-from pipelines.data.silver import peoples_daily_1998_file
+from pipelines.data.silver import news_first_line, peoples_daily_1998_file
 
 # A sentence is a list of words; each word a string of characters. Plain text has
 # one character per word (no boundaries known).
@@ -28,10 +28,13 @@ CONTAINED_MIN = 8
 
 
 def peoples_daily_1998() -> list[Sentence]:
+    """Its paragraphs as words, up to the held-out news (``silver.news_first_line``)."""
     path = peoples_daily_1998_file()
     sentences = []
     with open(path, encoding="utf-8") as f:
-        for line in f:
+        for lineno, line in enumerate(f, 1):
+            if lineno >= news_first_line():
+                break
             # "[中央/n 人民/n 广播/vn 电台/n]nt" marks a compound: keep its words.
             words = [_POS_TAG.sub("", w).lstrip("[") for w in _COMPOUND_END.sub("", line).split()]
             words = [w for w in words if w]

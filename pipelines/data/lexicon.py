@@ -27,7 +27,8 @@ from typing import Sequence
 from pipelines import resources
 from pipelines.data.corpus import shares_text
 from pipelines.data.loaders import DataError, Sentence, entity_spans
-from pipelines.data.silver import ORG_HEADS, PLACE_HEADS, Word, name_candidates, peoples_daily_1998_file, read_pos_file
+from pipelines.data.silver import (ORG_HEADS, PLACE_HEADS, Word, name_candidates, peoples_daily_1998_file, peoples_daily_1998_sentences,
+                                   read_pos_file)
 
 POS_TYPES = {"nr": "PER", "ns": "LOC", "nt": "ORG"}
 _HAN = re.compile(r"^[\u4e00-\u9fff]+$")
@@ -143,7 +144,8 @@ def read_sources(source: str, held_out: Sequence[str] = ()) -> SourceEntries:
         if path is None:
             entries.listed += read_pos_words(lexicon_file(part))
             continue
-        sentences = [words for _, words in read_pos_file(path)]
+        numbered = peoples_daily_1998_sentences("train") if part == PEOPLES_DAILY else read_pos_file(path)
+        sentences = [words for _, words in numbered]
         leaks = shares_text(("".join(w for w, _ in s) for s in sentences), held_out) if held_out else [False] * len(sentences)
         entries.sentences += [s for s, leak in zip(sentences, leaks) if not leak]
         entries.held_out_dropped += sum(leaks)

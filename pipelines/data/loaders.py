@@ -168,7 +168,9 @@ def load_data(cfg: DataConfig, seed: int = 42) -> NerData:
 
 
 def load_split(spec: str, labels: Sequence[str], seed: int = 42) -> "datasets.Dataset":  # noqa: F821
-    """One split from a CLI spec: ``conll:PATH``, ``msra[:SPLIT]`` or ``hub:ID[:SPLIT]``."""
+    """One split from a CLI spec: ``conll:PATH``, ``msra[:SPLIT]`` or ``hub:ID[:SPLIT]``
+    (``news``, the held-out People's Daily news, is ``pipelines.data.news.news_dataset``,
+    a layer above: ``evaluate.scoring.split_from_spec`` takes all four)."""
     kind, _, rest = spec.partition(":")
     if kind == "conll":
         if not rest:
@@ -181,7 +183,7 @@ def load_split(spec: str, labels: Sequence[str], seed: int = 42) -> "datasets.Da
         hub_id, _, split = rest.partition(":")
         cfg, split = DataConfig(source="hub", hub_id=hub_id), split or "test"
     else:
-        raise DataError(f"unknown data spec {spec!r} (use conll:PATH, msra[:SPLIT] or hub:ID[:SPLIT])")
+        raise DataError(f"unknown data spec {spec!r} (use conll:PATH, msra[:SPLIT], hub:ID[:SPLIT] or news)")
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r} in {spec!r} (use one of {', '.join(SPLITS)})")
     cfg.labels = list(labels)

@@ -23,6 +23,7 @@ check against the test split's text sees them as MSRA writes them).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterable, Iterator
 
 from pipelines import resources
@@ -184,8 +185,31 @@ def read_pos_file(path: str) -> list[tuple[int, list[Word]]]:
         raise DataError(f"{path}: no such corpus file") from None
 
 
+# The last tenth of the corpus's lines (the end of January 1998) is held-out news
+# (``pipelines.data.news``): no training source reads it (silver labels, word
+# lexicons, gazetteers, distillation and pretraining text).
+NEWS_SHARE = 0.1
+
+
+@lru_cache(maxsize=None)
+def news_first_line() -> int:
+    """The first line of People's Daily 1998 that is held-out news."""
+    with open(peoples_daily_1998_file(), encoding="utf-8") as f:
+        lines = sum(1 for _ in f)
+    return lines - int(lines * NEWS_SHARE) + 1
+
+
+def peoples_daily_1998_sentences(part: str = "train") -> list[tuple[int, list[Word]]]:
+    """``read_pos_file`` of the embedded corpus: the lines training may read
+    (``train``), or the held-out news lines (``news``)."""
+    if part not in ("train", "news"):
+        raise ValueError(f"part {part!r}: train or news")
+    first = news_first_line()
+    return [(lineno, words) for lineno, words in read_pos_file(peoples_daily_1998_file()) if (lineno < first) == (part == "train")]
+
+
 def peoples_daily_1998_silver() -> list[SilverSentence]:
-    return [SilverSentence(*char_tags(words), lineno) for lineno, words in read_pos_file(peoples_daily_1998_file())]
+    return [SilverSentence(*char_tags(words), lineno) for lineno, words in peoples_daily_1998_sentences("train")]
 
 
 def name_candidates(words: list[Word]) -> Iterator[tuple[str, str]]:

@@ -14,6 +14,7 @@ import os
 import time
 
 from pipelines.data.loaders import load_split
+from pipelines.data.news import NEWS_SPLIT, news_dataset
 from pipelines.evaluate.errors import error_counts, read_predictions
 from pipelines.evaluate.metrics import ner_metrics
 from pipelines.events import Reporter
@@ -163,8 +164,10 @@ def _write_predictions(path: str, sentences, gold, pred) -> None:
 
 
 def split_from_spec(run_or_model_dir: str, spec: str):
-    """(dataset, split name) for a CLI data spec (``conll:PATH``, ``msra:test``, ``hub:ID:test``)."""
+    """(dataset, split name) for a CLI data spec (``conll:PATH``, ``msra:test``, ``hub:ID:test``, ``news``)."""
     meta = ModelMeta.load(resolve_model_dir(run_or_model_dir))
+    if spec == NEWS_SPLIT:
+        return news_dataset(meta.labels), NEWS_SPLIT
     dataset = load_split(spec, meta.labels)
     if spec.startswith("conll:"):
         return dataset, "conll-" + os.path.splitext(os.path.basename(spec[len("conll:") :]))[0]
