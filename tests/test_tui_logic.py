@@ -173,3 +173,11 @@ def test_sentence_tagger_serialises_threads():
     for text in texts:
         assert [(e.start, e.end, e.text) for e in results[text].entities] == [(text.index("北京"), text.index("北京") + 2, "北京")]
     assert engine.most_active == 1
+
+
+def test_a_stage_row_shows_scalar_metrics_and_the_held_out_news_f1():
+    from workbench.backend import _metrics_line
+
+    eval_metrics = {"f1": 0.79612, "sentences": 4631, "engine": "torch", "per_type": {"PER": {"f1": 0.85}},
+                    "news": {"f1": 0.78141, "sentences": 2495, "per_type": {}}}
+    assert _metrics_line(eval_metrics) == "f1 0.7961  sentences 4631  engine torch  news_f1 0.7814"

@@ -348,12 +348,15 @@ class PredictionsFile:
 
 
 def _metrics_line(metrics: dict) -> str:
+    """A stage's scalar metrics, and the F1 of the scores it nests (eval's held-out news)."""
     parts = []
     for key, value in metrics.items():
         if isinstance(value, float):
             parts.append(f"{key} {value:.4g}")
         elif isinstance(value, (int, str)):
             parts.append(f"{key} {value}")
+        elif isinstance(value, dict) and isinstance(value.get("f1"), float):
+            parts.append(f"{key}_f1 {value['f1']:.4g}")
     return "  ".join(parts)
 
 
