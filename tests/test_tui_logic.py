@@ -180,4 +180,5 @@ def test_a_stage_row_shows_scalar_metrics_and_the_held_out_news_f1():
 
     eval_metrics = {"f1": 0.79612, "sentences": 4631, "engine": "torch", "per_type": {"PER": {"f1": 0.85}},
                     "news": {"f1": 0.78141, "sentences": 2495, "per_type": {}}}
-    assert _metrics_line(eval_metrics) == "f1 0.7961  sentences 4631  engine torch  news_f1 0.7814"
+    assert _metrics_line(eval_metrics) == "f1 0.7961  news_f1 0.7814  sentences 4631  engine torch"
+    assert _metrics_line({"steps": 10, "news": {"f1": 0.5}}) == "steps 10  news_f1 0.5"

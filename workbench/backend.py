@@ -348,16 +348,18 @@ class PredictionsFile:
 
 
 def _metrics_line(metrics: dict) -> str:
-    """A stage's scalar metrics, and the F1 of the scores it nests (eval's held-out news)."""
-    parts = []
+    """A stage's scalar metrics, and the F1 of the scores it nests (eval's held-out news)
+    right after its own F1, where the column still shows it."""
+    parts, nested = [], []
     for key, value in metrics.items():
         if isinstance(value, float):
             parts.append(f"{key} {value:.4g}")
         elif isinstance(value, (int, str)):
             parts.append(f"{key} {value}")
         elif isinstance(value, dict) and isinstance(value.get("f1"), float):
-            parts.append(f"{key}_f1 {value['f1']:.4g}")
-    return "  ".join(parts)
+            nested.append(f"{key}_f1 {value['f1']:.4g}")
+    at = next((i + 1 for i, part in enumerate(parts) if part.startswith("f1 ")), len(parts))
+    return "  ".join(parts[:at] + nested + parts[at:])
 
 
 def _read_text(path: str) -> str:
