@@ -338,7 +338,7 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: In
     return sch.mod["main"].with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
 
 
-def _schedule_gemm(sch, gemm, rescale, m: int, k: int, n: int, kernel: Int8Kernel, batched: bool = False) -> None:
+def _schedule_gemm(sch, gemm, rescale, m: int, k: int, n: int, kernel: Int8Kernel) -> None:
     """Tile the int8 GEMM block (``[batch,] m, n`` spatial, ``k`` reduced; weights
     packed ``[n/L, k/4, L, 4]``) into the kernel's register tile, tensorize its inner
     step, and compute ``rescale`` (the block writing the fp32 output) per row tile."""
@@ -381,10 +381,6 @@ def supports_attention(m: int, k: int, n: int, kernel: Int8Kernel) -> bool:
     return n % kernel.lanes == 0 and k % 4 == 0 and m >= 1
 
 
-def _vector_partials(k: int) -> int:
-    return next(v for v in (8, 4, 2, 1) if k % v == 0)
-
-
 def int8_softmax_func(batch: int, m: int, k: int):
     """Softmax over the last axis of ``x[batch, m, k]``, written as u8 probabilities and
     a scale per row, for the int8 ``P V``: ``p = q * scale``. A row's largest
@@ -394,9 +390,11 @@ def int8_softmax_func(batch: int, m: int, k: int):
     quarter of its output bytes)."""
     from tvm import s_tir, te, tirx, topi
 
+    from pipelines.compile.schedules import largest_divisor
+
     f32 = "float32"
     x = te.placeholder((batch, m, k), f32, name="x")
-    vec = _vector_partials(k)
+    vec = largest_divisor(k, (8, 4, 2))
     # Row max and sum in two steps, so the long pass runs on vectors: `vec` partials
     # per row (a spatial axis), then those `vec` reduced.
     ko = te.reduce_axis((0, k // vec), name="ko")
@@ -628,8 +626,10 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             """``softmax(S) @ V`` -> u8 probabilities and V quantised per column -> int8 GEMM."""
             p, v = call.args
             scores = self.softmax_behind(p)
-            (pd, vd, sd) = dims(p), dims(v), dims(scores) if scores is not None else None
-            if scores is None or pd is None or vd is None or sd is None or len(pd) != 3 or len(vd) != 3 or v.ty.dtype != "float32":
+            if scores is None:
+                return call
+            pd, vd, sd = dims(p), dims(v), dims(scores)
+            if None in (pd, vd, sd) or len(pd) != 3 or len(vd) != 3 or v.ty.dtype != "float32":
                 return call
             (bt, m, k), n = pd, vd[2]
             if vd[:2] != [bt, k] or sd[-1] != k or int(np.prod(sd)) != bt * m * k or not supports_attention(m, k, n, kernel):

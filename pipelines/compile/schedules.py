@@ -185,7 +185,7 @@ def divides(factor: int, extent) -> bool:
     return Analyzer().can_prove_equal(tirx.floormod(extent, factor), 0)
 
 
-def _largest_divisor(n, candidates: tuple[int, ...]) -> int:
+def largest_divisor(n, candidates: tuple[int, ...]) -> int:
     return next((c for c in candidates if divides(c, n)), 1)
 
 
@@ -239,7 +239,7 @@ def gemm_tile(target: Target, m: int, n: int) -> tuple[int, int]:
     lanes = vector_lanes(target)
     rows = vector_registers(target) // 4
     candidates = tuple(r for r in (8, 4, 2) if r <= rows)
-    return _largest_divisor(m, candidates), _largest_divisor(n, (2 * lanes, lanes))
+    return largest_divisor(m, candidates), largest_divisor(n, (2 * lanes, lanes))
 
 
 class Matmul(CPUScheduleRule):

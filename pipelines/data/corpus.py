@@ -29,11 +29,11 @@ CONTAINED_MIN = 8
 
 def peoples_daily_1998() -> list[Sentence]:
     """Its paragraphs as words, up to the held-out news (``silver.news_first_line``)."""
-    path = peoples_daily_1998_file()
+    path, news = peoples_daily_1998_file(), news_first_line()
     sentences = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
-            if lineno >= news_first_line():
+            if lineno >= news:
                 break
             # "[中央/n 人民/n 广播/vn 电台/n]nt" marks a compound: keep its words.
             words = [_POS_TAG.sub("", w).lstrip("[") for w in _COMPOUND_END.sub("", line).split()]

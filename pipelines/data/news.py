@@ -41,14 +41,15 @@ def news_sentences(numbered: Iterable[tuple[int, list[Word]]], msra_texts: Seque
     for _, words in numbered:
         counts["read"] += 1
         chars, tags = char_tags(words)
+        text = "".join(chars)
         if UNSURE in tags:
             counts["undecided"] += 1
         elif len(chars) < MIN_CHARS:
             counts["short"] += 1
-        elif "".join(chars) in seen:
+        elif text in seen:
             counts["repeated"] += 1
         else:
-            seen.add("".join(chars))
+            seen.add(text)
             candidates.append((chars, tags))
     leaks = shares_text(("".join(chars) for chars, _ in candidates), msra_texts)
     counts["shares_msra_text"] = sum(leaks)
