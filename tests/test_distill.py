@@ -202,3 +202,22 @@ def test_configs_that_name_each_other_as_teachers_are_refused(tmp_path, capsys):
                                         "distill": {"teacher": str(other)}}), encoding="utf-8")
     assert main(["run", str(a), "--runs-dir", str(tmp_path / "runs"), "--quiet"]) == 2
     assert "the configs refer to each other in a loop" in capsys.readouterr().err
+
+
+def test_a_run_directory_as_starting_weights_means_its_model(toy_run, tmp_path):
+    from workbench.references import resolve_references
+    from workbench.store import RunStore
+
+    store = RunStore(str(tmp_path / "runs"))
+    run_dir = toy_run[0].dir
+    cfg = parse_config({"name": "student", "model": {"pretrained": run_dir}})
+    resolve_references(cfg, ["train"], store, run_config=None)
+    assert cfg.model.pretrained == os.path.join(run_dir, "model")  # not the run's root, where no tokenizer is
+    cfg = parse_config({"name": "student", "model": {"pretrained": "bert-base-chinese"}})
+    resolve_references(cfg, ["train"], store, run_config=None)
+    assert cfg.model.pretrained == "bert-base-chinese"  # a hub id is left for transformers
+    empty = tmp_path / "empty-run"
+    empty.mkdir()
+    cfg = parse_config({"name": "student", "model": {"pretrained": str(empty)}})
+    with pytest.raises(ModelError, match="holds no trained model"):
+        resolve_references(cfg, ["train"], store, run_config=None)

@@ -1,7 +1,8 @@
 """What a config's ``distill.teacher`` and ``model.pretrained`` name, made concrete.
 
-Either may be a path (kept), a run id or name (its newest run's directory; for
-``model.pretrained``, that run's model), a hub id (kept), or a run config file: the
+Either may be a path (kept; a run directory given as ``model.pretrained`` means its
+model), a run id or name (its newest run's directory; for ``model.pretrained``, that
+run's model), a hub id (kept), or a run config file: the
 newest finished run of that config, which is run first when there is none (a
 relative path is looked up from the working directory, then beside the config that
 names it). So one config can chain the whole recipe (``configs/best_offline.yaml``:
@@ -40,8 +41,10 @@ def resolve_references(
 
     if "distill" in stages:
         cfg.distill.teacher = run_dir(cfg.distill.teacher)
-    if cfg.model.pretrained and (found := run_dir(cfg.model.pretrained)) != cfg.model.pretrained:
-        cfg.model.pretrained = resolve_model_dir(found)
+    if cfg.model.pretrained:
+        found = run_dir(cfg.model.pretrained)
+        if found != cfg.model.pretrained or os.path.isdir(found):  # a hub id stays as it is
+            cfg.model.pretrained = resolve_model_dir(found)
 
 
 def _config_run(path: str, store, run_config: RunConfigFn, chain: tuple[str, ...]) -> str:
