@@ -79,7 +79,9 @@ class DataConfig(_Section):
 
 
 class ModelConfig(_Section):
-    preset: Literal["tiny", "mini", "small", "medium", "base"] = "tiny"
+    # BERT sizes, or `bilstm`: a character BiLSTM tagger (modeling/bilstm), a fast
+    # teacher to distil into a BERT student; set dropout: 0.5 for it.
+    preset: Literal["tiny", "mini", "small", "medium", "base", "bilstm"] = "tiny"
     # A hub id or local directory with BERT weights; overrides `preset`.
     pretrained: Optional[str] = None
     # A hub id or local directory for the tokenizer; default: the embedded bert-base-chinese vocab.

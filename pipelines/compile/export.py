@@ -12,7 +12,7 @@ from pipelines.data.encoding import CharEncoder, make_windows, pad_batch
 from pipelines.events import Reporter
 from pipelines.files import atomic_path, replace_dir, write_json
 from pipelines.layout import EXPORT_META
-from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_model, logits_module
+from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_exportable, logits_module
 
 
 def parity_batches(sentences: Sequence[Sequence[str]], encoder: CharEncoder, max_length: int, shape) -> list:
@@ -52,8 +52,7 @@ def export_model(
     # below is what proves the trace right at the exported shape.
     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-    # Eager attention: plain matmul + softmax ops that tracers and compilers all read.
-    model, encoder, meta = load_model(model_dir, attn="eager")
+    model, encoder, meta = load_exportable(model_dir)
     module = logits_module(model)
     shape = tuple(cfg.shape)
     batches = parity_batches(sentences[: cfg.parity_sentences * shape[0]], encoder, meta.max_length, shape)
@@ -106,7 +105,7 @@ def export_program(model_dir: str, shape, path: str) -> None:
     """A ``torch.export`` program at one static shape (the compiler builds per shape)."""
     import torch
 
-    model, _, _ = load_model(model_dir, attn="eager")
+    model, _, _ = load_exportable(model_dir)
     program = torch.export.export(logits_module(model), example_inputs(shape))
     with atomic_path(path, suffix=".pt2") as tmp:  # torch.export.save wants the suffix
         torch.export.save(program, tmp)

@@ -19,6 +19,7 @@ from pipelines.files import write_json
 from pipelines.data.encoding import LEXICON_STRIDE, CharEncoder, load_tokenizer, save_tokenizer
 from pipelines.data.lexicon_features import FILE as LEXICON_FILE, GROUP_BITS, TYPES as LEXICON_TYPES, WordLexicon, word_lexicon
 from pipelines.layout import MODEL_DIR
+from pipelines.modeling.bilstm import MODEL_TYPE as BILSTM_TYPE, bilstm_classes, bilstm_config
 
 # Well-Read Students Learn Better (Turc et al. 2019) compact sizes, plus BERT-base.
 PRESETS = {
@@ -120,20 +121,52 @@ def _model_class(lexicon: bool):
     return _lexicon_bert_class() if lexicon else BertForTokenClassification
 
 
-def _reads_lexicon_codes(directory: str) -> bool:
-    """Whether a saved model's config says its embedding reads lexicon codes. A config
-    that is not JSON says no here: loading the weights then fails with HF's own message."""
+def _saved_config(directory: str) -> dict:
+    """A saved model's config.json. One that is not JSON reads as empty here: loading
+    the weights then fails with HF's own message."""
     with open(os.path.join(directory, "config.json"), encoding="utf-8") as f:
         try:
-            return bool(json.load(f).get("lexicon_types"))
+            return json.load(f)
         except ValueError:
-            return False
+            return {}
+
+
+def _reads_lexicon_codes(directory: str) -> bool:
+    """Whether a saved model's config says its embedding reads lexicon codes."""
+    return bool(_saved_config(directory).get("lexicon_types"))
+
+
+def _saved_class(directory: str):
+    """The class that loads a saved model: the BiLSTM tagger, or BERT with or without codes."""
+    config = _saved_config(directory)
+    if config.get("model_type") == BILSTM_TYPE:
+        return bilstm_classes()[1]
+    return _model_class(bool(config.get("lexicon_types")))
+
+
+def is_bilstm(model) -> bool:
+    return getattr(model.config, "model_type", None) == BILSTM_TYPE
+
+
+def load_exportable(directory: str):
+    """``load_model`` for the exporters and compilers, with eager attention (plain matmul
+    and softmax that tracers and compilers all read); a BiLSTM teacher is refused."""
+    loaded = load_model(directory, attn="eager")
+    if is_bilstm(loaded[0]):
+        raise ModelError(
+            f"{directory}: a BiLSTM tagger is a teacher, not for export or compiling: "
+            "distil it into a BERT student (distill.teacher) and export that"
+        )
+    return loaded
 
 
 def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str] = ()):
     """A fresh classifier: from a preset (random init) or from pretrained weights.
     (model, encoder, meta); with ``cfg.lexicon`` the encoder carries the word lexicon,
     built from no text that shares any with ``held_out`` (the run's dev and test)."""
+    # a saved BiLSTM loads as one; BERT weights load with or without codes as cfg.lexicon says
+    bilstm = bool(cfg.pretrained) and os.path.isfile(os.path.join(cfg.pretrained, "config.json")) \
+        and _saved_config(cfg.pretrained).get("model_type") == BILSTM_TYPE
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.pretrained)
     lexicon = None
     if cfg.lexicon:
@@ -144,7 +177,7 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
     if cfg.pretrained:
         extra = {"lexicon_types": len(LEXICON_TYPES)} if lexicon is not None else {}
         try:
-            model = _model_class(lexicon is not None).from_pretrained(
+            model = (bilstm_classes()[1] if bilstm else _model_class(lexicon is not None)).from_pretrained(
                 cfg.pretrained,
                 num_labels=len(labels),
                 id2label=dict(enumerate(labels)),
@@ -154,6 +187,9 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
             )
         except OSError as err:
             raise ModelError(f"cannot load pretrained weights {cfg.pretrained!r}: {str(err).splitlines()[0]}") from None
+    elif cfg.preset == "bilstm":
+        types = len(LEXICON_TYPES) if lexicon is not None else 0
+        model = bilstm_classes()[1](bilstm_config(len(tokenizer), labels, types, cfg.dropout, tokenizer.pad_token_id))
     else:
         config = bert_config(cfg.preset, len(tokenizer), labels, cfg.max_length, cfg.dropout)
         if lexicon is not None:
@@ -185,9 +221,11 @@ def load_model(directory: str, attn: str | None = None):
         raise ModelError(f"{directory}: no such model directory")
     if missing:
         raise ModelError(f"{directory}: not a complete model directory (missing {', '.join(missing)})")
-    kwargs = {"attn_implementation": attn} if attn else {}
+    model_class = _saved_class(directory)
+    bilstm = model_class is bilstm_classes()[1]  # no attention to pick an implementation of
+    kwargs = {"attn_implementation": attn} if attn and not bilstm else {}
     try:
-        model = _model_class(_reads_lexicon_codes(directory)).from_pretrained(directory, **kwargs)
+        model = model_class.from_pretrained(directory, **kwargs)
     except OSError as err:
         raise ModelError(f"{directory}: {str(err).splitlines()[0]}") from None
     model.eval()

@@ -13,7 +13,7 @@ import os
 
 from pipelines.files import atomic_path, read_json, write_json
 from pipelines.layout import CONFIG_FILE
-from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_model, logits_module, model_fingerprint
+from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_exportable, logits_module, model_fingerprint
 
 FP32_FILE, DYNAMIC_FILE, STATIC_FILE = "model.onnx", "model.int8.onnx", "model.int8-static.onnx"
 
@@ -24,7 +24,7 @@ def export_onnx(model_dir: str, path: str) -> None:
 
     import torch
 
-    model, _, _ = load_model(model_dir, attn="eager")
+    model, _, _ = load_exportable(model_dir)
     axes = {0: "batch", 1: "sequence"}
     with atomic_path(path) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -1,0 +1,120 @@
+"""A character BiLSTM tagger with bigram and word-lexicon features: a teacher that
+learns NER fast on a CPU (issue #20), read through the same inputs as the BERT
+students so it distils into them and scores with every tool here.
+
+Per character: its embedding, a hashed embedding of the bigram it starts (the
+character and the next), and one learned vector per (type, B/M/E/S) of its
+lexicon code, unpacked from the ``input_ids`` ``CharEncoder`` packs, as the BERT
+students do. A forward LSTM reads the text left to right and a second one right
+to left, then a linear layer scores the labels (a softmax tagger: its per-character
+distributions are what distillation needs, where a CRF's are not).
+
+The right-to-left pass reverses each row within its own length, so padding never
+reaches a real character: a sentence tags the same alone or in any batch, on any
+padded shape. It is a Hugging Face ``PreTrainedModel``, so saving, loading and the
+training loop treat it as they treat BERT; it is not for the compilers (a teacher).
+"""
+
+from __future__ import annotations
+
+import functools
+
+from pipelines.data.encoding import LEXICON_STRIDE
+from pipelines.data.lexicon_features import GROUP_BITS
+
+MODEL_TYPE = "ner-bilstm"
+# The BiLSTM preset's sizes: 7.5M parameters, 6.9M of them the character table and
+# the bigram table (bigrams hashed into 32k rows: AdamW updates every row each step).
+SIZES = dict(embedding_size=128, hidden_size=256, bigram_buckets=1 << 15)
+
+
+@functools.cache
+def bilstm_classes():
+    """(config class, model class), defined on first use: torch and transformers load lazily."""
+    import torch
+    from transformers import AutoConfig, PretrainedConfig, PreTrainedModel
+    from transformers.modeling_outputs import TokenClassifierOutput
+
+    class BiLstmConfig(PretrainedConfig):
+        model_type = MODEL_TYPE  # fields as transformers 5 declares them (BertConfig)
+
+        vocab_size: int = 21128
+        embedding_size: int = 128
+        hidden_size: int = 256
+        bigram_buckets: int = 1 << 15
+        lexicon_types: int = 0
+        dropout: float = 0.5
+        pad_token_id: int | None = 0
+
+    class BiLstmForTokenClassification(PreTrainedModel):
+        config_class = BiLstmConfig
+        base_model_prefix = "bilstm"
+
+        def __init__(self, config) -> None:
+            super().__init__(config)
+            e, h = config.embedding_size, config.hidden_size
+            self.chars = torch.nn.Embedding(config.vocab_size, e, padding_idx=config.pad_token_id)
+            self.bigrams = torch.nn.Embedding(config.bigram_buckets, e) if config.bigram_buckets else None
+            self.lexicon = torch.nn.Embedding(config.lexicon_types << GROUP_BITS, e) if config.lexicon_types else None
+            self.forward_lstm = torch.nn.LSTM(e, h, batch_first=True)
+            self.backward_lstm = torch.nn.LSTM(e, h, batch_first=True)
+            self.dropout = torch.nn.Dropout(config.dropout)
+            self.classifier = torch.nn.Linear(2 * h, config.num_labels)
+            self.post_init()
+
+        def _init_weights(self, module) -> None:
+            if isinstance(module, torch.nn.Embedding):
+                torch.nn.init.normal_(module.weight, std=0.1)
+            elif isinstance(module, torch.nn.Linear):
+                torch.nn.init.xavier_uniform_(module.weight)
+                torch.nn.init.zeros_(module.bias)
+
+        def embed(self, input_ids):
+            ids = torch.remainder(input_ids, LEXICON_STRIDE)
+            x = self.chars(ids)
+            if self.bigrams is not None:
+                following = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=self.config.pad_token_id)
+                x = x + self.bigrams(torch.remainder(ids * self.config.vocab_size + following, self.config.bigram_buckets))
+            if self.lexicon is not None:
+                codes = torch.div(input_ids, LEXICON_STRIDE, rounding_mode="floor")
+                for g in range(self.config.lexicon_types):
+                    pattern = torch.remainder(torch.div(codes, 1 << (GROUP_BITS * g), rounding_mode="floor"), 1 << GROUP_BITS)
+                    x = x + self.lexicon(pattern + (g << GROUP_BITS))
+            return x
+
+        def forward(self, input_ids, attention_mask=None, labels=None, **_):
+            if attention_mask is None:
+                attention_mask = torch.ones_like(input_ids)
+            x = self.dropout(self.embed(input_ids))
+            width = x.shape[1]
+            lengths = attention_mask.sum(1, keepdim=True)
+            steps = torch.arange(width, device=x.device).unsqueeze(0)
+            # each row's real positions reversed in place, padding left where it is
+            mirror = torch.where(steps < lengths, lengths - 1 - steps, steps)
+            gather = mirror.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+            ahead, _ = self.forward_lstm(x)
+            behind, _ = self.backward_lstm(torch.gather(x, 1, gather))
+            behind = torch.gather(behind, 1, mirror.unsqueeze(-1).expand(-1, -1, behind.shape[-1]))
+            logits = self.classifier(self.dropout(torch.cat([ahead, behind], dim=-1)))
+            loss = None
+            if labels is not None:
+                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+            return TokenClassifierOutput(loss=loss, logits=logits)
+
+    # Known to AutoConfig, so AutoTokenizer reading a saved BiLSTM's directory knows its config.
+    AutoConfig.register(MODEL_TYPE, BiLstmConfig)
+    return BiLstmConfig, BiLstmForTokenClassification
+
+
+def bilstm_config(vocab_size: int, labels, lexicon_types: int, dropout: float, pad_token_id: int):
+    config_class, _ = bilstm_classes()
+    return config_class(
+        vocab_size=vocab_size,
+        lexicon_types=lexicon_types,
+        dropout=dropout,
+        pad_token_id=pad_token_id,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        **SIZES,
+    )

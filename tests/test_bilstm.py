@@ -1,0 +1,109 @@
+"""The BiLSTM tagger (a teacher): it learns the toy corpus, reads the lexicon codes,
+tags a sentence the same in any batch, saves and loads, teaches a BERT student, and
+is refused by the exporters with a message that says what to do instead."""
+
+import os
+
+import pytest
+
+from pipelines.data.encoding import LEXICON_STRIDE, pad_batch
+from pipelines.modeling.models import ModelError
+
+from conftest import ToyCorpus
+
+
+def write_lexicon(path, lines) -> str:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(f"{line}\n" for line in lines))
+    return f"file:{path}"
+
+
+TOY_WORDS = ["张三 3 nr", "李四 3 nr", "北京 9 ns", "上海 9 ns", "新华社 9 nt", "人民日报 9 nt"]
+
+
+@pytest.fixture(scope="module")
+def bilstm_run(tmp_path_factory):
+    from pipelines.config import parse_config
+    from workbench.runner import execute
+    from workbench.store import RunStore
+
+    root = tmp_path_factory.mktemp("bilstm-run")
+    corpus = ToyCorpus.write(root)
+    source = write_lexicon(root / "words.txt", TOY_WORDS)
+    cfg = parse_config({
+        "name": "bilstm", "stages": ["train", "eval"], "data": corpus.data(),
+        "model": {"preset": "bilstm", "max_length": 16, "dropout": 0.1, "lexicon": source},
+        "train": {"epochs": 15, "batch_size": 8, "learning_rate": 1e-2, "threads": 1, "eval_every": 10},
+    })
+    store = RunStore(str(root / "runs"))
+    run = store.create_run(cfg)
+    results = execute(cfg, store, run, cfg.stages, [lambda event: None])
+    return run, results, corpus
+
+
+def test_it_learns_the_toy_corpus_and_keeps_its_lexicon(bilstm_run):
+    import torch
+
+    from pipelines.modeling.models import is_bilstm, load_model
+
+    run, results, _ = bilstm_run
+    assert results["eval"]["f1"] > 0.5  # held-out test sentences, names it never saw among them
+    model, encoder, meta = load_model(os.path.join(run.dir, "model"))
+    assert is_bilstm(model) and meta.preset == "bilstm" and "新华社" in encoder.lexicon.words
+    ids = torch.tensor([[encoder.cls_id, *encoder.ids(list("张三在北京工作")), encoder.sep_id]])
+    assert int((ids >= LEXICON_STRIDE).sum()) == 4  # 张三, 北京 carry codes
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        with_codes = model(input_ids=ids, attention_mask=mask).logits
+        without = model(input_ids=ids % LEXICON_STRIDE, attention_mask=mask).logits
+    assert (with_codes - without).abs().max() > 1e-3
+
+
+def test_a_sentence_tags_the_same_alone_and_padded_in_a_batch(bilstm_run):
+    """The right-to-left LSTM reverses each row within its length: padding never reaches
+    a real character (a plain bidirectional LSTM would read the padding first)."""
+    import torch
+
+    from pipelines.modeling.models import load_model
+
+    model, encoder, _ = load_model(os.path.join(bilstm_run[0].dir, "model"))
+    short = [encoder.cls_id, *encoder.ids(list("李四在上海")), encoder.sep_id]
+    long = [encoder.cls_id, *encoder.ids(list("新华社记者张三在北京报道")), encoder.sep_id]
+    ids, mask = (torch.from_numpy(a) for a in pad_batch([long, short], encoder.pad_id))
+    with torch.inference_mode():
+        batched = model(input_ids=ids, attention_mask=mask).logits[1, : len(short)]
+        alone = model(input_ids=torch.tensor([short]), attention_mask=torch.ones(1, len(short), dtype=torch.long)).logits[0]
+    assert torch.allclose(batched, alone, atol=1e-5)
+
+
+def test_it_teaches_a_bert_student_that_reads_the_same_codes(bilstm_run, tmp_path):
+    from pipelines.config import parse_config
+    from pipelines.data.loaders import data_for
+    from pipelines.events import Reporter
+    from pipelines.modeling.models import is_bilstm, load_model
+    from pipelines.training.distill import DISTILLED_DIR, distill
+
+    run, _, corpus = bilstm_run
+    teacher = os.path.join(run.dir, "model")
+    other = write_lexicon(tmp_path / "other.txt", ["银行 9 n"])
+    cfg = parse_config({
+        "name": "student", "data": corpus.data(),
+        "model": {"preset": "tiny", "max_length": 16, "lexicon": other},
+        "distill": {"teacher": teacher, "steps": 4, "batch_size": 4, "max_length": 16, "holdout": 4, "threads": 1},
+    })
+    data = data_for(cfg)
+    sentences = [list(s) for s in ("新华社记者张三在北京报道", "李四在上海工作")] * 8
+    with pytest.raises(ModelError, match="the student needs the same one"):
+        distill(cfg, teacher, sentences, data, str(tmp_path / "refused"), Reporter())
+    cfg.model.lexicon = write_lexicon(tmp_path / "same.txt", TOY_WORDS)
+    result = distill(cfg, teacher, sentences, data, str(tmp_path / "student"), Reporter())
+    assert result["steps"] == 4 and 0.0 <= result["teacher_agreement"] <= 1.0
+    student, encoder, _ = load_model(os.path.join(tmp_path / "student", DISTILLED_DIR))
+    assert not is_bilstm(student) and encoder.lexicon.words == load_model(teacher)[1].lexicon.words
+
+
+def test_the_exporters_refuse_it_and_say_what_to_do(bilstm_run, tmp_path):
+    from pipelines.compile.export import export_program
+
+    with pytest.raises(ModelError, match="a BiLSTM tagger is a teacher.*distil it into a BERT student"):
+        export_program(os.path.join(bilstm_run[0].dir, "model"), [1, 16], str(tmp_path / "model.pt2"))
