@@ -385,7 +385,8 @@ class PretrainConfig(_TextSteps):
 class DistillConfig(_TextSteps):
     # The fine-tuned teacher: a run or model directory (the CLI also takes a run id or
     # name). It must use the student's tokenizer; its labels are matched by name.
-    teacher: Optional[str] = None
+    # A list is an ensemble: the student learns the mean of their logits.
+    teacher: str | list[str] | None = None
     # Softmax temperature of teacher and student; the KL term is scaled by T^2.
     temperature: float = Field(2.0, gt=0)
     # Weight of the hard-label cross-entropy on the data's train split (KL gets 1 - alpha).

@@ -64,7 +64,8 @@ def stage_distill(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
 
     if not cfg.distill.teacher:
         raise ConfigError("distill.teacher is not set (a fine-tuned run or model directory)")
-    teacher = resolve_model_dir(cfg.distill.teacher)
+    teacher = cfg.distill.teacher
+    teacher = [resolve_model_dir(t) for t in teacher] if isinstance(teacher, list) else resolve_model_dir(teacher)
     cfg = with_run_weights(cfg, run_dir, reporter, ("pretrain",))
     return distill(cfg, teacher, transfer_text(cfg.distill.sources, cfg, reporter), data_for(cfg), run_dir, reporter)
 

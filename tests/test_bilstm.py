@@ -107,3 +107,40 @@ def test_the_exporters_refuse_it_and_say_what_to_do(bilstm_run, tmp_path):
 
     with pytest.raises(ModelError, match="a BiLSTM tagger is a teacher.*distil it into a BERT student"):
         export_program(os.path.join(bilstm_run[0].dir, "model"), [1, 16], str(tmp_path / "model.pt2"))
+
+
+def test_an_ensemble_teaches_the_mean_of_its_logits_in_the_students_label_order(bilstm_run, toy_run):
+    """A BiLSTM reading lexicon codes and a plain BERT: the BERT reads the ids with the
+    codes taken off, both are put in the student's label order, then averaged."""
+    import torch
+
+    from pipelines.modeling.models import load_model
+    from pipelines.training.distill import Teachers
+
+    lstm_dir, bert_dir = (os.path.join(run[0].dir, "model") for run in (bilstm_run, toy_run))
+    lstm, encoder, meta = load_model(lstm_dir)
+    bert, _, bert_meta = load_model(bert_dir)
+    assert bert_meta.labels == meta.labels
+    student_labels = meta.labels[::-1]
+    teachers = Teachers([lstm_dir, bert_dir], encoder, student_labels)
+    ids = torch.tensor([[encoder.cls_id, *encoder.ids(list("新华社记者张三在北京报道")), encoder.sep_id]])
+    mask = torch.ones_like(ids)
+    with torch.inference_mode():
+        by_hand = (lstm(input_ids=ids, attention_mask=mask).logits
+                   + bert(input_ids=ids % LEXICON_STRIDE, attention_mask=mask).logits).flip(-1) / 2
+    assert torch.allclose(teachers.logits(ids, mask), by_hand, atol=1e-5)
+    with pytest.raises(ModelError, match="differ from the data's"):
+        Teachers([lstm_dir, bert_dir], encoder, student_labels[:-1])
+
+
+def test_the_run_list_names_both_teachers_of_an_ensemble(tmp_path):
+    from pipelines.config import parse_config
+    from workbench.store import RunStore, model_label
+
+    store = RunStore(str(tmp_path / "runs"))
+    a = store.create_run(parse_config({"name": "lstm", "model": {"preset": "bilstm"}}))
+    b = store.create_run(parse_config({"name": "bert", "model": {"preset": "mini"}}))
+    student = store.create_run(parse_config({"name": "student", "model": {"pretrained": os.path.join(b.dir, "model")}}))
+    store.stage_started(student.id, "distill")
+    store.stage_finished(student.id, "distill", {"teacher": [os.path.join(a.dir, "model"), os.path.join(b.dir, "model")]})
+    assert model_label(store.get(student.id), store.list_runs()) == "mini from bert taught by lstm"

@@ -40,7 +40,8 @@ def resolve_references(
         return found.dir if found else ref
 
     if "distill" in stages:
-        cfg.distill.teacher = run_dir(cfg.distill.teacher)
+        teacher = cfg.distill.teacher
+        cfg.distill.teacher = [run_dir(t) for t in teacher] if isinstance(teacher, list) else run_dir(teacher)
     if cfg.model.pretrained:
         found = run_dir(cfg.model.pretrained)
         if found != cfg.model.pretrained or os.path.isdir(found):  # a hub id stays as it is

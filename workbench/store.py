@@ -116,8 +116,10 @@ def model_label(record: RunRecord, runs: list[RunRecord]) -> str:
         model = owner.model or ""
     label = f"{model} from {source}" if source else model
     distill = record.stage("distill")
-    teacher = _owner((distill.metrics or {}).get("teacher", ""), runs, {record.id}) if distill else None
-    return f"{label} taught by {teacher.name}" if teacher and teacher.name != source else label
+    taught = (distill.metrics or {}).get("teacher", "") if distill else ""
+    teachers = [_owner(path, runs, {record.id}) for path in (taught if isinstance(taught, list) else [taught])]
+    names = [t.name for t in teachers if t and t.name != source]
+    return f"{label} taught by {' + '.join(names)}" if names else label
 
 
 def default_runs_dir() -> str:

@@ -72,20 +72,52 @@ def check_same_lexicon(teacher_encoder, student_encoder, teacher: str) -> None:
         )
 
 
-def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir: str, reporter: Reporter) -> dict:
-    """Train the configured student on ``teacher_dir``'s soft labels over ``sentences``
-    (lists of words); the student is saved to ``run_dir/distilled`` for the train stage."""
+class Teachers:
+    """One teacher or an ensemble: the mean of their logits, each in the student's
+    label order and read from the student's ids (codes taken off for a teacher
+    without a lexicon). Averaging logits, not probabilities, keeps one temperature
+    meaningful for all; a BiLSTM and a BERT teacher err differently, which is the point."""
+
+    def __init__(self, dirs: Sequence[str], encoder, labels: Sequence[str]) -> None:
+        import torch
+
+        self.dirs, self.models, self.orders, self.plain, self.sources = list(dirs), [], [], [], []
+        for directory in self.dirs:
+            model, teacher_encoder, meta = load_model(directory)
+            check_same_vocab(teacher_encoder.tokenizer, encoder.tokenizer, directory)
+            check_same_lexicon(teacher_encoder, encoder, directory)
+            self.models.append(model)
+            self.orders.append(torch.tensor(label_order(meta.labels, labels)))
+            self.plain.append(teacher_encoder.lexicon is None)
+            self.sources.append(meta.source or directory)
+
+    def parameters(self) -> int:
+        return sum(parameter_count(m) for m in self.models)
+
+    def logits(self, ids, mask):
+        import torch
+
+        # no_grad, not inference_mode: the targets are saved for the student's backward pass
+        with torch.no_grad():
+            total = None
+            for model, order, plain in zip(self.models, self.orders, self.plain):
+                logits = model(input_ids=torch.remainder(ids, LEXICON_STRIDE) if plain else ids, attention_mask=mask).logits[..., order]
+                total = logits if total is None else total + logits
+            return total / len(self.models)
+
+
+def distill(cfg: RunConfig, teacher_dir: str | Sequence[str], sentences, data: NerData, run_dir: str, reporter: Reporter) -> dict:
+    """Train the configured student on the soft labels of ``teacher_dir`` (a model
+    directory, or several: an ensemble) over ``sentences`` (lists of words); the student
+    is saved to ``run_dir/distilled`` for the train stage."""
     import torch
 
     dc, mc = cfg.distill, cfg.model
     if dc.threads:
         torch.set_num_threads(dc.threads)
-    teacher, teacher_encoder, teacher_meta = load_model(teacher_dir)
     torch.manual_seed(cfg.seed)
     student, encoder, meta = build_model(mc, data.labels, data.held_out_texts())
-    check_same_vocab(teacher_encoder.tokenizer, encoder.tokenizer, teacher_dir)
-    check_same_lexicon(teacher_encoder, encoder, teacher_dir)
-    order = torch.tensor(label_order(teacher_meta.labels, data.labels))
+    teachers = Teachers([teacher_dir] if isinstance(teacher_dir, str) else teacher_dir, encoder, data.labels)
 
     rng = random.Random(cfg.seed)
     windows = make_windows([[c for word in s for c in word] for s in sentences], encoder, dc.max_length)
@@ -103,17 +135,10 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
                                          clock.budget_s if dc.decay_to_budget else None, clock.spent_s)
     precision, why = resolve_precision(dc.precision)
     reporter.log(
-        f"distilling {teacher_dir} ({parameter_count(teacher) / 1e6:.1f}M parameters) into "
+        f"distilling {' + '.join(teachers.dirs)} ({teachers.parameters() / 1e6:.1f}M parameters) into "
         f"{meta.source} ({parameter_count(student) / 1e6:.1f}M) on {len(windows)} windows of <= {dc.max_length}"
         f"{f' plus {len(labeled)} labeled' if labeled else ''}; {len(holdout)} held out; {dc.steps} steps of batch {dc.batch_size}; {precision} ({why})"
     )
-
-    def soft_targets(ids, mask):
-        # no_grad, not inference_mode: the targets are saved for the student's backward pass
-        with torch.no_grad():
-            if teacher_encoder.lexicon is None:
-                ids = torch.remainder(ids, LEXICON_STRIDE)
-            return teacher(input_ids=ids, attention_mask=mask).logits[..., order]
 
     def tensors(ws):
         ids, mask = pad_batch([w.ids for w in ws], encoder.pad_id)
@@ -129,7 +154,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
             for i in range(0, len(holdout), 64):
                 ids, mask, real = tensors(holdout[i : i + 64])
                 ours = student(input_ids=ids, attention_mask=mask).logits[real].argmax(-1)
-                same += int((ours == soft_targets(ids, mask)[real].argmax(-1)).sum())
+                same += int((ours == teachers.logits(ids, mask)[real].argmax(-1)).sum())
                 total += int(real.sum())
         student.train()
         return same / total if total else 0.0
@@ -145,7 +170,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         ids, mask, real = tensors([windows[i] for i in transfer.next()])
         with autocast(precision):
             t0 = time.monotonic()
-            targets = soft_targets(ids, mask)[real].float()
+            targets = teachers.logits(ids, mask)[real].float()
             teacher_s += time.monotonic() - t0
             loss = kd_loss(student(input_ids=ids, attention_mask=mask).logits[real].float(), targets, dc.temperature)
             tokens = int(mask.sum())
@@ -173,7 +198,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
     first_step = loop.step
     loop.run(stage)
 
-    meta.source = f"distill:{teacher_meta.source or teacher_dir}->{meta.source}"
+    meta.source = f"distill:{'+'.join(teachers.sources)}->{meta.source}"
     replace_dir(os.path.join(run_dir, DISTILLED_DIR), lambda tmp: save_model(student, encoder, meta, tmp))
     seconds = loop.seconds
     result = {
@@ -184,7 +209,7 @@ def distill(cfg: RunConfig, teacher_dir: str, sentences, data: NerData, run_dir:
         "tokens_per_s": loop.tokens_per_s(),
         "teacher_share": round(teacher_s / seconds, 3) if loop.step > first_step and seconds > 0 else None,
         "windows": len(windows),
-        "teacher": teacher_dir,
+        "teacher": teachers.dirs[0] if isinstance(teacher_dir, str) else teachers.dirs,
         "precision": precision,
     }
     write_json(os.path.join(run_dir, DISTILLED_DIR, "distill.json"), result)
