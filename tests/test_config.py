@@ -45,7 +45,7 @@ def test_yaml_float_without_dot_is_accepted(tmp_path):
         ("train:\n  lr: 0.1\n", "train.lr: unknown key (allowed: epochs, batch_size, learning_rate"),
         ("train:\n  learning_rate: fast\n", "train.learning_rate: Input should be a valid number"),
         ("train:\n  learning_rate: -1\n", "train.learning_rate: Input should be greater than 0"),
-        ("model:\n  preset: huge\n", "model.preset: Input should be 'tiny', 'mini', 'small', 'medium' or 'base' (got 'huge')"),
+        ("model:\n  preset: huge\n", "model.preset: Input should be 'tiny', 'mini', 'small', 'medium', 'base' or 'bilstm' (got 'huge')"),
         ("data:\n  source: hub\n", "data: hub_id is required when source is 'hub'"),
         ("export:\n  shape: [1]\n", "export.shape: must be [batch, sequence]"),
         ("stages: [train, fly]\n", "stages.1: Input should be 'pretrain', 'distill', 'train', 'export', 'eval', 'compile' or 'bench' (got 'fly')"),
