@@ -144,3 +144,22 @@ def test_the_run_list_names_both_teachers_of_an_ensemble(tmp_path):
     store.stage_started(student.id, "distill")
     store.stage_finished(student.id, "distill", {"teacher": [os.path.join(a.dir, "model"), os.path.join(b.dir, "model")]})
     assert model_label(store.get(student.id), store.list_runs()) == "mini from bert taught by lstm"
+
+
+def test_it_trains_under_bf16_autocast():
+    """Training's `precision: auto` is bf16 on AMX hosts; CPU oneDNN has no bf16 LSTM
+    primitive without AVX512-BF16, so the LSTMs run in fp32 inside the autocast."""
+    import torch
+
+    from pipelines.config import ModelConfig
+    from pipelines.modeling.models import build_model
+
+    model, _, _ = build_model(ModelConfig(preset="bilstm"), ["O", "B-PER", "I-PER"])
+    ids = torch.randint(100, 2000, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(input_ids=ids, attention_mask=mask).logits
+    logits.float().sum().backward()
+    grad = model.forward_lstm.weight_ih_l0.grad
+    assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0

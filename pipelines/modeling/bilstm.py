@@ -92,8 +92,12 @@ def bilstm_classes():
             # each row's real positions reversed in place, padding left where it is
             mirror = torch.where(steps < lengths, lengths - 1 - steps, steps)
             gather = mirror.unsqueeze(-1).expand(-1, -1, x.shape[-1])
-            ahead, _ = self.forward_lstm(x)
-            behind, _ = self.backward_lstm(torch.gather(x, 1, gather))
+            # The LSTMs in fp32 even under bf16 autocast (training's precision: auto on AMX
+            # hosts): oneDNN has no bf16 LSTM primitive on CPUs without AVX512-BF16.
+            with torch.autocast(x.device.type, enabled=False):
+                x = x.float()
+                ahead, _ = self.forward_lstm(x)
+                behind, _ = self.backward_lstm(torch.gather(x, 1, gather))
             behind = torch.gather(behind, 1, mirror.unsqueeze(-1).expand(-1, -1, behind.shape[-1]))
             logits = self.classifier(self.dropout(torch.cat([ahead, behind], dim=-1)))
             loss = None
