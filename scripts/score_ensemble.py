@@ -41,9 +41,9 @@ def main() -> int:
     logits = {}
     for path in args.models:
         model, encoder, meta = load_model(resolve_model_dir(path))
-        order = label_order(meta.labels, labels)
+        order, engine = label_order(meta.labels, labels), TorchEngine(model)
         for name, split in splits.items():
-            logits[path, name] = [out[:, order] for out in predict_logits(TorchEngine(model), split["tokens"], encoder, meta.max_length)]
+            logits[path, name] = [out[:, order] for out in predict_logits(engine, split["tokens"], encoder, meta.max_length)]
     print("| models | " + " | ".join(f"{name} F1" for name in splits) + " |")
     print("|---|" + "---|" * len(splits))
     for k in range(1, len(args.models) + 1):

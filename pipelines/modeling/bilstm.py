@@ -23,9 +23,6 @@ from pipelines.data.encoding import LEXICON_STRIDE
 from pipelines.data.lexicon_features import GROUP_BITS
 
 MODEL_TYPE = "ner-bilstm"
-# The BiLSTM preset's sizes: 7.5M parameters, 6.9M of them the character table and
-# the bigram table (bigrams hashed into 32k rows: AdamW updates every row each step).
-SIZES = dict(embedding_size=128, hidden_size=256, bigram_buckets=1 << 15)
 
 
 @functools.cache
@@ -38,6 +35,9 @@ def bilstm_classes():
     class BiLstmConfig(PretrainedConfig):
         model_type = MODEL_TYPE  # fields as transformers 5 declares them (BertConfig)
 
+        # The defaults are the `bilstm` preset: 7.7M parameters, 6.9M of them the
+        # character table and the bigram table (bigrams hashed into 32k rows: AdamW
+        # updates every row each step).
         vocab_size: int = 21128
         embedding_size: int = 128
         hidden_size: int = 256
@@ -109,16 +109,3 @@ def bilstm_classes():
     AutoConfig.register(MODEL_TYPE, BiLstmConfig)
     return BiLstmConfig, BiLstmForTokenClassification
 
-
-def bilstm_config(vocab_size: int, labels, lexicon_types: int, dropout: float, pad_token_id: int):
-    config_class, _ = bilstm_classes()
-    return config_class(
-        vocab_size=vocab_size,
-        lexicon_types=lexicon_types,
-        dropout=dropout,
-        pad_token_id=pad_token_id,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
-        **SIZES,
-    )

@@ -19,7 +19,7 @@ from pipelines.files import write_json
 from pipelines.data.encoding import LEXICON_STRIDE, CharEncoder, load_tokenizer, save_tokenizer
 from pipelines.data.lexicon_features import FILE as LEXICON_FILE, GROUP_BITS, TYPES as LEXICON_TYPES, WordLexicon, word_lexicon
 from pipelines.layout import MODEL_DIR
-from pipelines.modeling.bilstm import MODEL_TYPE as BILSTM_TYPE, bilstm_classes, bilstm_config
+from pipelines.modeling.bilstm import MODEL_TYPE as BILSTM_TYPE, bilstm_classes
 
 # Well-Read Students Learn Better (Turc et al. 2019) compact sizes, plus BERT-base.
 PRESETS = {
@@ -55,6 +55,11 @@ class ModelMeta:
         return cls(**{k: v for k, v in raw.items() if k in cls.__dataclass_fields__})
 
 
+def label_fields(labels: Sequence[str]) -> dict:
+    """A Hugging Face config's label fields, in the data's label order."""
+    return dict(num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)})
+
+
 def bert_config(preset: str, vocab_size: int, labels: Sequence[str], max_length: int, dropout: float = 0.1):
     from transformers import BertConfig
 
@@ -65,9 +70,7 @@ def bert_config(preset: str, vocab_size: int, labels: Sequence[str], max_length:
         max_position_embeddings=max(512, max_length),
         hidden_dropout_prob=dropout,
         attention_probs_dropout_prob=dropout,
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)},
+        **label_fields(labels),
         **shape,
     )
 
@@ -166,7 +169,7 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
     built from no text that shares any with ``held_out`` (the run's dev and test)."""
     # a saved BiLSTM loads as one; BERT weights load with or without codes as cfg.lexicon says
     bilstm = bool(cfg.pretrained) and os.path.isfile(os.path.join(cfg.pretrained, "config.json")) \
-        and _saved_config(cfg.pretrained).get("model_type") == BILSTM_TYPE
+        and _saved_class(cfg.pretrained) is bilstm_classes()[1]
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.pretrained)
     lexicon = None
     if cfg.lexicon:
@@ -179,9 +182,7 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
         try:
             model = (bilstm_classes()[1] if bilstm else _model_class(lexicon is not None)).from_pretrained(
                 cfg.pretrained,
-                num_labels=len(labels),
-                id2label=dict(enumerate(labels)),
-                label2id={label: i for i, label in enumerate(labels)},
+                **label_fields(labels),
                 ignore_mismatched_sizes=True,  # a fine-tuned head with another label set is replaced
                 **extra,
             )
@@ -189,7 +190,9 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
             raise ModelError(f"cannot load pretrained weights {cfg.pretrained!r}: {str(err).splitlines()[0]}") from None
     elif cfg.preset == "bilstm":
         types = len(LEXICON_TYPES) if lexicon is not None else 0
-        model = bilstm_classes()[1](bilstm_config(len(tokenizer), labels, types, cfg.dropout, tokenizer.pad_token_id))
+        config_class, model_class = bilstm_classes()
+        model = model_class(config_class(vocab_size=len(tokenizer), lexicon_types=types, dropout=cfg.dropout,
+                                         pad_token_id=tokenizer.pad_token_id, **label_fields(labels)))
     else:
         config = bert_config(cfg.preset, len(tokenizer), labels, cfg.max_length, cfg.dropout)
         if lexicon is not None:
