@@ -1,6 +1,6 @@
-"""The BiLSTM tagger (a teacher): it learns the toy corpus, reads the lexicon codes,
-tags a sentence the same in any batch, saves and loads, teaches a BERT student, and
-is refused by the exporters with a message that says what to do instead."""
+"""The BiLSTM tagger: it learns the toy corpus, reads the lexicon codes, tags a
+sentence the same in any batch, saves and loads, teaches a BERT student, and exports
+and compiles like BERT (TVM through its own LSTM kernel)."""
 
 import os
 
@@ -102,11 +102,39 @@ def test_it_teaches_a_bert_student_that_reads_the_same_codes(bilstm_run, tmp_pat
     assert not is_bilstm(student) and encoder.lexicon.words == load_model(teacher)[1].lexicon.words
 
 
-def test_the_exporters_refuse_it_and_say_what_to_do(bilstm_run, tmp_path):
-    from pipelines.compile.export import export_program
+def test_it_exports_and_compiles_and_every_engine_tags_as_eager_pytorch(bilstm_run):
+    """TorchScript and ONNX (ORT) run torch's LSTM; TVM runs its own recurrence kernel
+    (pipelines.compile.lstm). Rows of different lengths in one padded batch."""
+    import numpy as np
 
-    with pytest.raises(ModelError, match="a BiLSTM tagger is a teacher.*distil it into a BERT student"):
-        export_program(os.path.join(bilstm_run[0].dir, "model"), [1, 16], str(tmp_path / "model.pt2"))
+    from pipelines.config import parse_config
+    from pipelines.events import Reporter
+    from pipelines.runtime.engines import open_engine
+    from pipelines.stages import stage_compile, stage_export
+
+    from conftest import evaluate_run
+
+    run, results, corpus = bilstm_run
+    cfg = parse_config({"data": corpus.data(), "export": {"shape": [1, 16]}, "compile": {"precisions": ["fp32", "int8"], "shapes": [[3, 16]]}})
+    exported = stage_export(cfg, run.dir, Reporter())
+    assert exported["torchscript_argmax_agreement"] == 1.0 and exported["torch_export_max_abs_diff"] < 1e-4
+    built = stage_compile(cfg, run.dir, Reporter())
+    assert set(built) == {"tvm-fp32-3x16", "tvm-int8-3x16"}
+    ids = np.array([[101, *range(700, 714), 102], [101, 900, 901, 102, *[0] * 12], [101, *range(800, 808), 102, *[0] * 6]])
+    ids[0, 3] += 3 * LEXICON_STRIDE  # a position with a lexicon code
+    mask = (ids != 0).astype(np.int64)
+    expected = open_engine("torch", run.dir).logits(ids, mask)
+    real = mask.astype(bool)
+    for engine in ("ort", "tvm-fp32"):
+        got = open_engine(engine, run.dir).logits(ids, mask)
+        assert np.abs(got - expected)[real].max() < 1e-4, engine
+    scores = evaluate_run(run.dir, "tvm-fp32")
+    assert scores["f1"] == results["eval"]["f1"] and scores["agreement_with_torch"] == 1.0
+    # int8: both LSTMs' recurrent weights (weight-only, a scale per gate column)
+    int8 = open_engine("tvm-int8", run.dir)
+    assert int8.meta["quantization"]["int8_recurrences"] == 2
+    assert np.abs(int8.logits(ids, mask) - expected)[real].max() < 0.1
+    assert evaluate_run(run.dir, "tvm-int8")["agreement_with_torch"] >= 0.98
 
 
 def test_an_ensemble_teaches_the_mean_of_its_logits_in_the_students_label_order(bilstm_run, toy_run):

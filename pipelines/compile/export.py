@@ -15,6 +15,19 @@ from pipelines.layout import EXPORT_META
 from pipelines.modeling.models import INPUT_NAMES, example_inputs, load_exportable, logits_module
 
 
+def quiet_export_warnings() -> None:
+    """Tracing warns about shape-dependent Python branches in HF code, and torch.export
+    about nn.LSTM's weight list (``_flat_weights``, rebuilt at every call); the parity
+    checks are what prove the exports right at their shape."""
+    import warnings
+
+    import torch
+
+    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*were assigned during export.*", category=UserWarning)
+
+
 def parity_batches(sentences: Sequence[Sequence[str]], encoder: CharEncoder, max_length: int, shape) -> list:
     """Real sentences padded to the export shape (windows longer than it are cut, for the check only)."""
     batch, seq = shape
@@ -44,14 +57,9 @@ def export_model(
     model_dir: str, export_dir: str, cfg: ExportConfig, sentences: Sequence[Sequence[str]], reporter: Reporter
 ) -> dict:
     """Write ``model.ts`` / ``model.pt2`` plus ``export.json`` into ``export_dir``."""
-    import warnings
-
     import torch
 
-    # Tracing warns about shape-dependent Python branches in HF code; the parity check
-    # below is what proves the trace right at the exported shape.
-    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    quiet_export_warnings()
     model, encoder, meta = load_exportable(model_dir)
     module = logits_module(model)
     shape = tuple(cfg.shape)
@@ -105,6 +113,7 @@ def export_program(model_dir: str, shape, path: str) -> None:
     """A ``torch.export`` program at one static shape (the compiler builds per shape)."""
     import torch
 
+    quiet_export_warnings()
     model, _, _ = load_exportable(model_dir)
     program = torch.export.export(logits_module(model), example_inputs(shape))
     with atomic_path(path, suffix=".pt2") as tmp:  # torch.export.save wants the suffix

@@ -16,10 +16,11 @@ from typing import Sequence
 
 from pipelines.config import ModelConfig
 from pipelines.files import write_json
-from pipelines.data.encoding import LEXICON_STRIDE, CharEncoder, load_tokenizer, save_tokenizer
+from pipelines.data.encoding import CharEncoder, load_tokenizer, save_tokenizer
 from pipelines.data.lexicon_features import FILE as LEXICON_FILE, GROUP_BITS, TYPES as LEXICON_TYPES, WordLexicon, word_lexicon
 from pipelines.layout import MODEL_DIR
 from pipelines.modeling.bilstm import MODEL_TYPE as BILSTM_TYPE, bilstm_classes
+from pipelines.modeling.codes import split_codes
 
 # Well-Read Students Learn Better (Turc et al. 2019) compact sizes, plus BERT-base.
 PRESETS = {
@@ -94,17 +95,10 @@ def _lexicon_bert_class():
             self.lexicon = torch.nn.Embedding(types << GROUP_BITS, hidden)
 
         def forward(self, ids):
-            # Constants as tensors of the ids' dtype: TVM's importer makes a Python int an
-            # int32 constant, and its int64 / int32 division does not type-check.
-            def const(value):
-                return ids.new_full((), value)
-
-            stride = const(LEXICON_STRIDE)
-            codes = torch.div(ids, stride, rounding_mode="floor")
-            out = super().forward(ids - codes * stride)
-            for g in range(self.types):  # one gather per type: what exporters and TVM read plainly
-                pattern = torch.remainder(torch.div(codes, const(1 << (GROUP_BITS * g)), rounding_mode="floor"), const(1 << GROUP_BITS))
-                out = out + self.lexicon(pattern + const(g << GROUP_BITS))
+            tokens, groups = split_codes(ids, self.types)
+            out = super().forward(tokens)
+            for index in groups:  # one gather per type: what exporters and TVM read plainly
+                out = out + self.lexicon(index)
             return out
 
     class LexiconBertForTokenClassification(BertForTokenClassification):
@@ -153,14 +147,8 @@ def is_bilstm(model) -> bool:
 
 def load_exportable(directory: str):
     """``load_model`` for the exporters and compilers, with eager attention (plain matmul
-    and softmax that tracers and compilers all read); a BiLSTM teacher is refused."""
-    loaded = load_model(directory, attn="eager")
-    if is_bilstm(loaded[0]):
-        raise ModelError(
-            f"{directory}: a BiLSTM tagger is a teacher, not for export or compiling: "
-            "distil it into a BERT student (distill.teacher) and export that"
-        )
-    return loaded
+    and softmax that tracers and compilers all read)."""
+    return load_model(directory, attn="eager")
 
 
 def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str] = ()):
