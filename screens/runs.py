@@ -35,7 +35,7 @@ class RunsScreen(Screen):
     def compose(self) -> ComposeResult:
         yield Header()
         with Vertical(id="empty"):
-            yield Static("No runs yet. The quickstart trains the tiny preset on the embedded MSRA corpus (about 8 minutes on 2 cores).")
+            yield Static("No runs yet. The quickstart trains a BiLSTM tagger on the embedded MSRA corpus (about 11 minutes on 2 cores).")
             yield Button("Start the quickstart", id="quickstart", variant="primary")
         yield DataTable(id="runs", cursor_type="row", zebra_stripes=True)
         yield Static("ms: bench p50 of the fastest engine per precision (— : not benchmarked) · enter: open a run · d: delete it", id="runs-note")

@@ -12,7 +12,7 @@ from conftest import REPO
 def test_validate_prints_the_resolved_config(capsys):
     assert main(["validate", os.path.join(REPO, "configs", "quickstart.yaml")]) == 0
     out = capsys.readouterr()
-    assert "preset: tiny" in out.out and "valid" in out.err
+    assert "preset: bilstm" in out.out and "valid" in out.err
 
 
 def test_bad_config_exits_2_with_one_line(tmp_path, capsys):

@@ -46,7 +46,7 @@ def test_errors_name_the_key_and_invalid_saves_are_refused(tmp_path):
             editor.load_text("train: [1,\n")
             await wait_until(pilot, lambda: "invalid YAML" in static_text(problem), what="yaml error")
             # a wrong value names the allowed ones
-            editor.load_text(original.replace("preset: tiny ", "preset: huge "))
+            editor.load_text(original.replace("preset: bilstm", "preset: huge"))
             await wait_until(pilot, lambda: "model.preset" in static_text(problem), what="value error")
             assert "'tiny', 'mini'" in static_text(problem)
             # fixed and saved

@@ -57,7 +57,7 @@ def _stage_names() -> tuple[str, ...]:
 
 
 TEMPLATES = (
-    Template("quickstart", "Quickstart (tiny preset, embedded MSRA)", os.path.join(REPO_CONFIGS, "quickstart.yaml")),
+    Template("quickstart", "Quickstart (BiLSTM tagger, embedded MSRA)", os.path.join(REPO_CONFIGS, "quickstart.yaml")),
     Template(
         "peoples_daily_bert_base",
         "People's Daily reference recipe (bert-base-chinese, hub)",
