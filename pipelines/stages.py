@@ -10,13 +10,13 @@ import os
 from typing import Callable
 
 from pipelines.compile.export import export_model
-from pipelines.config import RunConfig
+from pipelines.config import ConfigError, RunConfig
 from pipelines.data.loaders import data_for
 from pipelines.evaluate.scoring import evaluate
 from pipelines.events import Reporter
 from pipelines.files import read_json, write_json
 from pipelines.layout import COMPILED_DIR, EXPORT_DIR, METRICS_FILE, read_export_meta
-from pipelines.modeling.models import ModelMeta, resolve_model_dir
+from pipelines.modeling.models import ModelMeta, resolve_model_dir, saved_bilstm
 
 
 def transfer_text(sources, cfg: RunConfig, reporter: Reporter):
@@ -59,7 +59,6 @@ def stage_pretrain(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
 
 
 def stage_distill(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
-    from pipelines.config import ConfigError
     from pipelines.training.distill import distill
 
     if not cfg.distill.teacher:
@@ -107,6 +106,8 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     from pipelines.isolate import run_isolated
 
     model_dir = resolve_model_dir(run_dir)
+    if "fp16" in cfg.compile.precisions and saved_bilstm(model_dir):
+        raise ConfigError("compile.precisions: fp16 is not built for a BiLSTM model (its recurrence kernel is fp32 or int8): use fp32 or int8")
     for notice in cfg.compile.notices:
         reporter.log(notice, level="warning")
     export_meta = read_export_meta(os.path.join(run_dir, EXPORT_DIR)) or {}

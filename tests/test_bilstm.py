@@ -107,7 +107,7 @@ def test_it_exports_and_compiles_and_every_engine_tags_as_eager_pytorch(bilstm_r
     (pipelines.compile.lstm). Rows of different lengths in one padded batch."""
     import numpy as np
 
-    from pipelines.config import parse_config
+    from pipelines.config import ConfigError, parse_config
     from pipelines.events import Reporter
     from pipelines.runtime.engines import open_engine
     from pipelines.stages import stage_compile, stage_export
@@ -135,6 +135,10 @@ def test_it_exports_and_compiles_and_every_engine_tags_as_eager_pytorch(bilstm_r
     assert int8.meta["quantization"]["int8_recurrences"] == 2
     assert np.abs(int8.logits(ids, mask) - expected)[real].max() < 0.1
     assert evaluate_run(run.dir, "tvm-int8")["agreement_with_torch"] >= 0.98
+    # fp16 is refused before any work, in one line
+    fp16 = parse_config({"data": corpus.data(), "compile": {"precisions": ["fp16"], "shapes": [[3, 16]]}})
+    with pytest.raises(ConfigError, match=r"^compile.precisions: fp16 is not built for a BiLSTM model .*: use fp32 or int8$"):
+        stage_compile(fp16, run.dir, Reporter())
 
 
 def test_an_ensemble_teaches_the_mean_of_its_logits_in_the_students_label_order(bilstm_run, toy_run):

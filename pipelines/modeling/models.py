@@ -133,12 +133,16 @@ def _reads_lexicon_codes(directory: str) -> bool:
     return bool(_saved_config(directory).get("lexicon_types"))
 
 
+def saved_bilstm(directory: str) -> bool:
+    """Whether a saved model directory holds the BiLSTM tagger."""
+    return _saved_config(directory).get("model_type") == BILSTM_TYPE
+
+
 def _saved_class(directory: str):
     """The class that loads a saved model: the BiLSTM tagger, or BERT with or without codes."""
-    config = _saved_config(directory)
-    if config.get("model_type") == BILSTM_TYPE:
+    if saved_bilstm(directory):
         return bilstm_classes()[1]
-    return _model_class(bool(config.get("lexicon_types")))
+    return _model_class(_reads_lexicon_codes(directory))
 
 
 def is_bilstm(model) -> bool:
