@@ -46,7 +46,7 @@ def kernels(mod) -> list[str]:
     return [gv.name_hint for gv in mod.get_global_vars() if gv.name_hint != "main"]
 
 
-@pytest.mark.parametrize("batch", [1, 6])  # 6 rows: 2 parallel groups of 3 rows
+@pytest.mark.parametrize("batch", [1, 6, 8, 16])  # rows blocked by 1, 3 (2 groups), 2 (4 groups of 2), 4
 def test_the_recurrence_kernel_matches_torch(batch):
     import torch
 
