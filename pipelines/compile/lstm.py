@@ -5,10 +5,11 @@ TVM's own importer unrolls ``aten.lstm`` into 10 graph operators per step, so a
 BiLSTM at length 128 became ~2,600 small kernels: 260 ms at 1x128 against torch's
 9.6 ms (measured here, AVX2 EPYC). Here the per-step work is a loop inside one TIR
 function: for each step, the gates are the step's precomputed input projection plus
-``h @ W_hh^T`` (accumulated in registers, 32 gate columns at a time, the weight read
-row by row in ``[H, 4H]`` layout), then the cell update with a rational ``tanh`` that
+``h @ W_hh^T``, accumulated in registers a tile at a time (the four gates of 16
+hidden units, ``W_hh`` packed ``[H/16, H, 64]`` ahead of time, each weight row serving
+a block of batch rows), then the tile's cell update with a rational ``tanh`` that
 vectorises (``sigmoid(x) = (1 + tanh(x / 2)) / 2``) instead of a libm call per element.
-Batch rows run in parallel.
+Groups of batch rows run in parallel.
 
 Only the LSTMs the models here use are lowered this way (one layer, one direction,
 batch first, with biases); any other LSTM goes to TVM's own converter.
@@ -170,8 +171,6 @@ def lstm_converter(weights: dict, int8: bool = False):
         return bb.emit(relax.call_tir(kernel, [xw, relax.const(weight), relax.const(scale), h0, c0], out))
 
     return convert_lstm
-
-
 
 
 def import_program(program, cpu: bool = True, int8_lstm: bool = False):
