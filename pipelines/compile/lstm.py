@@ -202,7 +202,7 @@ def recurrence_weights(mod) -> list[str]:
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
             callee, args = expr.args[0], expr.args[1]
             if callee.name_hint.startswith("lstm_recurrence"):
-                found.append(args[1].ty.dtype.dtype if hasattr(args[1].ty.dtype, "dtype") else str(args[1].ty.dtype))
+                found.append(str(args[1].ty.dtype))
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return found

@@ -160,8 +160,7 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
     (model, encoder, meta); with ``cfg.lexicon`` the encoder carries the word lexicon,
     built from no text that shares any with ``held_out`` (the run's dev and test)."""
     # a saved BiLSTM loads as one; BERT weights load with or without codes as cfg.lexicon says
-    bilstm = bool(cfg.pretrained) and os.path.isfile(os.path.join(cfg.pretrained, "config.json")) \
-        and _saved_class(cfg.pretrained) is bilstm_classes()[1]
+    bilstm = bool(cfg.pretrained) and os.path.isfile(os.path.join(cfg.pretrained, "config.json")) and saved_bilstm(cfg.pretrained)
     tokenizer = load_tokenizer(cfg.tokenizer or cfg.pretrained)
     lexicon = None
     if cfg.lexicon:
