@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 
 
-def compile_and_run(module, *inputs):
-    """(TVM's output, torch's output, the Relax module) for ``module`` on ``inputs``."""
+def compile_and_run(module, *inputs, int8=None, target_name="x86-avx2"):
+    """(TVM's output, torch's output, the Relax module) for ``module`` on ``inputs``;
+    ``int8``: an int8 kernel name for the recurrences."""
     import torch
     import tvm
     from tvm import relax
@@ -17,8 +18,12 @@ def compile_and_run(module, *inputs):
     module.eval()
     with torch.inference_mode():
         expected = module(*inputs).numpy()
-    mod = import_program(torch.export.export(module, inputs))
-    target = tvm.target.Target(resolve_target("x86-avx2"))
+    from pipelines.compile.int8 import KERNELS
+
+    from pipelines.compile.schedules import vector_bits
+
+    target = tvm.target.Target(resolve_target(target_name))
+    mod = import_program(torch.export.export(module, inputs), int8_lstm=KERNELS[int8] if int8 else None, vector_bits=vector_bits(target))
     vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target)), tvm.cpu())
     got = vm["main"](*(tvm.runtime.tensor(x.numpy()) for x in inputs))
     return got[0].numpy(), expected, mod  # the importer returns a tuple of outputs
@@ -46,12 +51,21 @@ def kernels(mod) -> list[str]:
     return [gv.name_hint for gv in mod.get_global_vars() if gv.name_hint != "main"]
 
 
+def host_lacks(feature: str) -> bool:
+    from pipelines.cpu import cpu_flags
+
+    return feature not in cpu_flags()
+
+
 @pytest.mark.parametrize("batch", [1, 6, 8, 16])  # rows blocked by 1, 3 (2 groups), 2 (4 groups of 2), 4
-def test_the_recurrence_kernel_matches_torch(batch):
+@pytest.mark.parametrize("target", ["x86-avx2", "x86-avx512"])  # 16-column or 64-column accumulator tiles
+def test_the_recurrence_kernel_matches_torch(batch, target):
     import torch
 
+    if target == "x86-avx512" and host_lacks("avx512f"):
+        pytest.skip("this CPU has no AVX-512")
     x = torch.randn(batch, 5, 8, generator=torch.Generator().manual_seed(1))
-    got, expected, mod = compile_and_run(lstm_module(32), x)
+    got, expected, mod = compile_and_run(lstm_module(32), x, target_name=target)
     assert np.abs(got - expected).max() < 1e-5
     assert kernels(mod) == ["lstm_recurrence"]  # not unrolled: one kernel for all steps
 
@@ -78,3 +92,46 @@ def test_a_hidden_size_the_tiles_cannot_cover_is_refused():
 
     with pytest.raises(ValueError, match="LSTM hidden size 20 is not a multiple of 16"):
         recurrence_kernel(1, 4, 20)
+
+
+def test_quantised_weights_and_correction_give_h_times_w():
+    """The int8 packing's arithmetic, in numpy: h as u8 codes round(127 h) + 128 times the
+    packed weights, times the column scale, plus the bias correction, is h . W_hh^T."""
+    from pipelines.compile.lstm import UNITS, pack_recurrent_quads
+
+    rng = np.random.default_rng(0)
+    hidden = 32
+    w_hh = rng.normal(size=(4 * hidden, hidden)).astype(np.float32)
+    h = np.tanh(rng.normal(size=hidden)).astype(np.float32)
+    quads, scale, correction = pack_recurrent_quads(w_hh, qmax=127)
+    assert quads.shape == (hidden // UNITS, hidden // 4, 4 * UNITS, 4) and quads.dtype == np.int8
+    codes = np.round(h * 127).astype(np.int32) + 128
+    tiles = []
+    for tile in range(hidden // UNITS):
+        weights = quads[tile].transpose(0, 2, 1).reshape(hidden, 4 * UNITS).astype(np.int32)  # [k, lane]
+        tiles.append((codes @ weights) * scale[tile])  # lane = gate * UNITS + u
+    gathered = np.stack(tiles).reshape(hidden // UNITS, 4, UNITS).transpose(1, 0, 2).reshape(4 * hidden)
+    got = gathered + correction
+    expected = w_hh @ h
+    assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("kernel,target", [("avx2", "x86-avx2"), ("vnni", "x86-avx512")])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_the_int8_recurrence_follows_torch(kernel, target, batch):
+    """h in u8 codes and int8 weights (vpmaddubsw on AVX2, vpdpbusd with VNNI): the LSTM's
+    outputs within int8 rounding of torch's over 24 steps, where errors could build up."""
+    import torch
+
+    from pipelines.compile.int8 import int8_kernel
+    from pipelines.compile.compiler import resolve_target
+
+    try:
+        int8_kernel(resolve_target("host"), kernel)
+    except ValueError:
+        pytest.skip(f"this CPU has no {kernel}")
+    x = torch.randn(batch, 24, 8, generator=torch.Generator().manual_seed(4))
+    got, expected, mod = compile_and_run(lstm_module(32), x, int8=kernel, target_name=target)
+    assert kernels(mod) == ["lstm_recurrence"]
+    error = np.abs(got - expected)
+    assert error.max() < 0.03 and error.mean() < 0.005, (error.max(), error.mean())

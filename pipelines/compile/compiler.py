@@ -267,7 +267,16 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
     reporter.log(f"compiling {precision} for {target.kind.name} ({target.attrs.get('mcpu', '')}) at {request['shape']}")
     t0 = time.monotonic()
     program = torch.export.load(request["program"])
-    mod = import_program(program, cpu=target.kind.name == "llvm", int8_lstm=precision == "int8")
+    cpu = target.kind.name == "llvm"
+    if precision == "int8" and cpu:
+        from pipelines.compile.int8 import kernel_from_request
+
+        lstm_kernel = kernel_from_request(request["quantize"], target)
+    else:
+        lstm_kernel = None
+    from pipelines.compile.schedules import vector_bits
+
+    mod = import_program(program, cpu=cpu, int8_lstm=lstm_kernel, vector_bits=vector_bits(target))
     reporter.progress(1, steps, "steps", step="imported")
     if precision == "fp16":
         if recurrence_weights(mod):  # ToMixedPrecision fails on a call_tir of a hand-written kernel
@@ -281,7 +290,8 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         mod, quantization = rewrite_from_request(mod, request["quantize"], target)
         quantization["int8_recurrences"] = recurrence_weights(mod).count("int8")
         if quantization["int8_recurrences"]:  # a BiLSTM: no calibrated linear layer (its label head is too narrow to tile)
-            reporter.log(f"int8: {quantization['int8_recurrences']} LSTM recurrences with int8 weights (a scale per gate column)")
+            how = f"in int8 arithmetic ({lstm_kernel.instruction})" if lstm_kernel.dot_product else "with int8 weights, float32 arithmetic"
+            reporter.log(f"int8: {quantization['int8_recurrences']} LSTM recurrences {how}")
         if quantization["layers"] or not quantization["int8_recurrences"]:
             reporter.log(f"int8: {target.attrs.get('mcpu', 'this CPU')}: {quantization['kernel_note']}")
     elif precision != "fp32":
@@ -312,7 +322,8 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
     if precision == "int8":
         from pipelines.compile.int8 import KERNELS, count_instructions
 
-        mnemonic = KERNELS[quantization["kernel"]].instruction if quantization["layers"] else None
+        int8_code = quantization["layers"] or (quantization["int8_recurrences"] and lstm_kernel.dot_product)
+        mnemonic = KERNELS[quantization["kernel"]].instruction if int8_code else None
         if mnemonic:  # 0 in the code: the int8 GEMMs lost their dot-product instruction
             quantization[mnemonic] = count_instructions(executable, mnemonic)
         found = f", {quantization[mnemonic]} {mnemonic} in the code" if mnemonic else ""

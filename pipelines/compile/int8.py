@@ -163,6 +163,28 @@ def _dot_desc(lanes: int, quads: int = 1):
     return desc_quads
 
 
+def broadcast4(quad, lanes: int):
+    """4 u8 bytes (a ``uint8x4`` expression) repeated for ``lanes`` int32 lanes, as the
+    ``int8x(4 lanes)`` operand the dot-product instructions take."""
+    from tvm.script import tirx as T
+
+    return T.reinterpret(T.broadcast(T.reinterpret(quad, dtype="int32"), lanes), dtype=f"int8x{lanes * 4}")
+
+
+def dot4(acc, a, w, lanes: int, vnni: bool = False):
+    """``acc`` (``lanes`` int32) + for each lane the dot product of 4 u8 of ``a`` with that
+    lane's 4 s8 of ``w`` (``int8x(4 lanes)`` each): ``vpdpbusd`` (AVX-512 VNNI), or
+    ``vpmaddubsw`` (pairs -> int16, so 7-bit weights) then ``vpmaddwd`` by ones."""
+    from tvm.script import tirx as T
+
+    i32 = f"int32x{lanes}"
+    if vnni:
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc, a, w, dtype=i32)
+    to_pairs, to_int32 = PMADD[lanes * 32]
+    pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(to_pairs), a, w, dtype=f"int16x{lanes * 2}")
+    return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(to_int32), pairs, T.broadcast(T.int16(1), lanes * 2), dtype=i32)
+
+
 def register_vnni_intrin() -> str:
     """``dot_16x4_vnni`` with its accumulator in local scope and ``vpdpbusd``'s LLVM
     >= 20 signature (<64 x i8> operands; TVM's own intrinsic passes <16 x i32> and
@@ -179,14 +201,8 @@ def register_vnni_intrin() -> str:
         with T.sblock("root"):
             T.reads(C[0:16], A[0:4], B[0:16, 0:4])
             T.writes(C[0:16])
-            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), 16), dtype="int8x64")
-            C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
-                C.vload([0], dtype="int32x16"),
-                a,
-                B.vload([0, 0], dtype="int8x64"),
-                dtype="int32x16",
-            )
+            C[T.ramp(T.int32(0), 1, 16)] = dot4(C.vload([0], dtype="int32x16"), broadcast4(A.vload([0], "uint8x4"), 16),
+                                                 B.vload([0, 0], dtype="int8x64"), 16, vnni=True)
 
     TensorIntrin.register(INTRIN, _dot_desc(16), impl, override=True)
     return INTRIN
@@ -198,8 +214,7 @@ def register_pmadd_intrin(lanes: int) -> str:
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
 
-    to_pairs, to_int32 = PMADD[lanes * 32]
-    i8, i16, i32 = f"int8x{lanes * 4}", f"int16x{lanes * 2}", f"int32x{lanes}"
+    i8, i32 = f"int8x{lanes * 4}", f"int32x{lanes}"
     name = PMADD_INTRIN.format(lanes=lanes)
 
     @T.prim_func(s_tir=True)
@@ -211,11 +226,8 @@ def register_pmadd_intrin(lanes: int) -> str:
         with T.sblock("root"):
             T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
             T.writes(C[0:lanes])
-            a = T.reinterpret(T.broadcast(T.reinterpret(A.vload([0], "uint8x4"), dtype="int32"), lanes), dtype=i8)
-            pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(to_pairs), a, B.vload([0, 0], dtype=i8), dtype=i16)
-            C[T.ramp(T.int32(0), 1, lanes)] = C.vload([0], dtype=i32) + T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(to_int32), pairs, T.broadcast(T.int16(1), lanes * 2), dtype=i32
-            )
+            C[T.ramp(T.int32(0), 1, lanes)] = dot4(C.vload([0], dtype=i32), broadcast4(A.vload([0], "uint8x4"), lanes),
+                                                   B.vload([0, 0], dtype=i8), lanes)
 
     TensorIntrin.register(name, _dot_desc(lanes), impl, override=True)
     return name
@@ -715,12 +727,21 @@ def count_instructions(executable, mnemonic: str) -> int:
     return total
 
 
-def rewrite_from_request(mod, quantize_path: str, target):
-    """The compile child's int8 step: (rewritten module, the artifact's ``quantization`` record)."""
+def _read_request(quantize_path: str) -> dict:
     import json
 
     with open(quantize_path, encoding="utf-8") as f:
-        payload = json.load(f)
+        return json.load(f)
+
+
+def kernel_from_request(quantize_path: str, target) -> Int8Kernel:
+    """The int8 kernel the compile request's quantisation settings choose for ``target``."""
+    return int8_kernel(target, _read_request(quantize_path)["settings"].get("kernel", "auto"))
+
+
+def rewrite_from_request(mod, quantize_path: str, target):
+    """The compile child's int8 step: (rewritten module, the artifact's ``quantization`` record)."""
+    payload = _read_request(quantize_path)
     settings = payload["settings"]
     kernel = int8_kernel(target, settings.get("kernel", "auto"))
     mod, report, products = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"], kernel,

@@ -51,7 +51,7 @@ def fast_sigmoid(x):
     return fast_tanh(x * half) * half + half
 
 
-def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "float32"):
+def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "float32", vector_bits: int = 256):
     """The TIR function ``(xw [B, S, 4H], wp [H/U, H, 4U], scale [H/U, 4U], h0 [B, H],
     c0 [B, H]) -> out [B, S, H]``: the LSTM over ``S`` steps given every step's input
     projection (bias included) and ``W_hh`` packed by ``pack_recurrent_weight``, in
@@ -64,9 +64,14 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
     groups = math.gcd(batch, GROUPS)
     rows = batch // groups
     # Rows a weight row serves while in registers: the accumulators of `block` rows x
-    # `sub` gate columns fit AVX2's 16 registers with one to spare for the broadcast.
+    # `sub` gate columns fit AVX2's 16 registers with one to spare for the broadcast,
+    # or half of AVX-512's 32. Each row block of the group reads the same `sub`-column
+    # slice of the tile's weights, still in cache. Measured at 64x48, E=128, H=256, 2
+    # threads, whole LSTM (scratch benchmark, AVX-512 Xeon): 13.7 ms at 4 x 64 in two
+    # accumulator halves, 15.0 at 4 x 32 in one, 21.4 at 4 x 64 in one (a heap array).
     block = next(n for n in (4, 3, 2, 1) if rows % n == 0)
-    sub = {1: 64, 2: 32, 3: 32, 4: 16}[block]
+    sub = 64 if vector_bits >= 512 else {1: 64, 2: 32, 3: 32, 4: 16}[block]
+    half = sub // 2
 
     @T.prim_func(private=True, s_tir=True)
     def lstm_recurrence(
@@ -89,38 +94,141 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
                     c[b, j] = c0[b, j]
                 # Row groups in parallel, each through every step: no fork per step (a
                 # fork per step cost more than it saved: 32.6 us a step against 19.4 in
-                # one thread at 1x128). Each weight row loaded serves a block of rows
-                # (64x48 in one thread: 26.4 ms in blocks of 4 rows, 46.9 row by row).
+                # one thread at 1x128).
                 for g in T.parallel(groups):
-                    for t, tile, rb in T.grid(steps, tiles, rows // block):
-                        with T.sblock("tile"):
-                            T.reads(xw[g * rows + rb * block : g * rows + rb * block + block, t, 0 : 4 * hidden], wp[tile, 0:hidden, 0:lanes], scale[tile, 0:lanes], h[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden], c[g * rows + rb * block : g * rows + rb * block + block, tile * UNITS : tile * UNITS + UNITS])
-                            T.writes(c[g * rows + rb * block : g * rows + rb * block + block, tile * UNITS : tile * UNITS + UNITS], h[1 - t % 2, g * rows + rb * block : g * rows + rb * block + block, tile * UNITS : tile * UNITS + UNITS], out[g * rows + rb * block : g * rows + rb * block + block, t, tile * UNITS : tile * UNITS + UNITS])
-                            # global scope: under 1 KB, stack arrays (kept in registers); "local" would be heap workspaces
-                            acc = T.alloc_buffer((block, sub), "float32")
-                            gates = T.alloc_buffer((block, lanes), "float32")
-                            for part in T.serial(lanes // sub):
-                                for r in T.unroll(block):
-                                    for lane in T.vectorized(sub):
-                                        acc[r, lane] = T.float32(0)
-                                for k in T.serial(hidden):
+                    with T.sblock("group"):
+                        T.reads(xw[g * rows : g * rows + rows, 0:steps, 0 : 4 * hidden], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
+                        T.writes(c[g * rows : g * rows + rows, 0:hidden], h[0:2, g * rows : g * rows + rows, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:hidden])
+                        gates = T.alloc_buffer((rows, lanes), "float32")
+                        for t, tile in T.grid(steps, tiles):
+                            for part, rb in T.grid(lanes // sub, rows // block):
+                                with T.sblock("dot"):
+                                    T.reads(wp[tile, 0:hidden, part * sub : part * sub + sub], h[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden])
+                                    T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
+                                    # global scope: under 1 KB, a stack array kept in registers ("local" would be a heap workspace)
+                                    # two halves: one array of 1 KB or more would be a heap workspace
+                                    acc = T.alloc_buffer((block, half), "float32")
+                                    acc2 = T.alloc_buffer((block, half), "float32")
                                     for r in T.unroll(block):
-                                        for lane in T.vectorized(sub):
-                                            acc[r, lane] = acc[r, lane] + h[t % 2, g * rows + rb * block + r, k] * T.Cast("float32", wp[tile, k, part * sub + lane])
-                                for r in T.unroll(block):
-                                    for lane in T.vectorized(sub):
-                                        gates[r, part * sub + lane] = acc[r, lane]
-                            for r in T.serial(block):
+                                        for lane in T.vectorized(half):
+                                            acc[r, lane] = T.float32(0)
+                                            acc2[r, lane] = T.float32(0)
+                                    for k in T.serial(hidden):
+                                        for r in T.unroll(block):
+                                            for lane in T.vectorized(half):
+                                                acc[r, lane] = acc[r, lane] + h[t % 2, g * rows + rb * block + r, k] * T.Cast("float32", wp[tile, k, part * sub + lane])
+                                                acc2[r, lane] = acc2[r, lane] + h[t % 2, g * rows + rb * block + r, k] * T.Cast("float32", wp[tile, k, part * sub + half + lane])
+                                    for r in T.unroll(block):
+                                        for lane in T.vectorized(half):
+                                            gates[rb * block + r, part * sub + lane] = acc[r, lane]
+                                            gates[rb * block + r, part * sub + half + lane] = acc2[r, lane]
+                            for r in T.serial(rows):
                                 for gate in T.serial(4):
                                     for u in T.vectorized(UNITS):
-                                        gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[g * rows + rb * block + r, t, gate * hidden + tile * UNITS + u]
+                                        gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[g * rows + r, t, gate * hidden + tile * UNITS + u]
                                 # torch's gate order: input, forget, cell, output
                                 for u in T.vectorized(UNITS):
-                                    c[g * rows + rb * block + r, tile * UNITS + u] = fast_sigmoid(gates[r, UNITS + u]) * c[g * rows + rb * block + r, tile * UNITS + u] + fast_sigmoid(gates[r, u]) * fast_tanh(gates[r, 2 * UNITS + u])
-                                    h[1 - t % 2, g * rows + rb * block + r, tile * UNITS + u] = fast_sigmoid(gates[r, 3 * UNITS + u]) * fast_tanh(c[g * rows + rb * block + r, tile * UNITS + u])
-                                    out[g * rows + rb * block + r, t, tile * UNITS + u] = h[1 - t % 2, g * rows + rb * block + r, tile * UNITS + u]
+                                    c[g * rows + r, tile * UNITS + u] = fast_sigmoid(gates[r, UNITS + u]) * c[g * rows + r, tile * UNITS + u] + fast_sigmoid(gates[r, u]) * fast_tanh(gates[r, 2 * UNITS + u])
+                                    h[1 - t % 2, g * rows + r, tile * UNITS + u] = fast_sigmoid(gates[r, 3 * UNITS + u]) * fast_tanh(c[g * rows + r, tile * UNITS + u])
+                                    out[g * rows + r, t, tile * UNITS + u] = h[1 - t % 2, g * rows + r, tile * UNITS + u]
 
     # scheduled by hand (default schedules skip it) and opaque (fusion leaves it whole)
+    return lstm_recurrence.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
+
+
+def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int, vnni: bool):
+    """The recurrence in int8 arithmetic: ``(xw [B, S, 4H], wq [H/U, H/4, 4U, 4] int8,
+    scale [H/U, 4U], h0, c0) -> out [B, S, H]``. ``h`` is in [-1, 1] (``o * tanh(c)``),
+    so it needs no measured range: each step writes it as u8 codes ``round(127 h) + 128``
+    and the next multiplies them by the weights 4 at a time, ``vpdpbusd`` (``vnni``) or
+    ``vpmaddubsw`` + ``vpmaddwd`` into ``lanes`` int32 sums (``int8.dot4``). A gate
+    column's sum times ``scale`` (its weight scale / 127) is ``h . w`` plus ``128 *
+    colsum(w) * scale``, which ``xw``'s bias has already taken away
+    (``pack_recurrent_quads``). The cell state and the outputs stay float32."""
+    from tvm.script import tirx as T
+
+    from pipelines.compile.int8 import broadcast4, dot4
+
+    if hidden % UNITS:
+        raise ValueError(f"LSTM hidden size {hidden} is not a multiple of {UNITS}")
+    tiles, width = hidden // UNITS, 4 * UNITS
+    groups = math.gcd(batch, GROUPS)
+    rows = batch // groups
+    block = next(n for n in (4, 3, 2, 1) if rows % n == 0)
+    # accumulators in at most half the vector registers (32 zmm, 16 ymm), the rest for
+    # the weights, the broadcast h bytes and vpmaddubsw's int16 pairs
+    registers = 32 if lanes == 16 else 16
+    sub = next(n for n in (64, 32, 16) if block * n // lanes <= registers // 2 and n >= 2 * lanes)
+    half = sub // 2
+    vectors = half // lanes
+    i32, i8 = f"int32x{lanes}", f"int8x{4 * lanes}"
+
+    @T.prim_func(private=True, s_tir=True)
+    def lstm_recurrence(
+        xw: T.Buffer((batch, steps, 4 * hidden), "float32"),
+        wq: T.Buffer((tiles, hidden // 4, width, 4), "int8"),
+        scale: T.Buffer((tiles, width), "float32"),
+        h0: T.Buffer((batch, hidden), "float32"),
+        c0: T.Buffer((batch, hidden), "float32"),
+        out: T.Buffer((batch, steps, hidden), "float32"),
+    ):
+        T.func_attr({"tir.noalias": True})
+        with T.sblock("root"):
+            with T.sblock("recurrence"):
+                T.reads(xw[0:batch, 0:steps, 0 : 4 * hidden], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
+                T.writes(out[0:batch, 0:steps, 0:hidden])
+                hq = T.alloc_buffer((2, batch, hidden), "uint8")  # step t reads hq[t % 2], writes the other
+                c = T.alloc_buffer((batch, hidden), "float32")
+                for b, j in T.grid(batch, hidden):
+                    hq[0, b, j] = T.Cast("uint8", T.floor(T.max(T.min(h0[b, j], T.float32(1)), T.float32(-1)) * T.float32(127) + T.float32(128.5)))
+                    c[b, j] = c0[b, j]
+                for g in T.parallel(groups):
+                    with T.sblock("group"):
+                        T.reads(xw[g * rows : g * rows + rows, 0:steps, 0 : 4 * hidden], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], hq[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
+                        T.writes(c[g * rows : g * rows + rows, 0:hidden], hq[0:2, g * rows : g * rows + rows, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:hidden])
+                        gates = T.alloc_buffer((rows, width), "float32")
+                        for t, tile in T.grid(steps, tiles):
+                            for part, rb in T.grid(width // sub, rows // block):
+                                with T.sblock("dot"):
+                                    T.reads(wq[tile, 0 : hidden // 4, part * sub : part * sub + sub, 0:4], hq[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden])
+                                    T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
+                                    # two halves: one array of 1 KB or more would be a heap workspace
+                                    acc = T.alloc_buffer((block, half), "int32")
+                                    acc2 = T.alloc_buffer((block, half), "int32")
+                                    for r in T.unroll(block):
+                                        for v in T.unroll(vectors):
+                                            acc[r, T.ramp(v * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
+                                            acc2[r, T.ramp(v * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
+                                    for k4 in T.serial(hidden // 4):
+                                        for r in T.unroll(block):
+                                            for v in T.unroll(vectors):
+                                                acc[r, T.ramp(v * lanes, 1, lanes)] = dot4(
+                                                    acc.vload([r, v * lanes], dtype=i32),
+                                                    broadcast4(hq.vload([t % 2, g * rows + rb * block + r, k4 * 4], dtype="uint8x4"), lanes),
+                                                    wq.vload([tile, k4, part * sub + v * lanes, 0], dtype=i8),
+                                                    lanes,
+                                                    vnni,
+                                                )
+                                                acc2[r, T.ramp(v * lanes, 1, lanes)] = dot4(
+                                                    acc2.vload([r, v * lanes], dtype=i32),
+                                                    broadcast4(hq.vload([t % 2, g * rows + rb * block + r, k4 * 4], dtype="uint8x4"), lanes),
+                                                    wq.vload([tile, k4, part * sub + half + v * lanes, 0], dtype=i8),
+                                                    lanes,
+                                                    vnni,
+                                                )
+                                    for r in T.unroll(block):
+                                        for lane in T.vectorized(half):
+                                            gates[rb * block + r, part * sub + lane] = T.Cast("float32", acc[r, lane])
+                                            gates[rb * block + r, part * sub + half + lane] = T.Cast("float32", acc2[r, lane])
+                            for r in T.serial(rows):
+                                for gate in T.serial(4):
+                                    for u in T.vectorized(UNITS):
+                                        gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[g * rows + r, t, gate * hidden + tile * UNITS + u]
+                                for u in T.vectorized(UNITS):
+                                    c[g * rows + r, tile * UNITS + u] = fast_sigmoid(gates[r, UNITS + u]) * c[g * rows + r, tile * UNITS + u] + fast_sigmoid(gates[r, u]) * fast_tanh(gates[r, 2 * UNITS + u])
+                                    out[g * rows + r, t, tile * UNITS + u] = fast_sigmoid(gates[r, 3 * UNITS + u]) * fast_tanh(c[g * rows + r, tile * UNITS + u])
+                                    hq[1 - t % 2, g * rows + r, tile * UNITS + u] = T.Cast("uint8", T.floor(out[g * rows + r, t, tile * UNITS + u] * T.float32(127) + T.float32(128.5)))
+
     return lstm_recurrence.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
 
 
@@ -140,11 +248,37 @@ def pack_recurrent_weight(w_hh, int8: bool = False):
     return np.clip(np.round(w / scale[:, None, :]), -127, 127).astype(np.int8), scale.astype(np.float32)
 
 
-def lstm_converter(weights: dict, int8: bool = False):
+def pack_recurrent_quads(w_hh, qmax: int = 127):
+    """``W_hh`` [4H, H] -> (weight [H/U, H/4, 4U, 4] int8, scale [H/U, 4U], bias
+    correction [4H]) for ``quantised_recurrence_kernel``: tile ``n``'s gate columns as
+    ``pack_recurrent_weight`` orders them, each holding 4 consecutive k (what one int32
+    lane of ``vpdpbusd`` reads), symmetric in [-qmax, qmax] with a scale per column (63
+    for ``vpmaddubsw``, whose int16 pair sums would saturate at 127). The scale is
+    divided by 127, h's code scale; the correction, ``-128 * colsum * scale`` in torch's
+    gate order, goes into the input projection's bias (h's codes are offset by 128)."""
+    import numpy as np
+
+    hidden = w_hh.shape[1]
+    tiles = hidden // UNITS
+    w = w_hh.reshape(4, tiles, UNITS, hidden).transpose(1, 3, 0, 2).reshape(tiles, hidden, 4 * UNITS)
+    column_scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / qmax  # [tiles, 4U]
+    q = np.clip(np.round(w / column_scale[:, None, :]), -qmax, qmax).astype(np.int8)
+    scale = (column_scale / 127.0).astype(np.float32)
+    correction = -128.0 * q.astype(np.int32).sum(axis=1) * scale  # [tiles, 4U]
+    # back to torch's [4H] order: lane gate * U + u of tile n is row gate * H + n * U + u
+    correction = correction.reshape(tiles, 4, UNITS).transpose(1, 0, 2).reshape(4 * hidden).astype(np.float32)
+    quads = np.ascontiguousarray(q.reshape(tiles, hidden // 4, 4, 4 * UNITS).transpose(0, 1, 3, 2))
+    return quads, scale, correction
+
+
+def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
     """A ``custom_convert_map`` entry for ``lstm.input``: projection GEMM + recurrence
-    kernel, ``W_hh`` in int8 if asked. ``weights``: the program's parameters by the
-    name of the graph input that carries them (the importer binds them only at the end,
-    and the recurrent weight is packed here, ahead of time)."""
+    kernel. ``weights``: the program's parameters by the name of the graph input that
+    carries them (the importer binds them only at the end, and the recurrent weight is
+    packed here, ahead of time). ``int8``: an ``int8.Int8Kernel``, for the recurrence
+    in int8 arithmetic with its instruction (``quantised_recurrence_kernel``), or with
+    int8 weights converted to float32 as they are read where it has none.
+    ``vector_bits``: the target's vector width, which sets the float kernel's tiles."""
 
     def convert_lstm(node, importer):
         from tvm import relax
@@ -161,23 +295,32 @@ def lstm_converter(weights: dict, int8: bool = False):
         batch, steps, _ = (int(d) for d in importer.shape_of(x))
         w_ih, w_hh, b_ih, b_hh = params
         hidden = int(importer.shape_of(w_hh)[1])
+        w_hh = recurrent.detach().float().numpy()
+        bias = bb.emit(relax.op.add(b_ih, b_hh))
+        if int8 is not None and int8.dot_product:
+            weight, scale, correction = pack_recurrent_quads(w_hh, int8.weight_qmax)
+            bias = bb.emit(relax.op.add(bias, relax.const(correction)))
+            kernel = quantised_recurrence_kernel(batch, steps, hidden, int8.lanes, int8.name == "vnni")
+        else:
+            weight, scale = pack_recurrent_weight(w_hh, int8 is not None)
+            kernel = recurrence_kernel(batch, steps, hidden, str(weight.dtype), vector_bits)
         # every step's input projection at once: [B, S, E] @ [E, 4H] + both biases
         xw = bb.emit(relax.op.matmul(x, bb.emit(relax.op.permute_dims(w_ih, [1, 0]))))
-        xw = bb.emit(relax.op.add(xw, bb.emit(relax.op.add(b_ih, b_hh))))
+        xw = bb.emit(relax.op.add(xw, bias))
         h0, c0 = (bb.emit(relax.op.squeeze(state, [0])) for state in hx[:2])  # [1, B, H] -> [B, H]
-        weight, scale = pack_recurrent_weight(recurrent.detach().float().numpy(), int8)
-        kernel = bb.add_func(recurrence_kernel(batch, steps, hidden, str(weight.dtype)), "lstm_recurrence")
+        kernel = bb.add_func(kernel, "lstm_recurrence")
         out = relax.TensorType((batch, steps, hidden), "float32")
         return bb.emit(relax.call_tir(kernel, [xw, relax.const(weight), relax.const(scale), h0, c0], out))
 
     return convert_lstm
 
 
-def import_program(program, cpu: bool = True, int8_lstm: bool = False):
+def import_program(program, cpu: bool = True, int8_lstm=None, vector_bits: int = 256):
     """A ``torch.export`` program as a Relax module: PyTorch's core-ATen decompositions,
     except that on a CPU target LSTMs stay whole for ``convert_lstm`` (decomposed, they
     unroll). The recurrence kernel is CPU code; other targets get TVM's unrolled LSTM.
-    ``int8_lstm``: the recurrent weights in int8."""
+    ``int8_lstm``: the ``int8.Int8Kernel`` for int8 recurrences; ``vector_bits``: the
+    target's vector width."""
     import torch
     from tvm.relax.frontend.torch import from_exported_program
 
@@ -188,7 +331,7 @@ def import_program(program, cpu: bool = True, int8_lstm: bool = False):
     program = program.run_decompositions(table)
     tensors = {**program.state_dict, **program.constants}
     weights = {spec.arg.name: tensors[spec.target] for spec in program.graph_signature.input_specs if spec.target in tensors}
-    converter = lstm_converter(weights, int8_lstm)
+    converter = lstm_converter(weights, int8_lstm, vector_bits)
     return from_exported_program(program, keep_params_as_input=False, run_ep_decomposition=False, custom_convert_map={"lstm.input": converter})
 
 
