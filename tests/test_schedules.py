@@ -109,9 +109,10 @@ def test_a_row_reduction_with_a_reshape_after_it_keeps_its_vector_schedule():
 
 
 class _SymbolicAttention(torch.nn.Module):
-    """softmax(q q^T) q over a length given as [B, t, 8] (8 * t positions): a batched
-    matmul with symbolic rows and columns, a softmax over a symbolic row, and a matmul
-    with a symbolic reduction."""
+    """softmax(q q^T) q over a length given as [B, t, 16 * 16] (16 * t positions of 16
+    features): a batched matmul with symbolic rows and columns, a softmax over a
+    symbolic row, and a matmul with a symbolic reduction. 16 positions a step: the
+    column tile is a vector (8 lanes with AVX2, 16 with AVX-512) and must divide them."""
 
     def forward(self, x):
         q = x.reshape(x.shape[0], -1, 16)
@@ -126,7 +127,7 @@ def test_symbolic_lengths_that_the_tiles_divide_are_scheduled():
     from pipelines.compile.compiler import default_rules, fuse
 
     t = torch.export.Dim("t", min=1, max=16)
-    example = torch.randn(2, 4, 8 * 16)  # [B, t, 8 positions x 16 features]
+    example = torch.randn(2, 4, 16 * 16)  # [B, t, 16 positions x 16 features]
     program = torch.export.export(_SymbolicAttention().eval(), (example,), dynamic_shapes=({1: t},))
     mod = from_exported_program(program, keep_params_as_input=False)
     target = tvm.target.Target(host_target())
@@ -142,7 +143,7 @@ def test_symbolic_lengths_that_the_tiles_divide_are_scheduled():
     assert fallbacks.summary() is None
     vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
     for length in (3, 5):  # one executable, any length
-        x = torch.randn(2, length, 8 * 16)
+        x = torch.randn(2, length, 16 * 16)
         out = vm["main"](tvm.runtime.tensor(x.numpy()))
         out = out[0] if not hasattr(out, "numpy") else out
         np.testing.assert_allclose(out.numpy(), _SymbolicAttention()(x).numpy(), rtol=1e-4, atol=1e-4)
