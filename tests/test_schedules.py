@@ -52,10 +52,12 @@ class _FeedForward(torch.nn.Module):
         return torch.nn.functional.gelu(self.up(x)) + x
 
 
-@pytest.mark.parametrize("batch", [1, 4])
-def test_bias_gelu_and_residual_fuse_into_the_gemm_across_reshapes(batch):
+@pytest.mark.parametrize("batch,length", [(1, 16), (4, 16), (6, 5), (4, 25)])
+def test_bias_gelu_and_residual_fuse_into_the_gemm_across_reshapes(batch, length):
     """At batch 1 the reshapes around the 2-D matmul add or drop a unit dimension; at
-    batch 4 they merge [4, 16] into 64 rows. Either way one kernel does it all."""
+    batch 4 they merge [4, 16] into 64 rows. Either way one kernel does it all. At 6 x 5
+    and 4 x 25 a row tile of 2 or 4 would cross from one sentence into the next, whose
+    rows it would write from a tile not computed yet: the tile divides the length."""
     import tvm
     from tvm.relax.frontend.torch import from_exported_program
 
@@ -63,7 +65,7 @@ def test_bias_gelu_and_residual_fuse_into_the_gemm_across_reshapes(batch):
 
     torch.manual_seed(0)
     block = _FeedForward().eval()
-    x = torch.randn(batch, 16, 64)
+    x = torch.randn(batch, length, 64)
     mod = from_exported_program(torch.export.export(block, (x,)), keep_params_as_input=False)
     target = tvm.target.Target(host_target())
     kernels = [gv.name_hint for gv, f in fuse(mod, target).functions.items() if isinstance(f, tvm.tirx.PrimFunc)]

@@ -269,6 +269,12 @@ class Matmul(CPUScheduleRule):
         m, n, _ = (get_extent(sch, loop) for loop in (i, j, k))
         lanes = vector_lanes(target)
         rows, cols = gemm_tile(target, m, n)
+        split = _reshaped_rows(sch, infos[main_index + 1 :]) if not batch else None
+        if split is not None and isinstance(rows, int) and not divides(rows, split):
+            # The epilogue reshapes the rows ([B*S, N] -> [B, S, N]): a row tile that
+            # crossed from one row of S into the next would be written as the bounding
+            # box of both, reading rows no tile had computed yet.
+            rows = next(r for r in (rows, 4, 2, 1) if r <= rows and divides(r, split))
         if cols < lanes and not isinstance(n, int):
             return None  # a symbolic width no vector divides
         if cols < lanes:  # a narrow output (e.g. the label projection)
@@ -333,6 +339,17 @@ class Matmul(CPUScheduleRule):
                 # Expected as for the tile's epilogues; a narrow GEMM's output is small.
                 fell_back("epilogue left as its own loop nest", err, expected=True)
                 _parallel_outer(sch, epilogue.block_rv)
+
+
+def _reshaped_rows(sch: s_tir.Schedule, epilogues) -> int | None:
+    """The innermost row extent (S of [B, S, N]) of a reshape among a 2-D GEMM's
+    epilogues that splits its rows, where it is a constant."""
+    for info in epilogues:
+        if _is_reshape(sch, info.block_rv):
+            shape = sch.get(info.block_rv).writes[0].source.shape
+            if len(shape) > 2 and isinstance(shape[-2], tirx.IntImm):
+                return int(shape[-2])
+    return None
 
 
 def _is_reshape(sch: s_tir.Schedule, block) -> bool:
