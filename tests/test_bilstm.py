@@ -130,9 +130,12 @@ def test_it_exports_and_compiles_and_every_engine_tags_as_eager_pytorch(bilstm_r
         assert np.abs(got - expected)[real].max() < 1e-4, engine
     scores = evaluate_run(run.dir, "tvm-fp32")
     assert scores["f1"] == results["eval"]["f1"] and scores["agreement_with_torch"] == 1.0
-    # int8: both LSTMs' recurrent weights (weight-only, a scale per gate column)
+    # int8: both LSTMs' recurrences (int8 weights; h as u8 codes where the CPU has a
+    # dot-product instruction) and both input projections (calibrated linear layers)
     int8 = open_engine("tvm-int8", run.dir)
-    assert int8.meta["quantization"]["int8_recurrences"] == 2
+    quantization = int8.meta["quantization"]
+    assert quantization["int8_recurrences"] == 2 and quantization["int8_layers"] == 2
+    assert sorted(quantization["layers"]) == ["backward_lstm.input", "forward_lstm.input"]
     assert np.abs(int8.logits(ids, mask) - expected)[real].max() < 0.1
     assert evaluate_run(run.dir, "tvm-int8")["agreement_with_torch"] >= 0.98
     # fp16 is refused before any work, in one line
@@ -195,3 +198,27 @@ def test_it_trains_under_bf16_autocast():
     logits.float().sum().backward()
     grad = model.forward_lstm.weight_ih_l0.grad
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_calibration_takes_the_lstm_input_projections_and_simulates_them_in_int8(bilstm_run):
+    """The LSTMs' input projections are int8 candidates (the compiler builds each as a
+    linear layer); simulated int8 on one moves the logits a little, not at all elsewhere."""
+    import torch
+
+    from pipelines.compile.calibrate import linear_layers, observe, simulated_int8
+    from pipelines.modeling.models import load_model
+
+    run, _, _ = bilstm_run
+    model, encoder, _ = load_model(os.path.join(run.dir, "model"))
+    assert sorted(linear_layers(model)) == ["backward_lstm.input", "forward_lstm.input"]  # the 7-label head is too narrow
+    rows = [[encoder.cls_id, *encoder.ids(list(text)), encoder.sep_id] for text in ("张三在北京工作", "新华社电")]
+    ids, mask = (torch.from_numpy(a) for a in pad_batch(rows, encoder.pad_id))
+    with torch.inference_mode():
+        ranges = observe(model, lambda: model(input_ids=ids, attention_mask=mask), "max", 1.0)
+        reference = model(input_ids=ids, attention_mask=mask).logits
+        with simulated_int8(model, ranges, True, ["forward_lstm.input"]):
+            simulated = model(input_ids=ids, attention_mask=mask).logits
+        after = model(input_ids=ids, attention_mask=mask).logits
+    assert ranges["forward_lstm.input"][0] < 0 < ranges["forward_lstm.input"][1]
+    assert 1e-5 < (simulated - reference).abs().max() < 0.5
+    assert torch.equal(after, reference)  # the hook is gone

@@ -4,8 +4,9 @@ The compile child cannot run torch models cheaply, so the parent prepares what t
 int8 rewrite needs (``pipelines.compile.int8``) and writes it to a JSON file the compile
 request points at:
 
-1. ranges: every linear layer's input observed over ``get_data_num`` sentences of
-   the calibration split (train by default; the test split is refused by config);
+1. ranges: every linear layer's input (and each lowered LSTM's, for its input
+   projection) observed over ``get_data_num`` sentences of the calibration split
+   (train by default; the test split is refused by config);
 2. sensitivity: on ``budget_samples`` sentences of the dev split, the entity-F1 drop
    and logits MSE when only that layer is int8;
 3. the budget: with every layer int8, while the F1 drop exceeds ``max_f1_drop``
@@ -34,14 +35,25 @@ QUANT_FILE = "int8-calibration.json"
 
 
 def linear_layers(model) -> dict:
-    """The int8 candidates: linear layers whose shape the int8 kernels tile (so not the label projection)."""
+    """The int8 candidates: linear layers whose shape the int8 kernels tile (so not the
+    label projection), and the input projection of each LSTM the compiler lowers
+    (``compile.lstm``: one layer, one direction, batch first, with biases), named
+    ``<lstm>.input``, which it builds as a linear layer over the LSTM's input."""
     import torch
 
-    return {
-        name: m
-        for name, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and supports(1, m.in_features, m.out_features)
-    }
+    layers = {}
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and supports(1, m.in_features, m.out_features):
+            layers[name] = m
+        elif isinstance(m, torch.nn.LSTM) and supports(1, m.input_size, 4 * m.hidden_size) and m.num_layers == 1 \
+                and m.batch_first and m.bias and not m.bidirectional and not m.proj_size:
+            layers[f"{name}.input"] = m
+    return layers
+
+
+def layer_weight(module):
+    """A candidate's [N, K] weight: the linear layer's, or the LSTM's input weights."""
+    return module.weight_ih_l0 if hasattr(module, "weight_ih_l0") else module.weight
 
 
 @contextlib.contextmanager
@@ -77,7 +89,7 @@ def simulated_int8(model, ranges: dict, per_channel: bool, only: Iterable[str], 
     layers = {n: m for n, m in linear_layers(model).items() if n in only}
     prepared = {}
     for name, m in layers.items():
-        w = m.weight.detach().float().numpy()
+        w = layer_weight(m).detach().float().numpy()
         sw = weight_scales(w, per_channel, qmax=weight_qmax)
         wq = torch.from_numpy(quantize_weight(w, sw, qmax=weight_qmax).astype(np.float32))
         prepared[name] = (activation_params(*ranges[name]), wq, torch.from_numpy(np.broadcast_to(sw, (w.shape[0],)).copy()))
@@ -85,6 +97,11 @@ def simulated_int8(model, ranges: dict, per_channel: bool, only: Iterable[str], 
     def replace(name, mod, x, _out):
         (scale, zero), wq, sw = prepared[name]
         xq = torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero
+        if isinstance(mod, torch.nn.LSTM):  # the LSTM again, its input and input weights as int8 sees them
+            weights = [wq * sw[:, None], mod.weight_hh_l0, mod.bias_ih_l0, mod.bias_hh_l0]
+            h0 = x.new_zeros(1, x.shape[0], mod.hidden_size)
+            out, h, c = torch._VF.lstm(xq * scale, (h0, h0), weights, True, 1, 0.0, False, False, True)
+            return out, (h, c)
         y = (xq @ wq.T) * (scale * sw)
         return y + mod.bias if mod.bias is not None else y
 
@@ -169,11 +186,11 @@ def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter,
         f"int8: {len(layers) - len(kept)}/{len(layers)} linear layers int8, {len(kept)} kept fp32; "
         f"simulated {budget_split} F1 {f1_fp32:.4f} -> {f1_int8:.4f} (budget {qcfg.max_f1_drop} points)"
     )
-    state = {k.removeprefix("inner."): v for k, v in model.state_dict().items()}
+    candidates = linear_layers(model)
     payload = {
         "settings": qcfg.model_dump(mode="json"),
         "per_channel": qcfg.quantize_per_channel,
-        "layers": {n: {"key": weight_key(state[f"{n}.weight"].float().numpy()), "range": list(ranges[n])} for n in layers},
+        "layers": {n: {"key": weight_key(layer_weight(candidates[n]).detach().float().numpy()), "range": list(ranges[n])} for n in layers},
         "keep_fp32": sorted(kept),
         "sensitivity": sensitivity,
         "budget": {

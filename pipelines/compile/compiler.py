@@ -289,7 +289,7 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
 
         mod, quantization = rewrite_from_request(mod, request["quantize"], target)
         quantization["int8_recurrences"] = recurrence_weights(mod).count("int8")
-        if quantization["int8_recurrences"]:  # a BiLSTM: no calibrated linear layer (its label head is too narrow to tile)
+        if quantization["int8_recurrences"]:  # a BiLSTM: its int8 linear layers are the LSTMs' input projections
             how = f"in int8 arithmetic ({lstm_kernel.instruction})" if lstm_kernel.dot_product else "with int8 weights, float32 arithmetic"
             reporter.log(f"int8: {quantization['int8_recurrences']} LSTM recurrences {how}")
         if quantization["layers"] or not quantization["int8_recurrences"]:
