@@ -51,6 +51,36 @@ def fast_sigmoid(x):
     return fast_tanh(x * half) * half + half
 
 
+def row_tiling(batch: int, hidden: int) -> tuple[int, int, int, int]:
+    """(tiles of UNITS hidden units, row groups run in parallel, rows per group, rows
+    per block: each weight row loaded serves a block of rows)."""
+    if hidden % UNITS:
+        raise ValueError(f"LSTM hidden size {hidden} is not a multiple of {UNITS}")
+    groups = math.gcd(batch, GROUPS)
+    rows = batch // groups
+    return hidden // UNITS, groups, rows, next(n for n in (4, 3, 2, 1) if rows % n == 0)
+
+
+def cell_update(hidden: int, rows: int):
+    """A TVMScript macro: a group's rows of one tile after its gate sums, ``gates`` [rows,
+    4U] times the column scales plus the step's input projection, then the cell state
+    ``c`` and the output ``out`` (= h) of the tile's units. torch's gate order: input,
+    forget, cell, output."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def update(gates, scale, xw, c, out, g, t, tile):
+        for r in T.serial(rows):
+            for gate in T.serial(4):
+                for u in T.vectorized(UNITS):
+                    gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[g * rows + r, t, gate * hidden + tile * UNITS + u]
+            for u in T.vectorized(UNITS):
+                c[g * rows + r, tile * UNITS + u] = fast_sigmoid(gates[r, UNITS + u]) * c[g * rows + r, tile * UNITS + u] + fast_sigmoid(gates[r, u]) * fast_tanh(gates[r, 2 * UNITS + u])
+                out[g * rows + r, t, tile * UNITS + u] = fast_sigmoid(gates[r, 3 * UNITS + u]) * fast_tanh(c[g * rows + r, tile * UNITS + u])
+
+    return update
+
+
 def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "float32", vector_bits: int = 256):
     """The TIR function ``(xw [B, S, 4H], wp [H/U, H, 4U], scale [H/U, 4U], h0 [B, H],
     c0 [B, H]) -> out [B, S, H]``: the LSTM over ``S`` steps given every step's input
@@ -58,20 +88,17 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
     float32 (scales of 1) or int8 (a scale per gate column)."""
     from tvm.script import tirx as T
 
-    if hidden % UNITS:
-        raise ValueError(f"LSTM hidden size {hidden} is not a multiple of {UNITS}")
-    tiles, lanes = hidden // UNITS, 4 * UNITS
-    groups = math.gcd(batch, GROUPS)
-    rows = batch // groups
-    # Rows a weight row serves while in registers: the accumulators of `block` rows x
-    # `sub` gate columns fit AVX2's 16 registers with one to spare for the broadcast,
-    # or half of AVX-512's 32. Each row block of the group reads the same `sub`-column
-    # slice of the tile's weights, still in cache. Measured at 64x48, E=128, H=256, 2
-    # threads, whole LSTM (scratch benchmark, AVX-512 Xeon): 13.7 ms at 4 x 64 in two
-    # accumulator halves, 15.0 at 4 x 32 in one, 21.4 at 4 x 64 in one (a heap array).
-    block = next(n for n in (4, 3, 2, 1) if rows % n == 0)
+    tiles, groups, rows, block = row_tiling(batch, hidden)
+    lanes = 4 * UNITS
+    # The accumulators of `block` rows x `sub` gate columns fit AVX2's 16 registers
+    # with one to spare for the broadcast, or half of AVX-512's 32. Each row block of
+    # the group reads the same `sub`-column slice of the tile's weights, still in cache.
+    # Measured at 64x48, E=128, H=256, 2 threads, whole LSTM (scratch benchmark,
+    # AVX-512 Xeon): 13.7 ms at 4 x 64 in two accumulator halves, 15.0 at 4 x 32 in
+    # one, 21.4 at 4 x 64 in one (a heap array).
     sub = 64 if vector_bits >= 512 else {1: 64, 2: 32, 3: 32, 4: 16}[block]
     half = sub // 2
+    update_cells = cell_update(hidden, rows)
 
     @T.prim_func(private=True, s_tir=True)
     def lstm_recurrence(
@@ -105,8 +132,7 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
                                 with T.sblock("dot"):
                                     T.reads(wp[tile, 0:hidden, part * sub : part * sub + sub], h[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden])
                                     T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
-                                    # global scope: under 1 KB, a stack array kept in registers ("local" would be a heap workspace)
-                                    # two halves: one array of 1 KB or more would be a heap workspace
+                                    # global scope, two halves: stack arrays kept in registers ("local", or 1 KB, would be a heap workspace)
                                     acc = T.alloc_buffer((block, half), "float32")
                                     acc2 = T.alloc_buffer((block, half), "float32")
                                     for r in T.unroll(block):
@@ -122,15 +148,10 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
                                         for lane in T.vectorized(half):
                                             gates[rb * block + r, part * sub + lane] = acc[r, lane]
                                             gates[rb * block + r, part * sub + half + lane] = acc2[r, lane]
+                            update_cells(gates, scale, xw, c, out, g, t, tile)
                             for r in T.serial(rows):
-                                for gate in T.serial(4):
-                                    for u in T.vectorized(UNITS):
-                                        gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[g * rows + r, t, gate * hidden + tile * UNITS + u]
-                                # torch's gate order: input, forget, cell, output
                                 for u in T.vectorized(UNITS):
-                                    c[g * rows + r, tile * UNITS + u] = fast_sigmoid(gates[r, UNITS + u]) * c[g * rows + r, tile * UNITS + u] + fast_sigmoid(gates[r, u]) * fast_tanh(gates[r, 2 * UNITS + u])
-                                    h[1 - t % 2, g * rows + r, tile * UNITS + u] = fast_sigmoid(gates[r, 3 * UNITS + u]) * fast_tanh(c[g * rows + r, tile * UNITS + u])
-                                    out[g * rows + r, t, tile * UNITS + u] = h[1 - t % 2, g * rows + r, tile * UNITS + u]
+                                    h[1 - t % 2, g * rows + r, tile * UNITS + u] = out[g * rows + r, t, tile * UNITS + u]
 
     # scheduled by hand (default schedules skip it) and opaque (fusion leaves it whole)
     return lstm_recurrence.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
@@ -149,12 +170,9 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
 
     from pipelines.compile.int8 import broadcast4, dot4
 
-    if hidden % UNITS:
-        raise ValueError(f"LSTM hidden size {hidden} is not a multiple of {UNITS}")
-    tiles, width = hidden // UNITS, 4 * UNITS
-    groups = math.gcd(batch, GROUPS)
-    rows = batch // groups
-    block = next(n for n in (4, 3, 2, 1) if rows % n == 0)
+    tiles, groups, rows, block = row_tiling(batch, hidden)
+    width = 4 * UNITS
+    update_cells = cell_update(hidden, rows)
     # accumulators in at most half the vector registers (32 zmm, 16 ymm), the rest for
     # the weights, the broadcast h bytes and vpmaddubsw's int16 pairs
     registers = 32 if lanes == 16 else 16
@@ -220,13 +238,9 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
                                         for lane in T.vectorized(half):
                                             gates[rb * block + r, part * sub + lane] = T.Cast("float32", acc[r, lane])
                                             gates[rb * block + r, part * sub + half + lane] = T.Cast("float32", acc2[r, lane])
+                            update_cells(gates, scale, xw, c, out, g, t, tile)
                             for r in T.serial(rows):
-                                for gate in T.serial(4):
-                                    for u in T.vectorized(UNITS):
-                                        gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[g * rows + r, t, gate * hidden + tile * UNITS + u]
                                 for u in T.vectorized(UNITS):
-                                    c[g * rows + r, tile * UNITS + u] = fast_sigmoid(gates[r, UNITS + u]) * c[g * rows + r, tile * UNITS + u] + fast_sigmoid(gates[r, u]) * fast_tanh(gates[r, 2 * UNITS + u])
-                                    out[g * rows + r, t, tile * UNITS + u] = fast_sigmoid(gates[r, 3 * UNITS + u]) * fast_tanh(c[g * rows + r, tile * UNITS + u])
                                     hq[1 - t % 2, g * rows + r, tile * UNITS + u] = T.Cast("uint8", T.floor(out[g * rows + r, t, tile * UNITS + u] * T.float32(127) + T.float32(128.5)))
 
     return lstm_recurrence.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8)
