@@ -104,8 +104,14 @@ def bilstm_classes():
                     ahead, behind = self.recur(x.float(), gather)
             else:  # exported: no autocast region for the importers to read
                 ahead, behind = self.recur(x, gather)
+            # The label head over [ahead; behind] as two halves, the backward half's scores
+            # put back in reading order: gathering 7 scores a position instead of 256
+            # states, and no concatenation (compiled at 64x48: 1.2 ms of those copies).
+            w = self.classifier.weight
+            hidden = ahead.shape[-1]
+            behind = torch.nn.functional.linear(self.dropout(behind), w[:, hidden:])
             behind = torch.gather(behind, 1, mirror.unsqueeze(-1).expand(-1, -1, behind.shape[-1]))
-            logits = self.classifier(self.dropout(torch.cat([ahead, behind], dim=-1)))
+            logits = torch.nn.functional.linear(self.dropout(ahead), w[:, :hidden], self.classifier.bias) + behind
             loss = None
             if labels is not None:
                 loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
