@@ -9,7 +9,9 @@ function: for each step, the gates are the step's precomputed input projection p
 hidden units, ``W_hh`` packed ``[H/16, H, 64]`` ahead of time, each weight row serving
 a block of batch rows), then the tile's cell update with a rational ``tanh`` that
 vectorises (``sigmoid(x) = (1 + tanh(x / 2)) / 2``) instead of a libm call per element.
-Groups of batch rows run in parallel.
+Groups of batch rows run in parallel. int8 builds run the recurrence in int8
+arithmetic (``h`` as u8 codes, ``W_hh`` in int8, the dot-product instructions of the
+int8 GEMM) and build the input projection as a linear layer the int8 rewrite takes.
 
 Only the LSTMs the models here use are lowered this way (one layer, one direction,
 batch first, with biases); any other LSTM goes to TVM's own converter.
