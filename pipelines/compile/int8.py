@@ -507,6 +507,33 @@ def weight_key(w_nk: np.ndarray) -> str:
     return hashlib.sha1(np.ascontiguousarray(w_nk, dtype=np.float32).tobytes()).hexdigest()
 
 
+def constant_value(expr, lookup) -> np.ndarray | None:
+    """The value of a Relax constant, or of a variable bound to one; else None.
+    ``lookup``: a mutator's ``lookup_binding``."""
+    import tvm
+    from tvm import relax
+
+    if isinstance(expr, relax.Var):
+        expr = lookup(expr)
+    return expr.value.numpy() if isinstance(expr, tvm.ir.Constant) else None
+
+
+def constant_weight_nk(arg, lookup) -> np.ndarray | None:
+    """The [N, K] weight of ``matmul(x, arg)`` when ``arg`` is a constant [K, N] or
+    ``permute_dims`` of a constant [N, K] (how the torch frontend writes ``linear``),
+    else None."""
+    import tvm
+    from tvm import relax
+
+    value = lookup(arg) if isinstance(arg, relax.Var) else arg
+    if isinstance(value, relax.Call) and value.op.same_as(tvm.ir.Op.get("relax.permute_dims")):
+        axes = [int(a) for a in value.attrs.axes] if value.attrs.axes is not None else [1, 0]
+        w = constant_value(value.args[0], lookup)
+        return w if w is not None and w.ndim == 2 and axes == [1, 0] else None
+    w = constant_value(arg, lookup)
+    return np.ascontiguousarray(w.T) if w is not None and w.ndim == 2 else None
+
+
 def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, keep_fp32=(), kernel: Int8Kernel = KERNELS["vnni"],
                      attention: bool = False):
     """Rewrite the calibrated linear layers of ``main`` into int8 kernels.
@@ -523,8 +550,8 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
     by_key = {spec["key"]: name for name, spec in layers.items()}
     keep = set(keep_fp32)
     report: dict[str, dict] = {}
-    matmul_op, add_op, permute_op, call_tir_op, reshape_op, gelu_op, softmax_op, broadcast_op = (
-        tvm.ir.Op.get(f"relax.{o}") for o in ("matmul", "add", "permute_dims", "call_tir", "reshape", "nn.gelu", "nn.softmax", "broadcast_to")
+    matmul_op, add_op, call_tir_op, reshape_op, gelu_op, softmax_op, broadcast_op = (
+        tvm.ir.Op.get(f"relax.{o}") for o in ("matmul", "add", "call_tir", "reshape", "nn.gelu", "nn.softmax", "broadcast_to")
     )
     attention_products = []
 
@@ -535,11 +562,6 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
         except TypeError:  # a symbolic dimension
             return None
 
-    def constant(expr, lookup):
-        if isinstance(expr, relax.Var):
-            expr = lookup(expr)
-        return expr.value.numpy() if isinstance(expr, tvm.ir.Constant) else None
-
     @mutator
     class Rewriter(PyExprMutator):
         def __init__(self, mod):
@@ -549,15 +571,6 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             self.kernels: dict[str, tuple[str, tuple, np.ndarray]] = {}
             self.variants = {}  # (kernel name, epilogue) -> its global var
             self.attention_funcs = {}  # (kind, shape) -> global var of an int8 attention kernel
-
-        def weight_nk(self, arg):
-            value = self.lookup_binding(arg) if isinstance(arg, relax.Var) else arg
-            if isinstance(value, relax.Call) and value.op.same_as(permute_op):
-                axes = [int(a) for a in value.attrs.axes] if value.attrs.axes is not None else [1, 0]
-                w = constant(value.args[0], self.lookup_binding)
-                return w if w is not None and w.ndim == 2 and axes == [1, 0] else None
-            w = constant(arg, self.lookup_binding)
-            return np.ascontiguousarray(w.T) if w is not None and w.ndim == 2 else None
 
         def visit_call_(self, call):
             call = super().visit_call_(call)
@@ -662,7 +675,7 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
 
         def rewrite_matmul(self, call):
             x, w_arg = call.args
-            w = self.weight_nk(w_arg)
+            w = constant_weight_nk(w_arg, self.lookup_binding)
             if w is None and attention:
                 return self.rewrite_attention(call)
             if w is None or len(x.ty.shape) != 2 or x.ty.dtype != "float32":
@@ -700,7 +713,7 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
                     continue
                 gvar, args = value.args[0], list(value.args[1].fields)
                 offset = self.kernels[gvar.name_hint][2]
-                bias = constant(other, self.lookup_binding)
+                bias = constant_value(other, self.lookup_binding)
                 if bias is not None and bias.shape == offset.shape and bias.dtype == np.float32:
                     # The bias joins the kernel's per-channel offset; the bias-less call becomes dead code.
                     return self.kernel_call(gvar, args[:3], offset + bias, value.ty.shape)
