@@ -164,7 +164,7 @@ def _widen_narrow_heads(mod, lanes: int):
     from tvm import relax
     from tvm.relax.expr_functor import PyExprMutator, mutator
 
-    from pipelines.compile.int8 import constant_weight_nk
+    from pipelines.compile.int8 import constant_value, constant_weight_nk
 
     matmul_op = tvm.ir.Op.get("relax.matmul")
 
@@ -175,6 +175,10 @@ def _widen_narrow_heads(mod, lanes: int):
             if not call.op.same_as(matmul_op) or call.args[0].ty.dtype != "float32":
                 return call
             w = constant_weight_nk(call.args[1], self.lookup_binding)
+            if w is None:  # a weight broadcast over the batch ([B, K, N], every slice the same)?
+                batched = constant_value(call.args[1], self.lookup_binding)
+                if batched is not None and batched.ndim == 3 and (batched == batched[:1]).all():
+                    w = np.ascontiguousarray(batched[0].T)
             if w is None or w.shape[0] >= lanes or w.dtype != np.float32:
                 return call
             n, k = w.shape
@@ -199,6 +203,7 @@ def fuse(mod, target):
 
     lanes = vector_lanes(target)
     passes = [
+        relax.transform.FoldConstant(),  # slices and transposes of weights: the heads' weights as constants
         tvm.transform.module_pass(lambda m, _ctx: _widen_narrow_heads(m, lanes), opt_level=0, name="WidenNarrowHeads"),
         relax.backend.DispatchSampling(),
         relax.backend.DispatchSortScan(),
