@@ -313,15 +313,15 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
     t0 = time.monotonic()
     program = torch.export.load(request["program"])
     cpu = target.kind.name == "llvm"
-    if precision == "int8" and cpu:
-        from pipelines.compile.int8 import kernel_from_request
+    int8_payload, int8_kernel = None, None
+    if precision == "int8":
+        from pipelines.compile.int8 import read_request, request_kernel
 
-        lstm_kernel = kernel_from_request(request["quantize"], target)
-    else:
-        lstm_kernel = None
+        int8_payload = read_request(request["quantize"])
+        int8_kernel = request_kernel(int8_payload, target)
     from pipelines.compile.schedules import vector_bits
 
-    mod = import_program(program, cpu=cpu, int8_lstm=lstm_kernel, vector_bits=vector_bits(target))
+    mod = import_program(program, cpu=cpu, int8_lstm=int8_kernel if cpu else None, vector_bits=vector_bits(target))
     reporter.progress(1, steps, "steps", step="imported")
     if precision == "fp16":
         if recurrence_weights(mod):  # ToMixedPrecision fails on a call_tir of a hand-written kernel
@@ -332,10 +332,10 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         # Calibrated linear layers -> int8 kernels for the target's ISA (pipelines.compile.int8); the rest stays fp32.
         from pipelines.compile.int8 import rewrite_from_request
 
-        mod, quantization = rewrite_from_request(mod, request["quantize"], target)
+        mod, quantization = rewrite_from_request(mod, int8_payload, int8_kernel)
         quantization["int8_recurrences"] = recurrence_weights(mod).count("int8")
         if quantization["int8_recurrences"]:  # a BiLSTM: its int8 linear layers are the LSTMs' input projections
-            how = f"in int8 arithmetic ({lstm_kernel.instruction})" if lstm_kernel.dot_product else "with int8 weights, float32 arithmetic"
+            how = f"in int8 arithmetic ({int8_kernel.instruction})" if int8_kernel.dot_product else "with int8 weights, float32 arithmetic"
             reporter.log(f"int8: {quantization['int8_recurrences']} LSTM recurrences {how}")
         if quantization["layers"] or not quantization["int8_recurrences"]:
             reporter.log(f"int8: {target.attrs.get('mcpu', 'this CPU')}: {quantization['kernel_note']}")
@@ -365,10 +365,10 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
     reporter.progress(3, steps, "steps", step="built")
     fail_point("compile.built", request["out_dir"])
     if precision == "int8":
-        from pipelines.compile.int8 import KERNELS, count_instructions
+        from pipelines.compile.int8 import count_instructions
 
-        int8_code = quantization["layers"] or (quantization["int8_recurrences"] and lstm_kernel.dot_product)
-        mnemonic = KERNELS[quantization["kernel"]].instruction if int8_code else None
+        int8_code = quantization["layers"] or (quantization["int8_recurrences"] and int8_kernel.dot_product)
+        mnemonic = int8_kernel.instruction if int8_code else None
         if mnemonic:  # 0 in the code: the int8 GEMMs lost their dot-product instruction
             quantization[mnemonic] = count_instructions(executable, mnemonic)
         found = f", {quantization[mnemonic]} {mnemonic} in the code" if mnemonic else ""

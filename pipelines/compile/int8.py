@@ -740,23 +740,23 @@ def count_instructions(executable, mnemonic: str) -> int:
     return total
 
 
-def _read_request(quantize_path: str) -> dict:
+def read_request(quantize_path: str) -> dict:
+    """The compile request's quantisation file (``calibrate.prepare_int8``)."""
     import json
 
     with open(quantize_path, encoding="utf-8") as f:
         return json.load(f)
 
 
-def kernel_from_request(quantize_path: str, target) -> Int8Kernel:
-    """The int8 kernel the compile request's quantisation settings choose for ``target``."""
-    return int8_kernel(target, _read_request(quantize_path)["settings"].get("kernel", "auto"))
+def request_kernel(payload: dict, target) -> Int8Kernel:
+    """The int8 kernel a quantisation request's settings choose for ``target``."""
+    return int8_kernel(target, payload["settings"].get("kernel", "auto"))
 
 
-def rewrite_from_request(mod, quantize_path: str, target):
-    """The compile child's int8 step: (rewritten module, the artifact's ``quantization`` record)."""
-    payload = _read_request(quantize_path)
+def rewrite_from_request(mod, payload: dict, kernel: Int8Kernel):
+    """The compile child's int8 step: (rewritten module, the artifact's ``quantization``
+    record), from the request's quantisation file (``read_request``)."""
     settings = payload["settings"]
-    kernel = int8_kernel(target, settings.get("kernel", "auto"))
     mod, report, products = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"], kernel,
                                              attention=settings.get("attention", False))
     missing = sorted(set(payload["layers"]) - set(report))
