@@ -271,7 +271,7 @@ def pack_weight(wq: np.ndarray, lanes: int = 16) -> np.ndarray:
 
 
 def supports(m: int, k: int, n: int) -> bool:
-    return n % CHANNEL_MULTIPLE == 0 and k % 4 == 0 and m >= 1
+    return n % CHANNEL_MULTIPLE == 0 and k % 4 == 0 and (not isinstance(m, int) or m >= 1)  # m: rows, maybe symbolic
 
 
 def has_vnni(target) -> bool:
@@ -332,7 +332,7 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: In
         out = te.compute((m, n), lambda i, j: gelu[i, j], name="epilogue")
     else:
         out = y
-    sch = s_tir.Schedule(te.create_prim_func([*inputs, out]))
+    sch = s_tir.Schedule(te.create_prim_func([*inputs, *row_vars(m), out]))
     if epilogue:
         # The rescale and every elementwise stage of the epilogue fold into one block.
         for block in sch.get_child_blocks(sch.get_sblock("root")):
@@ -354,7 +354,9 @@ def _schedule_gemm(sch, gemm, rescale, m: int, k: int, n: int, kernel: Int8Kerne
     """Tile the int8 GEMM block (``[batch,] m, n`` spatial, ``k`` reduced; weights
     packed ``[n/L, k/4, L, 4]``) into the kernel's register tile, tensorize its inner
     step, and compute ``rescale`` (the block writing the fp32 output) per row tile."""
-    rows = next(r for r in (kernel.rows, 4, 2, 1) if m % r == 0)
+    from pipelines.compile.schedules import divides
+
+    rows = next(r for r in (kernel.rows, 4, 2, 1) if divides(r, m))  # m symbolic (64 * s): what provably divides it
     lanes = kernel.lanes
     blocks = kernel.col_blocks if (n // lanes) % kernel.col_blocks == 0 else 1
     *batch, i, j, kk = sch.get_loops(gemm)
@@ -368,7 +370,9 @@ def _schedule_gemm(sch, gemm, rescale, m: int, k: int, n: int, kernel: Int8Kerne
     sch.set_scope(gemm, 0, "local")
     sch.reverse_compute_at(rescale, i_o, preserve_unit_loops=True)
     # j outer, i inner: the weight panel of `blocks` x 16 channels stays in cache across row tiles.
-    sch.parallel(sch.fuse(*batch, j_o, i_o))
+    # Over a symbolic number of rows, the panels alone run in parallel: fused with the
+    # rows, the loop's index arithmetic divides by the length and tensorize refuses it.
+    sch.parallel(sch.fuse(*batch, j_o, i_o) if isinstance(m, int) else sch.fuse(*batch, j_o) if batch else j_o)
     init = sch.decompose_reduction(gemm, k_o)
     if kernel.name == "vnni":
         sch.tensorize(j_i, register_vnni_intrin())
@@ -386,6 +390,24 @@ def _schedule_gemm(sch, gemm, rescale, m: int, k: int, n: int, kernel: Int8Kerne
     sch.vectorize(sch.get_loops(init)[-1])
     _, out_lanes = sch.split(sch.get_loops(rescale)[-1], [None, 16 if n % 16 == 0 else lanes])
     sch.vectorize(out_lanes)
+
+
+def row_vars(m) -> list:
+    """The variables of a symbolic row count that its buffers cannot bind, passed to the
+    kernel as scalar inputs after the tensors (as ``call_te`` does): ``64 * s``'s ``s``
+    (a plain ``s`` binds itself as the buffers' first dimension)."""
+    from tvm import tirx
+
+    if isinstance(m, (int, tirx.IntImm, tirx.Var)):
+        return []
+    return list(tirx.analysis.undefined_vars(m))
+
+
+def _static(dim):
+    """A shape dimension as an int where it is a number, else the expression."""
+    from tvm import tirx
+
+    return int(dim) if isinstance(dim, tirx.IntImm) else dim
 
 
 def supports_attention(m: int, k: int, n: int, kernel: Int8Kernel) -> bool:
@@ -683,7 +705,8 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             name = by_key.get(weight_key(w))
             if name is None:
                 return call
-            (m, k), n = [int(d) for d in x.ty.shape], w.shape[0]
+            # rows: a number, or symbolic (B * S of a symbolic-length build)
+            m, k, n = _static(x.ty.shape[0]), int(x.ty.shape[1]), w.shape[0]
             entry = report.setdefault(name, {"K": k, "N": n, "int8": False})
             if name in keep or not supports(m, k, n):
                 entry["reason"] = "kept in fp32 (accuracy budget or config)" if name in keep else "shape not tileable by the int8 kernel"
@@ -703,7 +726,8 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
 
         @staticmethod
         def kernel_call(gvar, args, offset, shape):
-            return relax.call_tir(gvar, [*args, relax.const(offset)], relax.TensorType(shape, "float32"))
+            scalars = [relax.prim_value(v) for v in row_vars(_static(shape[0]))]
+            return relax.call_tir(gvar, [*args, relax.const(offset), *scalars], relax.TensorType(shape, "float32"))
 
         def fold_bias(self, call):
             a, b = call.args

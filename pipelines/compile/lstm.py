@@ -63,9 +63,10 @@ def row_tiling(batch: int, hidden: int) -> tuple[int, int, int, int]:
     return hidden // UNITS, groups, rows, next(n for n in (4, 3, 2, 1) if rows % n == 0)
 
 
-def cell_update(hidden: int, rows: int):
+def cell_update(hidden: int, rows: int, steps):
     """A TVMScript macro: a group's rows of one tile after its gate sums, ``gates`` [rows,
-    4U] times the column scales plus the step's input projection, then the cell state
+    4U] times the column scales plus the step's input projection (``xw`` [B * S, 4H],
+    row ``b * S + t``), then the cell state
     ``c`` and the output ``out`` (= h) of the tile's units. torch's gate order: input,
     forget, cell, output."""
     from tvm.script import tirx as T
@@ -75,7 +76,7 @@ def cell_update(hidden: int, rows: int):
         for r in T.serial(rows):
             for gate in T.serial(4):
                 for u in T.vectorized(UNITS):
-                    gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[g * rows + r, t, gate * hidden + tile * UNITS + u]
+                    gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[(g * rows + r) * steps + t, gate * hidden + tile * UNITS + u]
             for u in T.vectorized(UNITS):
                 c[g * rows + r, tile * UNITS + u] = fast_sigmoid(gates[r, UNITS + u]) * c[g * rows + r, tile * UNITS + u] + fast_sigmoid(gates[r, u]) * fast_tanh(gates[r, 2 * UNITS + u])
                 out[g * rows + r, t, tile * UNITS + u] = fast_sigmoid(gates[r, 3 * UNITS + u]) * fast_tanh(c[g * rows + r, tile * UNITS + u])
@@ -84,10 +85,11 @@ def cell_update(hidden: int, rows: int):
 
 
 def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "float32", vector_bits: int = 256):
-    """The TIR function ``(xw [B, S, 4H], wp [H/U, H, 4U], scale [H/U, 4U], h0 [B, H],
+    """The TIR function ``(xw [B * S, 4H], wp [H/U, H, 4U], scale [H/U, 4U], h0 [B, H],
     c0 [B, H]) -> out [B, S, H]``: the LSTM over ``S`` steps given every step's input
     projection (bias included) and ``W_hh`` packed by ``pack_recurrent_weight``, in
-    float32 (scales of 1) or int8 (a scale per gate column)."""
+    float32 (scales of 1) or int8 (a scale per gate column). ``steps``: a number, or a
+    ``tirx.Var`` for a symbolic length (nothing is tiled over the steps)."""
     from tvm.script import tirx as T
 
     tiles, groups, rows, block = row_tiling(batch, hidden)
@@ -100,11 +102,11 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
     # one, 21.4 at 4 x 64 in one (a heap array).
     sub = 64 if vector_bits >= 512 else {1: 64, 2: 32, 3: 32, 4: 16}[block]
     half = sub // 2
-    update_cells = cell_update(hidden, rows)
+    update_cells = cell_update(hidden, rows, steps)
 
     @T.prim_func(private=True, s_tir=True)
     def lstm_recurrence(
-        xw: T.Buffer((batch, steps, 4 * hidden), "float32"),
+        xw: T.Buffer((batch * steps, 4 * hidden), "float32"),
         wp: T.Buffer((tiles, hidden, lanes), weight_dtype),
         scale: T.Buffer((tiles, lanes), "float32"),
         h0: T.Buffer((batch, hidden), "float32"),
@@ -114,7 +116,7 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
         T.func_attr({"tir.noalias": True})
         with T.sblock("root"):
             with T.sblock("recurrence"):  # opaque: passes that look for a block find one
-                T.reads(xw[0:batch, 0:steps, 0 : 4 * hidden], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
+                T.reads(xw[0 : batch * steps, 0 : 4 * hidden], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
                 T.writes(out[0:batch, 0:steps, 0:hidden])
                 h = T.alloc_buffer((2, batch, hidden), "float32")  # step t reads h[t % 2], writes the other
                 c = T.alloc_buffer((batch, hidden), "float32")
@@ -126,7 +128,7 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
                 # one thread at 1x128).
                 for g in T.parallel(groups):
                     with T.sblock("group"):
-                        T.reads(xw[g * rows : g * rows + rows, 0:steps, 0 : 4 * hidden], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
+                        T.reads(xw[g * rows * steps : (g * rows + rows) * steps, 0 : 4 * hidden], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
                         T.writes(c[g * rows : g * rows + rows, 0:hidden], h[0:2, g * rows : g * rows + rows, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:hidden])
                         gates = T.alloc_buffer((rows, lanes), "float32")
                         for t, tile in T.grid(steps, tiles):
@@ -160,7 +162,7 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
 
 
 def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int, vnni: bool):
-    """The recurrence in int8 arithmetic: ``(xw [B, S, 4H], wq [H/U, H/4, 4U, 4] int8,
+    """The recurrence in int8 arithmetic: ``(xw [B * S, 4H], wq [H/U, H/4, 4U, 4] int8,
     scale [H/U, 4U], h0, c0) -> out [B, S, H]``. ``h`` is in [-1, 1] (``o * tanh(c)``),
     so it needs no measured range: each step writes it as u8 codes ``round(127 h) + 128``
     and the next multiplies them by the weights 4 at a time, ``vpdpbusd`` (``vnni``) or
@@ -174,7 +176,7 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
 
     tiles, groups, rows, block = row_tiling(batch, hidden)
     width = 4 * UNITS
-    update_cells = cell_update(hidden, rows)
+    update_cells = cell_update(hidden, rows, steps)
     # accumulators in at most half the vector registers (32 zmm, 16 ymm), the rest for
     # the weights, the broadcast h bytes and vpmaddubsw's int16 pairs
     registers = 32 if lanes == 16 else 16
@@ -185,7 +187,7 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
 
     @T.prim_func(private=True, s_tir=True)
     def lstm_recurrence(
-        xw: T.Buffer((batch, steps, 4 * hidden), "float32"),
+        xw: T.Buffer((batch * steps, 4 * hidden), "float32"),
         wq: T.Buffer((tiles, hidden // 4, width, 4), "int8"),
         scale: T.Buffer((tiles, width), "float32"),
         h0: T.Buffer((batch, hidden), "float32"),
@@ -195,7 +197,7 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
         T.func_attr({"tir.noalias": True})
         with T.sblock("root"):
             with T.sblock("recurrence"):
-                T.reads(xw[0:batch, 0:steps, 0 : 4 * hidden], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
+                T.reads(xw[0 : batch * steps, 0 : 4 * hidden], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
                 T.writes(out[0:batch, 0:steps, 0:hidden])
                 hq = T.alloc_buffer((2, batch, hidden), "uint8")  # step t reads hq[t % 2], writes the other
                 c = T.alloc_buffer((batch, hidden), "float32")
@@ -204,7 +206,7 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
                     c[b, j] = c0[b, j]
                 for g in T.parallel(groups):
                     with T.sblock("group"):
-                        T.reads(xw[g * rows : g * rows + rows, 0:steps, 0 : 4 * hidden], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], hq[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
+                        T.reads(xw[g * rows * steps : (g * rows + rows) * steps, 0 : 4 * hidden], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], hq[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
                         T.writes(c[g * rows : g * rows + rows, 0:hidden], hq[0:2, g * rows : g * rows + rows, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:hidden])
                         gates = T.alloc_buffer((rows, width), "float32")
                         for t, tile in T.grid(steps, tiles):
@@ -288,77 +290,104 @@ def pack_recurrent_quads(w_hh, qmax: int = 127):
 
 
 def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
-    """A ``custom_convert_map`` entry for ``lstm.input``: projection GEMM + recurrence
-    kernel. ``weights``: the program's parameters by the name of the graph input that
+    """``custom_convert_map`` entries for ``aten.lstm.input`` and ``workbench::lstm``:
+    projection GEMM + recurrence kernel. ``weights``: the program's parameters by the name of the graph input that
     carries them (the importer binds them only at the end, and the recurrent weight is
     packed here, ahead of time). ``int8``: an ``int8.Int8Kernel``, for the recurrence
     in int8 arithmetic with its instruction (``quantised_recurrence_kernel``), or with
     int8 weights converted to float32 as they are read where it has none.
     ``vector_bits``: the target's vector width, which sets the float kernel's tiles."""
 
-    def convert_lstm(node, importer):
-        from tvm import relax
+    def lower(importer, x, w_ih, names, hx):
+        """Projection GEMM + recurrence kernel for an LSTM over ``x`` whose (w_ih, w_hh,
+        b_ih, b_hh) are the graph inputs ``names``; ``hx``: (h0, c0) [1, B, H], or None
+        for a zero state. The length may be symbolic (``opaque_lstm``)."""
+        import numpy as np
+        from tvm import relax, tirx
 
+        bb = importer.block_builder
+        shape = importer.shape_of(x)
+        batch, embedding = int(shape[0]), int(shape[2])
+        steps = int(shape[1]) if isinstance(shape[1], tirx.IntImm) else shape[1]
+        # the kernel's own length variable, bound by its buffers' shapes at each call
+        kernel_steps = steps if isinstance(steps, int) else tirx.Var("steps", "int64")
+        w_hh = weights[names[1]].detach().float().numpy()
+        hidden = w_hh.shape[1]
+        bias = sum(weights[n].detach().float().numpy() for n in names[2:])
+        if int8 is not None and int8.dot_product:
+            weight, scale, correction = pack_recurrent_quads(w_hh, int8.weight_qmax)
+            bias = bias + correction
+            kernel = quantised_recurrence_kernel(batch, kernel_steps, hidden, int8.lanes, int8.name == "vnni")
+        else:
+            weight, scale = pack_recurrent_weight(w_hh, int8 is not None)
+            kernel = recurrence_kernel(batch, kernel_steps, hidden, str(weight.dtype), vector_bits)
+        # Every step's input projection at once, as [B * S, 4H]. In an int8 build, a
+        # linear layer over [B * S, E] with a constant bias, which the int8 rewrite turns
+        # into its GEMM kernel where calibration measured the LSTM's input
+        # (``calibrate.linear_layers``); over a symbolic length too, since B * S rows
+        # tile where S alone does not (at 64 x 48 the batched form at a symbolic S took
+        # 11.8 ms against 6.2 static); in a static float build one batched matmul
+        # (64x48: 2.8 ms against 3.5 reshaped), its output reshaped (a view).
+        w_t = bb.emit(relax.op.permute_dims(w_ih, [1, 0]))
+        bias = relax.const(bias.astype("float32"))
+        if int8 is None and isinstance(steps, int):
+            xw = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, w_t)), bias))
+            xw = bb.emit(relax.op.reshape(xw, (batch * steps, 4 * hidden)))
+        else:
+            rows = bb.emit(relax.op.reshape(x, (batch * steps, embedding)))
+            xw = bb.emit(relax.op.add(bb.emit(relax.op.matmul(rows, w_t)), bias))
+        if hx is None:
+            h0 = c0 = relax.const(np.zeros((batch, hidden), np.float32))
+        else:
+            h0, c0 = (bb.emit(relax.op.squeeze(state, [0])) for state in hx)  # [1, B, H] -> [B, H]
+        kernel = bb.add_func(kernel, "lstm_recurrence")
+        out = relax.TensorType((batch, steps, hidden), "float32")
+        return bb.emit(relax.call_tir(kernel, [xw, relax.const(weight), relax.const(scale), h0, c0], out))
+
+    def convert_lstm(node, importer):
+        """``aten.lstm.input``: lowered here when plain, else TVM's own unrolled LSTM."""
         args = importer.retrieve_args(node)
         x, hx, params = args[0], args[1], args[2]
         has_biases, layers = args[3], args[4]
         bidirectional, batch_first = args[7], args[8]
         plain = layers == 1 and not bidirectional and batch_first and has_biases and len(params) == 4
-        recurrent = weights.get(getattr(node.args[2][1], "name", None)) if plain else None
-        if recurrent is None or any(getattr(node.args[2][i], "name", None) not in weights for i in (2, 3)):
-            return importer._lstm(node)  # TVM's own unrolled LSTM
-        bb = importer.block_builder
-        batch, steps, _ = (int(d) for d in importer.shape_of(x))
-        w_ih = params[0]
-        hidden, embedding = int(importer.shape_of(params[1])[1]), int(importer.shape_of(w_ih)[1])
-        w_hh = recurrent.detach().float().numpy()
-        b_ih, b_hh = (weights[node.args[2][i].name].detach().float().numpy() for i in (2, 3))
-        bias = b_ih + b_hh
-        if int8 is not None and int8.dot_product:
-            weight, scale, correction = pack_recurrent_quads(w_hh, int8.weight_qmax)
-            bias = bias + correction
-            kernel = quantised_recurrence_kernel(batch, steps, hidden, int8.lanes, int8.name == "vnni")
-        else:
-            weight, scale = pack_recurrent_weight(w_hh, int8 is not None)
-            kernel = recurrence_kernel(batch, steps, hidden, str(weight.dtype), vector_bits)
-        # Every step's input projection at once. In an int8 build, a linear layer over
-        # [B * S, E] with a constant bias, which the int8 rewrite turns into its GEMM
-        # kernel where calibration measured the LSTM's input (``calibrate.linear_layers``);
-        # in a float build one batched matmul (64x48: 2.8 ms against 3.5 reshaped).
-        w_t = bb.emit(relax.op.permute_dims(w_ih, [1, 0]))
-        bias = relax.const(bias.astype("float32"))
-        if int8 is None:
-            xw = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, w_t)), bias))
-        else:
-            rows = bb.emit(relax.op.reshape(x, (batch * steps, embedding)))
-            xw = bb.emit(relax.op.add(bb.emit(relax.op.matmul(rows, w_t)), bias))
-            xw = bb.emit(relax.op.reshape(xw, (batch, steps, 4 * hidden)))
-        h0, c0 = (bb.emit(relax.op.squeeze(state, [0])) for state in hx[:2])  # [1, B, H] -> [B, H]
-        kernel = bb.add_func(kernel, "lstm_recurrence")
-        out = relax.TensorType((batch, steps, hidden), "float32")
-        return bb.emit(relax.call_tir(kernel, [xw, relax.const(weight), relax.const(scale), h0, c0], out))
+        names = [getattr(n, "name", None) for n in node.args[2]] if plain else []
+        if not plain or any(name not in weights for name in names[1:]):
+            return importer._lstm(node)
+        return lower(importer, x, params[0], names, hx[:2])
 
-    return convert_lstm
+    def convert_opaque(node, importer):
+        """``workbench::lstm`` (``modeling.opaque_lstm``): always plain, zero state."""
+        args = importer.retrieve_args(node)
+        names = [getattr(n, "name", None) for n in node.args[1:5]]
+        missing = [name for name in names[1:] if name not in weights]
+        if missing:
+            raise ValueError(f"workbench::lstm: weights {missing} are not parameters of the program")
+        return lower(importer, args[0], args[1], names, None)
+
+    return {"lstm.input": convert_lstm, "lstm.default": convert_opaque}
 
 
 def import_program(program, cpu: bool = True, int8_lstm=None, vector_bits: int = 256):
     """A ``torch.export`` program as a Relax module: PyTorch's core-ATen decompositions,
     except that on a CPU target LSTMs stay whole for ``convert_lstm`` (decomposed, they
-    unroll). The recurrence kernel is CPU code; other targets get TVM's unrolled LSTM.
+    unroll), as do a symbolic-length program's ``workbench::lstm`` calls. The recurrence kernel is CPU code; other targets get TVM's unrolled LSTM.
     ``int8_lstm``: the ``int8.Int8Kernel`` for int8 recurrences; ``vector_bits``: the
     target's vector width."""
     import torch
     from tvm.relax.frontend.torch import from_exported_program
 
     if not cpu:
+        if any(getattr(n.target, "__name__", "") == "lstm.default" for n in program.graph.nodes):
+            raise ValueError("a symbolic-length LSTM program (workbench::lstm) compiles for CPU targets only")
         return from_exported_program(program, keep_params_as_input=False)
     table = torch.export.default_decompositions()
     table.pop(torch.ops.aten.lstm.input, None)
     program = program.run_decompositions(table)
     tensors = {**program.state_dict, **program.constants}
     weights = {spec.arg.name: tensors[spec.target] for spec in program.graph_signature.input_specs if spec.target in tensors}
-    converter = lstm_converter(weights, int8_lstm, vector_bits)
-    return from_exported_program(program, keep_params_as_input=False, run_ep_decomposition=False, custom_convert_map={"lstm.input": converter})
+    converters = lstm_converter(weights, int8_lstm, vector_bits)
+    return from_exported_program(program, keep_params_as_input=False, run_ep_decomposition=False, custom_convert_map=converters)
 
 
 def recurrence_weights(mod) -> list[str]:

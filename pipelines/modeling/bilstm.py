@@ -81,7 +81,10 @@ def bilstm_classes():
             ids, groups = split_codes(input_ids, self.config.lexicon_types if self.lexicon is not None else 0)
             x = self.chars(ids)
             if self.bigrams is not None:
-                following = torch.nn.functional.pad(ids[:, 1:], (0, 1), value=self.config.pad_token_id)
+                # the next character, padding after the last: a roll, where a slice and a
+                # pad give a length TVM cannot follow when it is symbolic (opaque_lstm)
+                steps = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0)
+                following = torch.where(steps < ids.shape[1] - 1, torch.roll(ids, -1, 1), const(ids, self.config.pad_token_id))
                 bigram = ids * const(ids, self.config.vocab_size) + following
                 x = x + self.bigrams(torch.remainder(bigram, const(ids, self.config.bigram_buckets)))
             for index in groups:
