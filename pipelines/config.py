@@ -14,6 +14,8 @@ from typing import Any, Literal, Optional, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
+from pipelines.layout import ANY_LENGTH
+
 PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")
 STAGE_NAMES = ("train", "export", "eval")
 
@@ -235,12 +237,16 @@ class ProfileConfig(_Section):
     # 1: one sentence (tag, the highlighter); 8: small batches; 64: eval's batches.
     batch: list[int] = Field(default_factory=lambda: [1, 8, 64])
     # Steps of 16 then 32-64: 0.80 of the computed positions are real on the MSRA test
-    # (0.66 with 32 / 64 / 128), each bucket one more build.
-    seq: list[int] = Field(default_factory=lambda: [16, 32, 48, 64, 96, 128, 192, 256])
+    # (0.66 with 32 / 64 / 128), each bucket one more build. `any`: one build a batch
+    # size whose length is symbolic (BiLSTM models: every length up to max_length, run
+    # as it is, no padding; docs/compiler.md).
+    seq: list[int] | Literal["any"] = Field(default_factory=lambda: [16, 32, 48, 64, 96, 128, 192, 256])
 
     @field_validator("batch", "seq")
     @classmethod
     def _positive(cls, v):
+        if v == ANY_LENGTH:
+            return v
         if not v or min(v) < 1:
             raise ValueError("needs at least one size, each >= 1")
         return sorted(set(v))
@@ -306,11 +312,14 @@ class CompileConfig(_Section):
     def notices(self) -> list[str]:
         return list(self._notices)
 
-    def build_shapes(self, export_shape, max_length: int | None = None) -> list[list[int]]:
+    def build_shapes(self, export_shape, max_length: int | None = None) -> list[list]:
         """Every [batch, seq] to build: ``shapes`` and the profile's grid (lengths the model
-        cannot take, past ``max_length``, dropped), or the export shape if neither is set."""
+        cannot take, past ``max_length``, dropped; ``[batch, "any"]`` for a symbolic
+        length), or the export shape if neither is set."""
         grid = []
-        if self.profile is not None:
+        if self.profile is not None and self.profile.seq == ANY_LENGTH:
+            grid = [[b, ANY_LENGTH] for b in self.profile.batch]
+        elif self.profile is not None:
             seqs = [s for s in self.profile.seq if max_length is None or s <= max_length] or [max_length]
             grid = [[b, s] for s in seqs for b in self.profile.batch]
         shapes = [list(s) for s in self.shapes or []] + grid

@@ -15,7 +15,7 @@ from pipelines.data.loaders import data_for
 from pipelines.evaluate.scoring import evaluate
 from pipelines.events import Reporter
 from pipelines.files import read_json, write_json
-from pipelines.layout import COMPILED_DIR, EXPORT_DIR, METRICS_FILE, read_export_meta
+from pipelines.layout import ANY_LENGTH, COMPILED_DIR, EXPORT_DIR, METRICS_FILE, read_export_meta
 from pipelines.modeling.models import ModelMeta, resolve_model_dir, saved_bilstm
 
 
@@ -102,12 +102,17 @@ def stage_eval(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
 
 def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     """One TVM artifact per shape and precision, each built in a child process."""
-    from pipelines.compile.export import export_program
+    from pipelines.compile.export import MIN_ANY_LENGTH, export_program
     from pipelines.isolate import run_isolated
 
     model_dir = resolve_model_dir(run_dir)
     if "fp16" in cfg.compile.precisions and saved_bilstm(model_dir):
         raise ConfigError("compile.precisions: fp16 is not built for a BiLSTM model (its recurrence kernel is fp32 or int8): use fp32 or int8")
+    max_length = ModelMeta.load(model_dir).max_length
+    shapes = cfg.compile.build_shapes(cfg.export.shape, max_length)
+    if any(seq == ANY_LENGTH for _, seq in shapes) and not saved_bilstm(model_dir):
+        raise ConfigError("compile.profile.seq: `any` (a symbolic length) is built for BiLSTM models; a BERT runs "
+                          "in length buckets (symbolic, it measured 1.09-1.38x slower a position: docs/compiler.md)")
     for notice in cfg.compile.notices:
         reporter.log(notice, level="warning")
     export_meta = read_export_meta(os.path.join(run_dir, EXPORT_DIR)) or {}
@@ -128,7 +133,7 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
         # The budget simulates the weights the target's kernel will have (7-bit on AVX2, 6 with avx2-pairs).
         weight_qmax = int8_kernel(resolve_target(cfg.compile.target), cfg.compile.quantize.kernel).weight_qmax
         quantize = prepare_int8(cfg.compile.quantize, data_for(cfg), model_dir, quant_path, cfg.seed, reporter, cfg.eval.decode, weight_qmax)
-    for shape in cfg.compile.build_shapes(cfg.export.shape, ModelMeta.load(model_dir).max_length):
+    for shape in shapes:
         tag = f"{shape[0]}x{shape[1]}"
         program = os.path.join(run_dir, EXPORT_DIR, "model.pt2")
         if export_meta.get("shape") != list(shape) or not os.path.isfile(program):
@@ -145,7 +150,9 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
                 "precision": precision,
                 "target": cfg.compile.target,
                 "model_dir": model_dir,
-                "shape": list(shape),
+                # a symbolic length: built for lengths MIN_ANY_LENGTH .. max_length
+                "shape": [shape[0], max_length] if shape[1] == ANY_LENGTH else list(shape),
+                "lengths": [MIN_ANY_LENGTH, max_length] if shape[1] == ANY_LENGTH else None,
                 "config_hash": cfg.digest(),
                 "tuning": {**tuning.model_dump(), "database": tuning.database or default_db},
                 "quantize": quantize,

@@ -222,3 +222,52 @@ def test_calibration_takes_the_lstm_input_projections_and_simulates_them_in_int8
     assert ranges["forward_lstm.input"][0] < 0 < ranges["forward_lstm.input"][1]
     assert 1e-5 < (simulated - reference).abs().max() < 0.5
     assert torch.equal(after, reference)  # the hook is gone
+
+
+def test_a_symbolic_length_build_tags_every_length_as_eager_pytorch(bilstm_run, tmp_path):
+    """``profile.seq: any``: one build a batch size whose length is symbolic (the LSTMs
+    kept whole through export as ``workbench::lstm``), fp32 and int8. Each batch runs
+    at its own length, so rows of 1 to 16 characters and batches that fill the 32-row
+    build (its GEMMs blocked by rows) or not, get torch's logits."""
+    import shutil
+
+    import numpy as np
+
+    from pipelines.config import parse_config
+    from pipelines.events import Reporter
+    from pipelines.runtime.engines import ShapeProfile, open_engine
+    from pipelines.stages import stage_compile
+
+    run, _, corpus = bilstm_run
+    run_dir = str(tmp_path / "run")
+    shutil.copytree(os.path.join(run.dir, "model"), os.path.join(run_dir, "model"))
+    cfg = parse_config({"data": corpus.data(), "compile": {"precisions": ["fp32", "int8"], "profile": {"batch": [1, 32], "seq": "any"}}})
+    built = stage_compile(cfg, run_dir, Reporter())
+    assert set(built) == {f"tvm-{p}-{b}xany" for p in ("fp32", "int8") for b in (1, 32)}
+    torch_engine = open_engine("torch", run_dir)
+    rng = np.random.default_rng(0)
+    for precision, tolerance in (("fp32", 1e-4), ("int8", 0.1)):
+        profile = open_engine(f"tvm-{precision}", run_dir)
+        assert isinstance(profile, ShapeProfile) and sorted(profile.any_length) == [1, 32] and profile.max_length == 16
+        for rows, length in ((1, 1), (1, 9), (3, 2), (20, 11), (32, 16), (40, 5)):
+            ids = rng.integers(700, 900, (rows, length))
+            lengths = rng.integers(1, length + 1, rows)
+            mask = (np.arange(length)[None, :] < lengths[:, None]).astype(np.int64)
+            ids = ids * mask
+            real = mask.astype(bool)
+            got, expected = profile.logits(ids, mask), torch_engine.logits(ids, mask)
+            assert got.shape == expected.shape
+            assert np.abs(got - expected)[real].max() < tolerance, (precision, rows, length)
+    int8 = open_engine("tvm-int8", run_dir).any_length[32]
+    assert int8.lengths == (3, 16)
+    assert int8.meta["quantization"]["int8_recurrences"] == 2 and int8.meta["quantization"]["int8_layers"] == 2
+
+
+def test_a_symbolic_length_is_refused_for_a_bert(toy_run):
+    from pipelines.config import ConfigError, parse_config
+    from pipelines.events import Reporter
+    from pipelines.stages import stage_compile
+
+    cfg = parse_config({"compile": {"profile": {"batch": [1], "seq": "any"}}})
+    with pytest.raises(ConfigError, match=r"^compile.profile.seq: `any` \(a symbolic length\) is built for BiLSTM models"):
+        stage_compile(cfg, toy_run[0].dir, Reporter())

@@ -14,13 +14,13 @@ class Recorder(FixedShapeEngine):
     """A static-shape engine whose logits are a function of each row's ids (so results
     can be checked row by row) and that records the padded shapes it ran."""
 
-    def __init__(self, shape, calls: list):
-        super().__init__(shape)
+    def __init__(self, shape, calls: list, lengths=None):
+        super().__init__(shape, lengths)
         self.name = "tvm-fp32"
         self.calls = calls
 
     def run(self, ids, mask):
-        assert ids.shape == self.fixed_shape, "a static build only takes its own shape"
+        assert self.serves(*ids.shape), "a build only takes its own shape (its batch at its lengths)"
         self.calls.append(ids.shape)
         out = np.zeros((*ids.shape, 3), dtype=np.float32)
         out[..., 0] = ids * mask
@@ -98,6 +98,24 @@ def test_sentences_longer_than_the_profile_are_windowed_not_refused():
     assert (logits[0][:, 1] > 0).all()
 
 
+def test_a_symbolic_length_build_runs_each_batch_at_its_own_length_unless_a_static_one_computes_less():
+    calls = []
+    profile = ShapeProfile([Recorder((64, 128), calls, lengths=(3, 128)), Recorder((1, 16), calls), Recorder((1, 32), calls)])
+    assert profile.max_length == 128 and profile.shapes == [(1, 16), (1, 32)]
+    assert profile.bucket(40, 37) == (37, [64])  # 64 rows at 37, not at a bucket's length
+    assert profile.bucket(64, 2) == (3, [64])  # never shorter than the build's shortest
+    assert profile.bucket(1, 20) == (32, [1])  # one row at 32 beats 64 rows at 20
+    assert profile.bucket(1, 100) == (100, [64])  # past the static lengths: the symbolic build
+    rng = np.random.default_rng(1)
+    ids = rng.integers(1, 1000, (40, 37))
+    mask = (np.arange(37)[None, :] < rng.integers(1, 38, 40)[:, None]).astype(np.int64)
+    got = profile.logits(ids * mask, mask)
+    expected = Recorder((40, 37), []).logits(ids * mask, mask)
+    assert calls == [(64, 37)] and np.array_equal(got, expected)
+    with pytest.raises(EngineError, match="up to 128, got 129"):
+        profile.bucket(1, 129)
+
+
 def test_a_profile_config_builds_its_grid_within_the_model_length_and_keeps_old_shapes():
     from pipelines.config import ConfigError, parse_config
 
@@ -111,6 +129,11 @@ def test_a_profile_config_builds_its_grid_within_the_model_length_and_keeps_old_
     assert parse_config({}).compile.build_shapes([1, 256], 128) == [[1, 256]]
     with pytest.raises(ConfigError, match="profile.seq"):
         parse_config({"compile": {"profile": {"seq": [0]}}})
+    # `any`: one symbolic-length build a batch size, next to any static shapes
+    symbolic = parse_config({"compile": {"shapes": [[1, 128]], "profile": {"batch": [64, 1], "seq": "any"}}})
+    assert symbolic.compile.build_shapes([1, 256], 128) == [[1, 128], [1, "any"], [64, "any"]]
+    with pytest.raises(ConfigError, match="profile.seq"):
+        parse_config({"compile": {"profile": {"seq": "all"}}})
 
 
 def test_a_compiled_profile_tags_every_batch_and_length_as_torch_does(toy_run, tmp_path):

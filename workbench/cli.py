@@ -89,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", default=None, help="comma-separated: fp32,fp16,int8 (default: the run's config)")
     p.add_argument("--shape", default=None, help="comma-separated BATCHxSEQ list, e.g. 1x128,1x256 (default: the export shape)")
     p.add_argument("--profile", default=None, metavar="BATCHESxLENGTHS",
-                   help="a shape profile, one engine of any batch and length: e.g. 1,8,32x32,64,128 builds all nine")
+                   help="a shape profile, one engine of any batch and length: e.g. 1,8,32x32,64,128 builds all nine; "
+                        "1,64xany builds batch 1 and 64 at a symbolic length (BiLSTM models)")
     p.add_argument("--target", default=None, help="host (this CPU, default), x86-avx512, x86-avx2, aarch64, cuda, or a TVM target as JSON")
     p.add_argument("--int8-kernel", default=None, choices=INT8_KERNELS,
                    help="the int8 GEMM kernel (default auto: the fastest the target runs; avx2-pairs: 6-bit weights, fewer multiplies)")
@@ -501,9 +502,11 @@ def cmd_compile(args) -> int:
         cfg.compile.shapes = _shapes(args.shape, "--shape")
     if args.profile:
         from pipelines.config import ProfileConfig
+        from pipelines.layout import ANY_LENGTH
 
         batches, _, lengths = args.profile.lower().partition("x")
-        cfg.compile.profile = ProfileConfig(batch=_ints(batches, "--profile"), seq=_ints(lengths, "--profile"))
+        seq = ANY_LENGTH if lengths.strip() == ANY_LENGTH else _ints(lengths, "--profile")
+        cfg.compile.profile = ProfileConfig(batch=_ints(batches, "--profile"), seq=seq)
         if not args.shape:
             cfg.compile.shapes = None  # the profile replaces the config's shapes
     if args.target:

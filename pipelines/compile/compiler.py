@@ -309,8 +309,12 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
     precision = request["precision"]
     target = tvm.target.Target(resolve_target(request.get("target")))
     steps = 4
-    reporter.log(f"compiling {precision} for {target.kind.name} ({target.attrs.get('mcpu', '')}) at {request['shape']}")
+    at = f"{request['shape'][0]} x lengths {request['lengths'][0]}-{request['lengths'][1]}" if request.get("lengths") else request["shape"]
+    reporter.log(f"compiling {precision} for {target.kind.name} ({target.attrs.get('mcpu', '')}) at {at}")
     t0 = time.monotonic()
+    from pipelines.modeling.opaque_lstm import register
+
+    register()  # a symbolic-length program calls workbench::lstm
     program = torch.export.load(request["program"])
     cpu = target.kind.name == "llvm"
     int8_payload, int8_kernel = None, None
@@ -343,6 +347,11 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         raise ValueError(f"precision {precision!r} is not supported by the compile stage (fp32, fp16, int8)")
     reporter.progress(2, steps, "steps", step="converted")
     tuning = request.get("tuning") or {}
+    if request.get("lengths") and tuning.get("trials"):
+        reporter.log("tuning skipped: MetaSchedule tunes static shapes, and this build's length is symbolic "
+                     "(default schedules)", level="warning")
+    if request.get("lengths"):
+        tuning = {}
     tuning_records, kept, end_to_end = 0, None, None
     if target.kind.name != "llvm":
         executable = tvm.compile(mod, target=target, relax_pipeline="default")
@@ -395,6 +404,9 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
                 "engine": f"tvm-{precision}",
                 "precision": precision,
                 "inputs": [{"name": n, "shape": request["shape"], "dtype": "int64"} for n in ("input_ids", "attention_mask")],
+                # [shortest, longest] where the length is symbolic (any length between runs
+                # as it is; the shape above has the longest), else null
+                "lengths": request.get("lengths"),
                 # input_ids = token id + LEXICON_STRIDE * the character's lexicon code
                 "lexicon_stride": LEXICON_STRIDE if os.path.isfile(os.path.join(request["model_dir"], LEXICON_FILE)) else None,
                 "output": {"name": "logits", "shape": [*request["shape"], len(labels)], "dtype": "float32"},

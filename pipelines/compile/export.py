@@ -109,14 +109,31 @@ def export_model(
 
 
 
+# The shortest length a symbolic-length program takes: exported from an example of
+# 40, torch specialises lengths whose ``ids[:, 1:]`` would have 0 or 1 columns.
+MIN_ANY_LENGTH = 3
+
+
 def export_program(model_dir: str, shape, path: str) -> None:
-    """A ``torch.export`` program at one static shape (the compiler builds per shape)."""
+    """A ``torch.export`` program at one static shape (the compiler builds per shape), or
+    at a symbolic length (``[batch, "any"]``: lengths ``MIN_ANY_LENGTH`` to the model's
+    ``max_length``), its LSTMs kept whole as ``workbench::lstm`` (``opaque_lstm``)."""
+    import contextlib
+
     import torch
 
+    from pipelines.layout import ANY_LENGTH
+    from pipelines.modeling.opaque_lstm import opaque_lstms
+
     quiet_export_warnings()
-    model, _, _ = load_exportable(model_dir)
-    program = torch.export.export(logits_module(model), example_inputs(shape))
+    model, _, meta = load_exportable(model_dir)
+    batch, seq = shape
+    with opaque_lstms(model) if seq == ANY_LENGTH else contextlib.nullcontext():
+        if seq == ANY_LENGTH:
+            length = torch.export.Dim("length", min=MIN_ANY_LENGTH, max=meta.max_length)
+            program = torch.export.export(logits_module(model), example_inputs((batch, min(40, meta.max_length))),
+                                          dynamic_shapes=({1: length}, {1: length}))
+        else:
+            program = torch.export.export(logits_module(model), example_inputs(shape))
     with atomic_path(path, suffix=".pt2") as tmp:  # torch.export.save wants the suffix
         torch.export.save(program, tmp)
-
-

@@ -157,8 +157,9 @@ def benchmark(
                     skipped.append({"engine": shown, "batch": batch, "seq": seq, "reason": str(err)})
                     reporter.log(f"{shown} at {batch}x{seq}: skipped ({err})", level="warning")
                     continue
-                if isinstance(engine, FixedShapeEngine) and engine.fixed_shape != (batch, seq):
-                    reason = f"built for {engine.fixed_shape[0]}x{engine.fixed_shape[1]}"
+                if isinstance(engine, FixedShapeEngine) and not engine.serves(batch, seq):
+                    built = engine.fixed_shape[0], (f"{engine.lengths[0]}-{engine.lengths[1]}" if engine.lengths else engine.fixed_shape[1])
+                    reason = f"built for {built[0]}x{built[1]}"
                     skipped.append({"engine": shown, "batch": batch, "seq": seq, "reason": reason})
                     continue
                 calls = []  # wall clock: for a remote engine, a call's round trip with the transfers
@@ -281,8 +282,8 @@ def padding_efficiency(engine, sentences, encoder, meta, batch_size: int) -> flo
     for rows, length, tokens in recorder.calls:
         real += tokens
         if getattr(engine, "fixed_shape", None):
-            batch, seq = engine.fixed_shape
-            computed += -(-rows // batch) * batch * seq
+            batch = engine.fixed_shape[0]
+            computed += -(-rows // batch) * batch * engine.run_length(length)
         elif hasattr(engine, "bucket"):  # a ShapeProfile
             seq, plan = engine.bucket(rows, length)
             computed += sum(plan) * seq

@@ -13,7 +13,7 @@ import os
 
 import numpy as np
 
-from pipelines.layout import COMPILED_DIR, EXPORT_DIR, ONNX_DIR, read_export_meta
+from pipelines.layout import ANY_LENGTH, COMPILED_DIR, EXPORT_DIR, ONNX_DIR, read_export_meta
 from pipelines.runtime.tvm_threads import configure_tvm_threads
 
 ENGINE_NAMES = ("torch", "torchscript", "ort", "ort-int8", "ort-int8-static", "tvm-fp32", "tvm-fp16", "tvm-int8")
@@ -41,21 +41,36 @@ class TorchEngine:
 
 
 class FixedShapeEngine:
-    """An engine built for one [batch, seq]: inputs are padded to it, batch by batch."""
+    """An engine built for one [batch, seq]: inputs are padded to it, batch by batch.
+    With ``lengths`` (shortest, longest), its length is symbolic: a batch runs at its
+    own length (at least the shortest), padded in rows only; ``fixed_shape`` then holds
+    the longest."""
 
     name = "fixed"
 
-    def __init__(self, shape) -> None:
+    def __init__(self, shape, lengths=None) -> None:
         self.fixed_shape = tuple(shape)
+        self.lengths = tuple(lengths) if lengths else None
         self.max_length = self.fixed_shape[1]  # longer sentences are windowed to it (runtime.predict)
+
+    def serves(self, batch: int, seq: int) -> bool:
+        """Whether a call at exactly ``batch`` x ``seq`` runs as it is, unpadded."""
+        if self.lengths:
+            return batch == self.fixed_shape[0] and self.lengths[0] <= seq <= self.lengths[1]
+        return (batch, seq) == self.fixed_shape
+
+    def run_length(self, length: int) -> int:
+        """The length a batch of ``length`` positions is computed at."""
+        return max(length, self.lengths[0]) if self.lengths else self.fixed_shape[1]
 
     def run(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        batch, seq = self.fixed_shape
-        if input_ids.shape[1] > seq:
-            raise EngineError(f"{self.name} was built for length {seq}, got {input_ids.shape[1]}")
+        batch = self.fixed_shape[0]
+        if input_ids.shape[1] > self.max_length:
+            raise EngineError(f"{self.name} was built for length {self.max_length}, got {input_ids.shape[1]}")
+        seq = self.run_length(input_ids.shape[1])
         rows = []
         for i in range(0, len(input_ids), batch):
             n = min(batch, len(input_ids) - i)
@@ -118,7 +133,7 @@ class TVMEngine(FixedShapeEngine):
             raise EngineError(f"{artifact_dir}: built for another machine: {missing}")
         device = tvm.cuda() if self.meta["target"].startswith("cuda") else tvm.cpu()
         library = tvm.runtime.load_module(os.path.join(artifact_dir, self.meta["library"]))
-        self._start(library, device, self.meta["inputs"][0]["shape"], self.meta["engine"])
+        self._start(library, device, self.meta["inputs"][0]["shape"], self.meta["engine"], self.meta.get("lengths"))
 
     @classmethod
     def from_executable(cls, executable, shape, name: str) -> "TVMEngine":
@@ -130,11 +145,11 @@ class TVMEngine(FixedShapeEngine):
         engine._start(executable, tvm.cpu(), shape, name)
         return engine
 
-    def _start(self, executable, device, shape, name: str) -> None:
+    def _start(self, executable, device, shape, name: str, lengths=None) -> None:
         import tvm
         from tvm import relax
 
-        super().__init__(shape)
+        super().__init__(shape, lengths)
         self.name = name
         self.device = device
         self.vm = relax.VirtualMachine(executable, device)
@@ -170,44 +185,53 @@ def _plan(rows: int, sizes: tuple[int, ...]) -> tuple[int, ...]:
 
 
 class ShapeProfile:
-    """Artifacts of one engine built at several static shapes, used as one engine that
-    takes any batch and length: a batch goes to a sequence length built that fits it,
-    split over the batch sizes built at that length (``bucket``, ``plan_batches``);
-    longer sentences are windowed to the longest length built."""
+    """Artifacts of one engine built at several shapes, used as one engine that takes
+    any batch and length: a batch goes to a sequence length built that fits it (or to
+    the builds whose length is symbolic, at its own length), split over the batch sizes
+    built there (``bucket``, ``plan_batches``); longer sentences are windowed to the
+    longest length built."""
 
     fixed_shape = None
 
     def __init__(self, engines: list[FixedShapeEngine]) -> None:
         self.name = engines[0].name
         self.by_seq: dict[int, dict[int, FixedShapeEngine]] = {}
+        self.any_length: dict[int, FixedShapeEngine] = {}  # by batch: builds of a symbolic length
         for engine in engines:
             batch, seq = engine.fixed_shape
-            self.by_seq.setdefault(seq, {})[batch] = engine
-        self.max_length = max(self.by_seq)
+            table = self.any_length if engine.lengths else self.by_seq.setdefault(seq, {})
+            table[batch] = engine
+        self.max_length = max(engine.max_length for engine in engines)
 
     @property
     def shapes(self) -> list[tuple[int, int]]:
         return sorted((b, s) for s, by_batch in self.by_seq.items() for b in by_batch)
 
     def bucket(self, rows: int, length: int) -> tuple[int, list[int]]:
-        """(the sequence length, the batch sizes) a batch of ``rows`` x ``length`` runs at:
-        of the lengths that fit it, the one whose plan computes the fewest positions
-        (``plan_batches``' cost in rows, times the length), the shortest on a tie. With
-        batch 64 built at every 8 positions and batch 1 only at some, one sentence of 20
-        runs at 1 x 32, not padded to 64 rows at 24."""
-        fits = sorted(s for s in self.by_seq if s >= length)
-        if not fits:
+        """(the sequence length computed, the batch sizes) a batch of ``rows`` x ``length``
+        runs at: of the lengths that fit it, the one whose plan computes the fewest
+        positions (``plan_batches``' cost in rows, times the length), the shortest on a
+        tie. With batch 64 built at every 8 positions and batch 1 only at some, one
+        sentence of 20 runs at 1 x 32, not padded to 64 rows at 24."""
+        seq, plan, _ = self._choose(rows, length)
+        return seq, plan
+
+    def _choose(self, rows: int, length: int) -> tuple[int, list[int], dict[int, FixedShapeEngine]]:
+        options = [(s, self.by_seq[s]) for s in sorted(self.by_seq) if s >= length]
+        fitting = {b: e for b, e in self.any_length.items() if e.max_length >= length}
+        if fitting:
+            options.append((max(e.run_length(length) for e in fitting.values()), fitting))
+        if not options:
             raise EngineError(f"{self.name} was built for lengths up to {self.max_length}, got {length}")
-        plans = {seq: plan_batches(rows, self.by_seq[seq]) for seq in fits}
-        seq = min(fits, key=lambda s: (sum(plans[s]) + CALL_COST_ROWS * len(plans[s])) * s)
-        return seq, plans[seq]
+        plans = [(seq, plan_batches(rows, table), table) for seq, table in options]
+        return min(plans, key=lambda p: ((sum(p[1]) + CALL_COST_ROWS * len(p[1])) * p[0], p[0]))
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
-        seq, plan = self.bucket(len(input_ids), input_ids.shape[1])
+        _, plan, table = self._choose(len(input_ids), input_ids.shape[1])
         rows, start = [], 0
         for batch in plan:
             end = min(start + batch, len(input_ids))
-            rows.append(self.by_seq[seq][batch].logits(input_ids[start:end], attention_mask[start:end]))
+            rows.append(table[batch].logits(input_ids[start:end], attention_mask[start:end]))
             start = end
         return np.concatenate(rows)
 
@@ -231,15 +255,21 @@ class OrtEngine:
 
 
 def compiled_artifacts(run_dir: str, engine: str, shape=None) -> list[str]:
-    """Artifact directories of a TVM engine in a run (at ``shape`` if given), longest sequence first."""
-    pattern = f"{engine}-{shape[0]}x{shape[1]}" if shape else f"{engine}-*x*"
-    dirs = glob.glob(os.path.join(run_dir, COMPILED_DIR, pattern))
-    return sorted((d for d in dirs if os.path.isfile(os.path.join(d, "artifact.json"))), key=_shape_key, reverse=True)
+    """Artifact directories of a TVM engine in a run, longest sequence first (a symbolic
+    length, ``<B>xany``, first of all). At ``shape``: the artifact built at it, else the
+    one of its batch size whose length is symbolic."""
+    def found(pattern: str) -> list[str]:
+        dirs = glob.glob(os.path.join(run_dir, COMPILED_DIR, pattern))
+        return sorted((d for d in dirs if os.path.isfile(os.path.join(d, "artifact.json"))), key=_shape_key, reverse=True)
+
+    if shape:
+        return found(f"{engine}-{shape[0]}x{shape[1]}") or found(f"{engine}-{shape[0]}x{ANY_LENGTH}")
+    return found(f"{engine}-*x*")
 
 
-def _shape_key(path: str) -> tuple[int, int]:
+def _shape_key(path: str) -> tuple[float, int]:
     batch, seq = os.path.basename(path).rsplit("-", 1)[1].split("x")
-    return int(seq), -int(batch)
+    return (float("inf") if seq == ANY_LENGTH else int(seq)), -int(batch)
 
 
 def artifacts_engine(artifacts: list[str], shape, open_one):

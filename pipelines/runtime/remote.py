@@ -189,11 +189,12 @@ def key_devices(rpc: RpcConfig) -> dict:
 class RemoteTVMEngine(FixedShapeEngine):
     """A TVM library on an RPC device: inputs are sent, run there, logits come back."""
 
-    def __init__(self, session, library: str, shape, name: str, target: str = "llvm", upload_as: str | None = None) -> None:
+    def __init__(self, session, library: str, shape, name: str, target: str = "llvm", upload_as: str | None = None,
+                 lengths=None) -> None:
         import tvm
         from tvm import relax
 
-        super().__init__(shape)
+        super().__init__(shape, lengths)
         self.name = name
         remote_file = upload_as or os.path.basename(library)
         session.upload(library, remote_file)
@@ -218,7 +219,7 @@ class RemoteTVMEngine(FixedShapeEngine):
 
     def device_times(self, ids: np.ndarray, mask: np.ndarray, count: int) -> list[float]:
         """Milliseconds of ``count`` calls on the device's clock (one round trip for all)."""
-        if tuple(ids.shape) != self.fixed_shape:
+        if not self.serves(*ids.shape):
             raise EngineError(f"{self.name} times its own shape {self.fixed_shape}, got {tuple(ids.shape)}")
         self._set_input(ids, mask)
         timer = self.vm.time_evaluator("invoke_stateful", self.device, number=1, repeat=count)
@@ -246,9 +247,9 @@ class RemoteDevice:
                 self._session = tracker.request()
         return self._session
 
-    def _engine(self, library: str, shape, name: str, target: str, upload_as: str) -> RemoteTVMEngine:
+    def _engine(self, library: str, shape, name: str, target: str, upload_as: str, lengths=None) -> RemoteTVMEngine:
         try:
-            engine = RemoteTVMEngine(self.session, library, shape, name, target, upload_as)
+            engine = RemoteTVMEngine(self.session, library, shape, name, target, upload_as, lengths)
         except RemoteError:
             raise
         except Exception as err:  # noqa: BLE001 - TVM's RPC errors: one line with the address
@@ -268,7 +269,7 @@ class RemoteDevice:
         shape = meta["inputs"][0]["shape"]
         # one name per artifact: one session holds every shape of a profile
         upload_as = f"{os.path.basename(artifact_dir)}-{meta['library']}"
-        return self._engine(library, shape, remote_name(meta["engine"], self.rpc.key), meta["target"], upload_as)
+        return self._engine(library, shape, remote_name(meta["engine"], self.rpc.key), meta["target"], upload_as, meta.get("lengths"))
 
     def open_executable(self, executable, shape, name: str) -> RemoteTVMEngine:
         """A build not saved yet (the compile's end-to-end check), exported and sent here."""
