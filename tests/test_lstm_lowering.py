@@ -91,7 +91,7 @@ def test_a_hidden_size_the_tiles_cannot_cover_is_refused():
     from pipelines.compile.lstm import recurrence_kernel
 
     with pytest.raises(ValueError, match="LSTM hidden size 20 is not a multiple of 16"):
-        recurrence_kernel(1, 4, 20)
+        recurrence_kernel(1, 4, 20, 8)
 
 
 def test_quantised_weights_and_correction_give_h_times_w():

@@ -1,17 +1,17 @@
-"""LSTMs for TVM: the input projection as one GEMM over every step, then the recurrence
-as one hand-written kernel.
+"""LSTMs for TVM: the recurrence as one hand-written kernel.
 
 TVM's own importer unrolls ``aten.lstm`` into 10 graph operators per step, so a
 BiLSTM at length 128 became ~2,600 small kernels: 260 ms at 1x128 against torch's
 9.6 ms (measured here, AVX2 EPYC). Here the per-step work is a loop inside one TIR
-function: for each step, the gates are the step's precomputed input projection plus
-``h @ W_hh^T``, accumulated in registers a tile at a time (the four gates of 16
-hidden units, ``W_hh`` packed ``[H/16, H, 64]`` ahead of time, each weight row serving
-a block of batch rows), then the tile's cell update with a rational ``tanh`` that
-vectorises (``sigmoid(x) = (1 + tanh(x / 2)) / 2``) instead of a libm call per element.
-Groups of batch rows run in parallel. int8 builds run the recurrence in int8
-arithmetic (``h`` as u8 codes, ``W_hh`` in int8, the dot-product instructions of the
-int8 GEMM) and build the input projection as a linear layer the int8 rewrite takes.
+function: for each step, the gates are ``h @ W_hh^T`` plus the step's input
+projection ``x_t @ W_ih^T`` and the bias, accumulated in registers a tile at a time
+(the four gates of 16 hidden units, the weights packed ``[H/16, K, 64]`` ahead of
+time, each weight row serving a block of batch rows), then the tile's cell update
+with a rational ``tanh`` that vectorises (``sigmoid(x) = (1 + tanh(x / 2)) / 2``)
+instead of a libm call per element. Groups of batch rows run in parallel. int8 builds
+run the recurrence in int8 arithmetic (``h`` as u8 codes, ``W_hh`` in int8, the
+dot-product instructions of the int8 GEMM) after the input projection for every step
+at once, a linear layer the int8 rewrite takes.
 
 Only the LSTMs the models here use are lowered this way (one layer, one direction,
 batch first, with biases); any other LSTM goes to TVM's own converter.
@@ -63,20 +63,15 @@ def row_tiling(batch: int, hidden: int) -> tuple[int, int, int, int]:
     return hidden // UNITS, groups, rows, next(n for n in (4, 3, 2, 1) if rows % n == 0)
 
 
-def cell_update(hidden: int, rows: int, steps):
-    """A TVMScript macro: a group's rows of one tile after its gate sums, ``gates`` [rows,
-    4U] times the column scales plus the step's input projection (``xw`` [B * S, 4H],
-    row ``b * S + t``), then the cell state
-    ``c`` and the output ``out`` (= h) of the tile's units. torch's gate order: input,
-    forget, cell, output."""
+def cell_update(rows: int):
+    """A TVMScript macro: a group's rows of one tile, given their complete gate sums
+    ``gates`` [rows, 4U], update the cell state ``c`` and the output ``out`` (= h) of
+    the tile's units. torch's gate order: input, forget, cell, output."""
     from tvm.script import tirx as T
 
     @T.macro
-    def update(gates, scale, xw, c, out, g, t, tile):
+    def update(gates, c, out, g, t, tile):
         for r in T.serial(rows):
-            for gate in T.serial(4):
-                for u in T.vectorized(UNITS):
-                    gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[(g * rows + r) * steps + t, gate * hidden + tile * UNITS + u]
             for u in T.vectorized(UNITS):
                 c[g * rows + r, tile * UNITS + u] = fast_sigmoid(gates[r, UNITS + u]) * c[g * rows + r, tile * UNITS + u] + fast_sigmoid(gates[r, u]) * fast_tanh(gates[r, 2 * UNITS + u])
                 out[g * rows + r, t, tile * UNITS + u] = fast_sigmoid(gates[r, 3 * UNITS + u]) * fast_tanh(c[g * rows + r, tile * UNITS + u])
@@ -84,12 +79,16 @@ def cell_update(hidden: int, rows: int, steps):
     return update
 
 
-def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "float32", vector_bits: int = 256):
-    """The TIR function ``(xw [B * S, 4H], wp [H/U, H, 4U], scale [H/U, 4U], h0 [B, H],
-    c0 [B, H]) -> out [B, S, H]``: the LSTM over ``S`` steps given every step's input
-    projection (bias included) and ``W_hh`` packed by ``pack_recurrent_weight``, in
-    float32 (scales of 1) or int8 (a scale per gate column). ``steps``: a number, or a
-    ``tirx.Var`` for a symbolic length (nothing is tiled over the steps)."""
+def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dtype: str = "float32", vector_bits: int = 256):
+    """The TIR function ``(x [B * S, E], wx [H/U, E, 4U], bias [H/U, 4U], wp [H/U, H, 4U],
+    scale [H/U, 4U], h0 [B, H], c0 [B, H]) -> out [B, S, H]``: the LSTM over ``S`` steps
+    in float32, each step's input projection computed with its recurrent product, in the
+    same accumulators (``W_ih`` packed as ``W_hh`` is, by ``pack_recurrent_weight``): no
+    ``[B * S, 4H]`` projection goes through memory, and the x terms run at the
+    recurrence's FMA rate (one LSTM at 64x48, E 128, H 256, AVX-512 Xeon: 10.0 ms against
+    7.3 for the recurrence after a 3.5 ms projection GEMM). ``W_hh`` in float32 (scales
+    of 1) or int8 (weight-only, a scale per gate column, converted as read). ``steps``:
+    a number, or a ``tirx.Var`` for a symbolic length (nothing is tiled over the steps)."""
     from tvm.script import tirx as T
 
     tiles, groups, rows, block = row_tiling(batch, hidden)
@@ -99,14 +98,16 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
     # the group reads the same `sub`-column slice of the tile's weights, still in cache.
     # Measured at 64x48, E=128, H=256, 2 threads, whole LSTM (scratch benchmark,
     # AVX-512 Xeon): 13.7 ms at 4 x 64 in two accumulator halves, 15.0 at 4 x 32 in
-    # one, 21.4 at 4 x 64 in one (a heap array).
+    # one, 21.4 at 4 x 64 in one (a heap array); 8 x 32 and 4 x 32 no faster than 4 x 64.
     sub = 64 if vector_bits >= 512 else {1: 64, 2: 32, 3: 32, 4: 16}[block]
     half = sub // 2
-    update_cells = cell_update(hidden, rows, steps)
+    update_cells = cell_update(rows)
 
     @T.prim_func(private=True, s_tir=True)
     def lstm_recurrence(
-        xw: T.Buffer((batch * steps, 4 * hidden), "float32"),
+        x: T.Buffer((batch * steps, embedding), "float32"),
+        wx: T.Buffer((tiles, embedding, lanes), "float32"),
+        bias: T.Buffer((tiles, lanes), "float32"),
         wp: T.Buffer((tiles, hidden, lanes), weight_dtype),
         scale: T.Buffer((tiles, lanes), "float32"),
         h0: T.Buffer((batch, hidden), "float32"),
@@ -116,7 +117,7 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
         T.func_attr({"tir.noalias": True})
         with T.sblock("root"):
             with T.sblock("recurrence"):  # opaque: passes that look for a block find one
-                T.reads(xw[0 : batch * steps, 0 : 4 * hidden], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
+                T.reads(x[0 : batch * steps, 0:embedding], wx[0:tiles, 0:embedding, 0:lanes], bias[0:tiles, 0:lanes], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
                 T.writes(out[0:batch, 0:steps, 0:hidden])
                 h = T.alloc_buffer((2, batch, hidden), "float32")  # step t reads h[t % 2], writes the other
                 c = T.alloc_buffer((batch, hidden), "float32")
@@ -128,13 +129,13 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
                 # one thread at 1x128).
                 for g in T.parallel(groups):
                     with T.sblock("group"):
-                        T.reads(xw[g * rows * steps : (g * rows + rows) * steps, 0 : 4 * hidden], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
+                        T.reads(x[g * rows * steps : (g * rows + rows) * steps, 0:embedding], wx[0:tiles, 0:embedding, 0:lanes], bias[0:tiles, 0:lanes], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
                         T.writes(c[g * rows : g * rows + rows, 0:hidden], h[0:2, g * rows : g * rows + rows, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:hidden])
                         gates = T.alloc_buffer((rows, lanes), "float32")
                         for t, tile in T.grid(steps, tiles):
                             for part, rb in T.grid(lanes // sub, rows // block):
                                 with T.sblock("dot"):
-                                    T.reads(wp[tile, 0:hidden, part * sub : part * sub + sub], h[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden])
+                                    T.reads(wp[tile, 0:hidden, part * sub : part * sub + sub], wx[tile, 0:embedding, part * sub : part * sub + sub], scale[tile, part * sub : part * sub + sub], bias[tile, part * sub : part * sub + sub], h[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden], x[0 : batch * steps, 0:embedding])
                                     T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
                                     # global scope, two halves: stack arrays kept in registers ("local", or 1 KB, would be a heap workspace)
                                     acc = T.alloc_buffer((block, half), "float32")
@@ -148,11 +149,21 @@ def recurrence_kernel(batch: int, steps: int, hidden: int, weight_dtype: str = "
                                             for lane in T.vectorized(half):
                                                 acc[r, lane] = acc[r, lane] + h[t % 2, g * rows + rb * block + r, k] * T.Cast("float32", wp[tile, k, part * sub + lane])
                                                 acc2[r, lane] = acc2[r, lane] + h[t % 2, g * rows + rb * block + r, k] * T.Cast("float32", wp[tile, k, part * sub + half + lane])
+                                    # int8 weights' column scales on h's terms, then the bias and x's terms
+                                    for r in T.unroll(block):
+                                        for lane in T.vectorized(half):
+                                            acc[r, lane] = acc[r, lane] * scale[tile, part * sub + lane] + bias[tile, part * sub + lane]
+                                            acc2[r, lane] = acc2[r, lane] * scale[tile, part * sub + half + lane] + bias[tile, part * sub + half + lane]
+                                    for k in T.serial(embedding):
+                                        for r in T.unroll(block):
+                                            for lane in T.vectorized(half):
+                                                acc[r, lane] = acc[r, lane] + x[(g * rows + rb * block + r) * steps + t, k] * wx[tile, k, part * sub + lane]
+                                                acc2[r, lane] = acc2[r, lane] + x[(g * rows + rb * block + r) * steps + t, k] * wx[tile, k, part * sub + half + lane]
                                     for r in T.unroll(block):
                                         for lane in T.vectorized(half):
                                             gates[rb * block + r, part * sub + lane] = acc[r, lane]
                                             gates[rb * block + r, part * sub + half + lane] = acc2[r, lane]
-                            update_cells(gates, scale, xw, c, out, g, t, tile)
+                            update_cells(gates, c, out, g, t, tile)
                             for r in T.serial(rows):
                                 for u in T.vectorized(UNITS):
                                     h[1 - t % 2, g * rows + r, tile * UNITS + u] = out[g * rows + r, t, tile * UNITS + u]
@@ -176,7 +187,7 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
 
     tiles, groups, rows, block = row_tiling(batch, hidden)
     width = 4 * UNITS
-    update_cells = cell_update(hidden, rows, steps)
+    update_cells = cell_update(rows)
     # accumulators in at most half the vector registers (32 zmm, 16 ymm), the rest for
     # the weights, the broadcast h bytes and vpmaddubsw's int16 pairs
     registers = 32 if lanes == 16 else 16
@@ -242,7 +253,11 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
                                         for lane in T.vectorized(half):
                                             gates[rb * block + r, part * sub + lane] = T.Cast("float32", acc[r, lane])
                                             gates[rb * block + r, part * sub + half + lane] = T.Cast("float32", acc2[r, lane])
-                            update_cells(gates, scale, xw, c, out, g, t, tile)
+                            # the column scales, plus the step's input projection (xw row b * S + t)
+                            for r, gate in T.grid(rows, 4):
+                                for u in T.vectorized(UNITS):
+                                    gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[(g * rows + r) * steps + t, gate * hidden + tile * UNITS + u]
+                            update_cells(gates, c, out, g, t, tile)
                             for r in T.serial(rows):
                                 for u in T.vectorized(UNITS):
                                     hq[1 - t % 2, g * rows + r, tile * UNITS + u] = T.Cast("uint8", T.floor(out[g * rows + r, t, tile * UNITS + u] * T.float32(127) + T.float32(128.5)))
@@ -251,15 +266,15 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
 
 
 def pack_recurrent_weight(w_hh, int8: bool = False):
-    """``W_hh`` [4H, H] (gates i, f, g, o stacked) -> (weight [H/U, H, 4U], scale
-    [H/U, 4U]): tile ``n`` holds the four gates of hidden units nU .. nU+U-1, each row
-    k contiguous. int8: symmetric, a scale per gate column (weight-only: the
-    recurrence reads 1 byte a weight instead of 4, converting as it goes)."""
+    """``W_hh`` [4H, H] or ``W_ih`` [4H, E] (gates i, f, g, o stacked) -> (weight [H/U,
+    K, 4U], scale [H/U, 4U]): tile ``n`` holds the four gates of hidden units nU ..
+    nU+U-1, each row k contiguous. int8: symmetric, a scale per gate column
+    (weight-only: the recurrence reads 1 byte a weight instead of 4, converting as it
+    goes)."""
     import numpy as np
 
-    hidden = w_hh.shape[1]
-    tiles = hidden // UNITS
-    w = w_hh.reshape(4, tiles, UNITS, hidden).transpose(1, 3, 0, 2).reshape(tiles, hidden, 4 * UNITS)
+    tiles, k = w_hh.shape[0] // 4 // UNITS, w_hh.shape[1]
+    w = w_hh.reshape(4, tiles, UNITS, k).transpose(1, 3, 0, 2).reshape(tiles, k, 4 * UNITS)
     if not int8:
         return np.ascontiguousarray(w, dtype=np.float32), np.ones((tiles, 4 * UNITS), np.float32)
     scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / 127.0
@@ -291,7 +306,8 @@ def pack_recurrent_quads(w_hh, qmax: int = 127):
 
 def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
     """``custom_convert_map`` entries for ``aten.lstm.input`` and ``workbench::lstm``:
-    projection GEMM + recurrence kernel. ``weights``: the program's parameters by the name of the graph input that
+    one recurrence kernel (float: the input projection inside it; int8: after an int8
+    projection GEMM). ``weights``: the program's parameters by the name of the graph input that
     carries them (the importer binds them only at the end, and the recurrent weight is
     packed here, ahead of time). ``int8``: an ``int8.Int8Kernel``, for the recurrence
     in int8 arithmetic with its instruction (``quantised_recurrence_kernel``), or with
@@ -299,9 +315,10 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
     ``vector_bits``: the target's vector width, which sets the float kernel's tiles."""
 
     def lower(importer, x, w_ih, names, hx):
-        """Projection GEMM + recurrence kernel for an LSTM over ``x`` whose (w_ih, w_hh,
-        b_ih, b_hh) are the graph inputs ``names``; ``hx``: (h0, c0) [1, B, H], or None
-        for a zero state. The length may be symbolic (``opaque_lstm``)."""
+        """The recurrence kernel for an LSTM over ``x`` (``w_ih``: its input weight as a
+        graph value) whose (w_ih, w_hh, b_ih, b_hh) are the graph inputs ``names``, after
+        a projection GEMM in int8 arithmetic; ``hx``: (h0, c0) [1, B, H], or None for a
+        zero state. The length may be symbolic (``opaque_lstm``)."""
         import numpy as np
         from tvm import relax, tirx
 
@@ -314,34 +331,29 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
         w_hh = weights[names[1]].detach().float().numpy()
         hidden = w_hh.shape[1]
         bias = sum(weights[n].detach().float().numpy() for n in names[2:])
-        if int8 is not None and int8.dot_product:
-            weight, scale, correction = pack_recurrent_quads(w_hh, int8.weight_qmax)
-            bias = bias + correction
-            kernel = quantised_recurrence_kernel(batch, kernel_steps, hidden, int8.lanes, int8.name == "vnni")
-        else:
-            weight, scale = pack_recurrent_weight(w_hh, int8 is not None)
-            kernel = recurrence_kernel(batch, kernel_steps, hidden, str(weight.dtype), vector_bits)
-        # Every step's input projection at once, as [B * S, 4H]. In an int8 build, a
-        # linear layer over [B * S, E] with a constant bias, which the int8 rewrite turns
-        # into its GEMM kernel where calibration measured the LSTM's input
-        # (``calibrate.linear_layers``); over a symbolic length too, since B * S rows
-        # tile where S alone does not (at 64 x 48 the batched form at a symbolic S took
-        # 11.8 ms against 6.2 static); in a static float build one batched matmul
-        # (64x48: 2.8 ms against 3.5 reshaped), its output reshaped (a view).
-        w_t = bb.emit(relax.op.permute_dims(w_ih, [1, 0]))
-        bias = relax.const(bias.astype("float32"))
-        if int8 is None and isinstance(steps, int):
-            xw = bb.emit(relax.op.add(bb.emit(relax.op.matmul(x, w_t)), bias))
-            xw = bb.emit(relax.op.reshape(xw, (batch * steps, 4 * hidden)))
-        else:
-            rows = bb.emit(relax.op.reshape(x, (batch * steps, embedding)))
-            xw = bb.emit(relax.op.add(bb.emit(relax.op.matmul(rows, w_t)), bias))
         if hx is None:
             h0 = c0 = relax.const(np.zeros((batch, hidden), np.float32))
         else:
             h0, c0 = (bb.emit(relax.op.squeeze(state, [0])) for state in hx)  # [1, B, H] -> [B, H]
-        kernel = bb.add_func(kernel, "lstm_recurrence")
+        rows = bb.emit(relax.op.reshape(x, (batch * steps, embedding)))  # a view
         out = relax.TensorType((batch, steps, hidden), "float32")
+        if int8 is None or not int8.dot_product:
+            # Float arithmetic: the input projection inside the recurrence kernel (W_hh
+            # int8, weight-only, in an int8 build for a CPU without a dot-product instruction).
+            weight, scale = pack_recurrent_weight(w_hh, int8 is not None)
+            w_ih, _ = pack_recurrent_weight(weights[names[0]].detach().float().numpy())
+            tiles = hidden // UNITS
+            bias = bias.reshape(4, tiles, UNITS).transpose(1, 0, 2).reshape(tiles, 4 * UNITS)  # as the weights' columns
+            kernel = bb.add_func(recurrence_kernel(batch, kernel_steps, hidden, embedding, str(weight.dtype), vector_bits), "lstm_recurrence")
+            constants = [relax.const(a) for a in (w_ih, bias.astype(np.float32), weight, scale)]
+            return bb.emit(relax.call_tir(kernel, [rows, *constants, h0, c0], out))
+        # int8 arithmetic: every step's input projection at once, as [B * S, 4H], a linear
+        # layer over [B * S, E] with a constant bias, which the int8 rewrite turns into its
+        # GEMM kernel where calibration measured the LSTM's input (``calibrate.linear_layers``).
+        weight, scale, correction = pack_recurrent_quads(w_hh, int8.weight_qmax)
+        w_t = bb.emit(relax.op.permute_dims(w_ih, [1, 0]))
+        xw = bb.emit(relax.op.add(bb.emit(relax.op.matmul(rows, w_t)), relax.const((bias + correction).astype(np.float32))))
+        kernel = bb.add_func(quantised_recurrence_kernel(batch, kernel_steps, hidden, int8.lanes, int8.name == "vnni"), "lstm_recurrence")
         return bb.emit(relax.call_tir(kernel, [xw, relax.const(weight), relax.const(scale), h0, c0], out))
 
     def convert_lstm(node, importer):
@@ -352,7 +364,7 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
         bidirectional, batch_first = args[7], args[8]
         plain = layers == 1 and not bidirectional and batch_first and has_biases and len(params) == 4
         names = [getattr(n, "name", None) for n in node.args[2]] if plain else []
-        if not plain or any(name not in weights for name in names[1:]):
+        if not plain or any(name not in weights for name in names):
             return importer._lstm(node)
         return lower(importer, x, params[0], names, hx[:2])
 
@@ -360,7 +372,7 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
         """``workbench::lstm`` (``modeling.opaque_lstm``): always plain, zero state."""
         args = importer.retrieve_args(node)
         names = [getattr(n, "name", None) for n in node.args[1:5]]
-        missing = [name for name in names[1:] if name not in weights]
+        missing = [name for name in names if name not in weights]
         if missing:
             raise ValueError(f"workbench::lstm: weights {missing} are not parameters of the program")
         return lower(importer, args[0], args[1], names, None)
@@ -400,7 +412,8 @@ def recurrence_weights(mod) -> list[str]:
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.call_tir":
             callee, args = expr.args[0], expr.args[1]
             if callee.name_hint.startswith("lstm_recurrence"):
-                found.append(str(args[1].ty.dtype))
+                # the float kernel: (x, wx, bias, w_hh, ...); the int8 one: (xw, w_hh, ...)
+                found.append(str(args[3 if len(args.fields) == 7 else 1].ty.dtype))
 
     relax.analysis.post_order_visit(mod["main"], visit)
     return found
