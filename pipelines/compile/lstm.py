@@ -79,20 +79,47 @@ def cell_update(rows: int):
     return update
 
 
+def projection_update(hidden: int, rows: int, steps):
+    """A TVMScript macro: a group's rows of one tile plus the step's input projection
+    (``xw`` [B * S, 4H] in torch's gate order, row ``b * S + t``), bias included."""
+    from tvm.script import tirx as T
+
+    @T.macro
+    def update(gates, xw, g, t, tile):
+        for r, gate in T.grid(rows, 4):
+            for u in T.vectorized(UNITS):
+                gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] + xw[(g * rows + r) * steps + t, gate * hidden + tile * UNITS + u]
+
+    return update
+
+
+def fuses_projection(batch: int, hidden: int) -> bool:
+    """Whether the float kernel computes the input projection inside the recurrence:
+    where each weight row loaded serves a block of 4 batch rows. With fewer, ``W_ih``
+    read again at every step costs more than one GEMM over all the steps (quickstart
+    BiLSTM at 1x128: 4.1 ms a call fused against 3.2; at 64x48 fused 9 % faster)."""
+    return row_tiling(batch, hidden)[3] >= 4
+
+
 def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dtype: str = "float32", vector_bits: int = 256):
     """The TIR function ``(x [B * S, E], wx [H/U, E, 4U], bias [H/U, 4U], wp [H/U, H, 4U],
     scale [H/U, 4U], h0 [B, H], c0 [B, H]) -> out [B, S, H]``: the LSTM over ``S`` steps
-    in float32, each step's input projection computed with its recurrent product, in the
-    same accumulators (``W_ih`` packed as ``W_hh`` is, by ``pack_recurrent_weight``): no
-    ``[B * S, 4H]`` projection goes through memory, and the x terms run at the
-    recurrence's FMA rate (one LSTM at 64x48, E 128, H 256, AVX-512 Xeon: 10.0 ms against
-    7.3 for the recurrence after a 3.5 ms projection GEMM). ``W_hh`` in float32 (scales
-    of 1) or int8 (weight-only, a scale per gate column, converted as read). ``steps``:
-    a number, or a ``tirx.Var`` for a symbolic length (nothing is tiled over the steps)."""
+    in float32. Where ``fuses_projection``, each step's input projection is computed with
+    its recurrent product, in the same accumulators (``W_ih`` packed as ``W_hh`` is, by
+    ``pack_recurrent_weight``): no ``[B * S, 4H]`` projection goes through memory, and the
+    x terms run at the recurrence's FMA rate (one LSTM at 64x48, E 128, H 256, AVX-512
+    Xeon: 10.0 ms against 7.3 for the recurrence after a 3.5 ms projection GEMM).
+    Otherwise ``x`` is that projection, bias included (``E`` = 4H), added to the gate
+    sums, and ``wx`` / ``bias`` (one zero row, zeros) go unread. ``W_hh`` in float32
+    (scales of 1) or int8 (weight-only, a scale per gate column, converted as read).
+    ``steps``: a number, or a ``tirx.Var`` for a symbolic length (nothing is tiled over
+    the steps)."""
     from tvm.script import tirx as T
 
     tiles, groups, rows, block = row_tiling(batch, hidden)
     lanes = 4 * UNITS
+    fused = fuses_projection(batch, hidden)
+    wx_rows = embedding if fused else 1
     # The accumulators of `block` rows x `sub` gate columns fit AVX2's 16 registers
     # with one to spare for the broadcast, or half of AVX-512's 32. Each row block of
     # the group reads the same `sub`-column slice of the tile's weights, still in cache.
@@ -101,12 +128,12 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
     # one, 21.4 at 4 x 64 in one (a heap array); 8 x 32 and 4 x 32 no faster than 4 x 64.
     sub = 64 if vector_bits >= 512 else {1: 64, 2: 32, 3: 32, 4: 16}[block]
     half = sub // 2
-    update_cells = cell_update(rows)
+    update_cells, add_projection = cell_update(rows), projection_update(hidden, rows, steps)
 
     @T.prim_func(private=True, s_tir=True)
     def lstm_recurrence(
         x: T.Buffer((batch * steps, embedding), "float32"),
-        wx: T.Buffer((tiles, embedding, lanes), "float32"),
+        wx: T.Buffer((tiles, wx_rows, lanes), "float32"),
         bias: T.Buffer((tiles, lanes), "float32"),
         wp: T.Buffer((tiles, hidden, lanes), weight_dtype),
         scale: T.Buffer((tiles, lanes), "float32"),
@@ -117,7 +144,7 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
         T.func_attr({"tir.noalias": True})
         with T.sblock("root"):
             with T.sblock("recurrence"):  # opaque: passes that look for a block find one
-                T.reads(x[0 : batch * steps, 0:embedding], wx[0:tiles, 0:embedding, 0:lanes], bias[0:tiles, 0:lanes], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
+                T.reads(x[0 : batch * steps, 0:embedding], wx[0:tiles, 0:wx_rows, 0:lanes], bias[0:tiles, 0:lanes], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
                 T.writes(out[0:batch, 0:steps, 0:hidden])
                 h = T.alloc_buffer((2, batch, hidden), "float32")  # step t reads h[t % 2], writes the other
                 c = T.alloc_buffer((batch, hidden), "float32")
@@ -129,13 +156,13 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
                 # one thread at 1x128).
                 for g in T.parallel(groups):
                     with T.sblock("group"):
-                        T.reads(x[g * rows * steps : (g * rows + rows) * steps, 0:embedding], wx[0:tiles, 0:embedding, 0:lanes], bias[0:tiles, 0:lanes], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
+                        T.reads(x[g * rows * steps : (g * rows + rows) * steps, 0:embedding], wx[0:tiles, 0:wx_rows, 0:lanes], bias[0:tiles, 0:lanes], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
                         T.writes(c[g * rows : g * rows + rows, 0:hidden], h[0:2, g * rows : g * rows + rows, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:hidden])
                         gates = T.alloc_buffer((rows, lanes), "float32")
                         for t, tile in T.grid(steps, tiles):
                             for part, rb in T.grid(lanes // sub, rows // block):
                                 with T.sblock("dot"):
-                                    T.reads(wp[tile, 0:hidden, part * sub : part * sub + sub], wx[tile, 0:embedding, part * sub : part * sub + sub], scale[tile, part * sub : part * sub + sub], bias[tile, part * sub : part * sub + sub], h[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden], x[0 : batch * steps, 0:embedding])
+                                    T.reads(wp[tile, 0:hidden, part * sub : part * sub + sub], wx[tile, 0:wx_rows, part * sub : part * sub + sub], scale[tile, part * sub : part * sub + sub], bias[tile, part * sub : part * sub + sub], h[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden], x[0 : batch * steps, 0:embedding])
                                     T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
                                     # global scope, two halves: stack arrays kept in registers ("local", or 1 KB, would be a heap workspace)
                                     acc = T.alloc_buffer((block, half), "float32")
@@ -154,15 +181,18 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
                                         for lane in T.vectorized(half):
                                             acc[r, lane] = acc[r, lane] * scale[tile, part * sub + lane] + bias[tile, part * sub + lane]
                                             acc2[r, lane] = acc2[r, lane] * scale[tile, part * sub + half + lane] + bias[tile, part * sub + half + lane]
-                                    for k in T.serial(embedding):
-                                        for r in T.unroll(block):
-                                            for lane in T.vectorized(half):
-                                                acc[r, lane] = acc[r, lane] + x[(g * rows + rb * block + r) * steps + t, k] * wx[tile, k, part * sub + lane]
-                                                acc2[r, lane] = acc2[r, lane] + x[(g * rows + rb * block + r) * steps + t, k] * wx[tile, k, part * sub + half + lane]
+                                    if fused:  # a Python constant: one variant or the other is built
+                                        for k in T.serial(embedding):
+                                            for r in T.unroll(block):
+                                                for lane in T.vectorized(half):
+                                                    acc[r, lane] = acc[r, lane] + x[(g * rows + rb * block + r) * steps + t, k] * wx[tile, k, part * sub + lane]
+                                                    acc2[r, lane] = acc2[r, lane] + x[(g * rows + rb * block + r) * steps + t, k] * wx[tile, k, part * sub + half + lane]
                                     for r in T.unroll(block):
                                         for lane in T.vectorized(half):
                                             gates[rb * block + r, part * sub + lane] = acc[r, lane]
                                             gates[rb * block + r, part * sub + half + lane] = acc2[r, lane]
+                            if not fused:
+                                add_projection(gates, x, g, t, tile)
                             update_cells(gates, c, out, g, t, tile)
                             for r in T.serial(rows):
                                 for u in T.vectorized(UNITS):
@@ -187,7 +217,7 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
 
     tiles, groups, rows, block = row_tiling(batch, hidden)
     width = 4 * UNITS
-    update_cells = cell_update(rows)
+    update_cells, add_projection = cell_update(rows), projection_update(hidden, rows, steps)
     # accumulators in at most half the vector registers (32 zmm, 16 ymm), the rest for
     # the weights, the broadcast h bytes and vpmaddubsw's int16 pairs
     registers = 32 if lanes == 16 else 16
@@ -223,7 +253,7 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
                         for t, tile in T.grid(steps, tiles):
                             for part, rb in T.grid(width // sub, rows // block):
                                 with T.sblock("dot"):
-                                    T.reads(wq[tile, 0 : hidden // 4, part * sub : part * sub + sub, 0:4], hq[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden])
+                                    T.reads(wq[tile, 0 : hidden // 4, part * sub : part * sub + sub, 0:4], scale[tile, part * sub : part * sub + sub], hq[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden])
                                     T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
                                     # two halves: one array of 1 KB or more would be a heap workspace
                                     acc = T.alloc_buffer((block, half), "int32")
@@ -251,12 +281,9 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
                                                 )
                                     for r in T.unroll(block):
                                         for lane in T.vectorized(half):
-                                            gates[rb * block + r, part * sub + lane] = T.Cast("float32", acc[r, lane])
-                                            gates[rb * block + r, part * sub + half + lane] = T.Cast("float32", acc2[r, lane])
-                            # the column scales, plus the step's input projection (xw row b * S + t)
-                            for r, gate in T.grid(rows, 4):
-                                for u in T.vectorized(UNITS):
-                                    gates[r, gate * UNITS + u] = gates[r, gate * UNITS + u] * scale[tile, gate * UNITS + u] + xw[(g * rows + r) * steps + t, gate * hidden + tile * UNITS + u]
+                                            gates[rb * block + r, part * sub + lane] = T.Cast("float32", acc[r, lane]) * scale[tile, part * sub + lane]
+                                            gates[rb * block + r, part * sub + half + lane] = T.Cast("float32", acc2[r, lane]) * scale[tile, part * sub + half + lane]
+                            add_projection(gates, xw, g, t, tile)
                             update_cells(gates, c, out, g, t, tile)
                             for r in T.serial(rows):
                                 for u in T.vectorized(UNITS):
@@ -337,24 +364,31 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
             h0, c0 = (bb.emit(relax.op.squeeze(state, [0])) for state in hx)  # [1, B, H] -> [B, H]
         rows = bb.emit(relax.op.reshape(x, (batch * steps, embedding)))  # a view
         out = relax.TensorType((batch, steps, hidden), "float32")
-        if int8 is None or not int8.dot_product:
-            # Float arithmetic: the input projection inside the recurrence kernel (W_hh
-            # int8, weight-only, in an int8 build for a CPU without a dot-product instruction).
-            weight, scale = pack_recurrent_weight(w_hh, int8 is not None)
-            w_ih, _ = pack_recurrent_weight(weights[names[0]].detach().float().numpy())
-            tiles = hidden // UNITS
-            bias = bias.reshape(4, tiles, UNITS).transpose(1, 0, 2).reshape(tiles, 4 * UNITS)  # as the weights' columns
-            kernel = bb.add_func(recurrence_kernel(batch, kernel_steps, hidden, embedding, str(weight.dtype), vector_bits), "lstm_recurrence")
-            constants = [relax.const(a) for a in (w_ih, bias.astype(np.float32), weight, scale)]
-            return bb.emit(relax.call_tir(kernel, [rows, *constants, h0, c0], out))
-        # int8 arithmetic: every step's input projection at once, as [B * S, 4H], a linear
-        # layer over [B * S, E] with a constant bias, which the int8 rewrite turns into its
-        # GEMM kernel where calibration measured the LSTM's input (``calibrate.linear_layers``).
-        weight, scale, correction = pack_recurrent_quads(w_hh, int8.weight_qmax)
-        w_t = bb.emit(relax.op.permute_dims(w_ih, [1, 0]))
-        xw = bb.emit(relax.op.add(bb.emit(relax.op.matmul(rows, w_t)), relax.const((bias + correction).astype(np.float32))))
-        kernel = bb.add_func(quantised_recurrence_kernel(batch, kernel_steps, hidden, int8.lanes, int8.name == "vnni"), "lstm_recurrence")
-        return bb.emit(relax.call_tir(kernel, [xw, relax.const(weight), relax.const(scale), h0, c0], out))
+        tiles = hidden // UNITS
+
+        def projection(extra_bias=0.0):
+            """Every step's input projection at once, [B * S, 4H]: a linear layer over
+            [B * S, E] with a constant bias, which in an int8 build the int8 rewrite turns
+            into its GEMM kernel where calibration measured the LSTM's input
+            (``calibrate.linear_layers``)."""
+            w_t = bb.emit(relax.op.permute_dims(w_ih, [1, 0]))
+            return bb.emit(relax.op.add(bb.emit(relax.op.matmul(rows, w_t)), relax.const((bias + extra_bias).astype(np.float32))))
+
+        if int8 is not None and int8.dot_product:  # int8 arithmetic, after the projection
+            weight, scale, correction = pack_recurrent_quads(w_hh, int8.weight_qmax)
+            kernel = bb.add_func(quantised_recurrence_kernel(batch, kernel_steps, hidden, int8.lanes, int8.name == "vnni"), "lstm_recurrence")
+            return bb.emit(relax.call_tir(kernel, [projection(correction), relax.const(weight), relax.const(scale), h0, c0], out))
+        # Float arithmetic (W_hh int8, weight-only, in an int8 build for a CPU without a
+        # dot-product instruction), the projection inside the kernel where it pays.
+        weight, scale = pack_recurrent_weight(w_hh, int8 is not None)
+        if fuses_projection(batch, hidden):
+            inputs = [rows, relax.const(pack_recurrent_weight(weights[names[0]].detach().float().numpy())[0]),
+                      relax.const(bias.reshape(4, tiles, UNITS).transpose(1, 0, 2).reshape(tiles, 4 * UNITS).astype(np.float32))]
+        else:  # the kernel adds the projection; its x terms and bias go unread
+            embedding = 4 * hidden
+            inputs = [projection(), relax.const(np.zeros((tiles, 1, 4 * UNITS), np.float32)), relax.const(np.zeros((tiles, 4 * UNITS), np.float32))]
+        kernel = bb.add_func(recurrence_kernel(batch, kernel_steps, hidden, embedding, str(weight.dtype), vector_bits), "lstm_recurrence")
+        return bb.emit(relax.call_tir(kernel, [*inputs, relax.const(weight), relax.const(scale), h0, c0], out))
 
     def convert_lstm(node, importer):
         """``aten.lstm.input``: lowered here when plain, else TVM's own unrolled LSTM."""
