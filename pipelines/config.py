@@ -312,10 +312,12 @@ class CompileConfig(_Section):
     def notices(self) -> list[str]:
         return list(self._notices)
 
-    def build_shapes(self, export_shape, max_length: int | None = None) -> list[list]:
+    def build_shapes(self, export_shape, max_length: int | None = None, bilstm: bool = False) -> list[list]:
         """Every [batch, seq] to build: ``shapes`` and the profile's grid (lengths the model
         cannot take, past ``max_length``, dropped; ``[batch, "any"]`` for a symbolic
-        length), or the export shape if neither is set."""
+        length). If neither is set: for a BiLSTM, batch 1 and 64 at a symbolic length
+        (docs/compiler.md: faster over a corpus than any bucket grid, 4 builds); else
+        the export shape."""
         grid = []
         if self.profile is not None and self.profile.seq == ANY_LENGTH:
             grid = [[b, ANY_LENGTH] for b in self.profile.batch]
@@ -324,7 +326,7 @@ class CompileConfig(_Section):
             grid = [[b, s] for s in seqs for b in self.profile.batch]
         shapes = [list(s) for s in self.shapes or []] + grid
         unique = [s for i, s in enumerate(shapes) if s not in shapes[:i]]
-        return unique or [list(export_shape)]
+        return unique or ([[1, ANY_LENGTH], [64, ANY_LENGTH]] if bilstm else [list(export_shape)])
 
     @field_validator("target")
     @classmethod

@@ -109,7 +109,7 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     if "fp16" in cfg.compile.precisions and saved_bilstm(model_dir):
         raise ConfigError("compile.precisions: fp16 is not built for a BiLSTM model (its recurrence kernel is fp32 or int8): use fp32 or int8")
     max_length = ModelMeta.load(model_dir).max_length
-    shapes = cfg.compile.build_shapes(cfg.export.shape, max_length)
+    shapes = cfg.compile.build_shapes(cfg.export.shape, max_length, bilstm=saved_bilstm(model_dir))
     if any(seq == ANY_LENGTH for _, seq in shapes) and not saved_bilstm(model_dir):
         raise ConfigError("compile.profile.seq: `any` (a symbolic length) is built for BiLSTM models; a BERT runs "
                           "in length buckets (symbolic, it measured 1.09-1.38x slower a position: docs/compiler.md)")

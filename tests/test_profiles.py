@@ -134,6 +134,9 @@ def test_a_profile_config_builds_its_grid_within_the_model_length_and_keeps_old_
     assert symbolic.compile.build_shapes([1, 256], 128) == [[1, 128], [1, "any"], [64, "any"]]
     with pytest.raises(ConfigError, match="profile.seq"):
         parse_config({"compile": {"profile": {"seq": "all"}}})
+    # nothing set: a BiLSTM gets batch 1 and 64 at a symbolic length, a BERT the export shape
+    assert parse_config({}).compile.build_shapes([1, 256], 128, bilstm=True) == [[1, "any"], [64, "any"]]
+    assert parse_config({"compile": {"shapes": [[1, 128]]}}).compile.build_shapes([1, 256], 128, bilstm=True) == [[1, 128]]
 
 
 def test_a_compiled_profile_tags_every_batch_and_length_as_torch_does(toy_run, tmp_path):
