@@ -325,7 +325,8 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         int8_kernel = request_kernel(int8_payload, target)
     from pipelines.compile.schedules import vector_bits
 
-    mod = import_program(program, cpu=cpu, int8_lstm=int8_kernel if cpu else None, vector_bits=vector_bits(target))
+    cores = int(target.attrs.get("num-cores", 0) or 0) or os.cpu_count() or 1  # a preset names none: this machine's
+    mod = import_program(program, cpu=cpu, int8_lstm=int8_kernel if cpu else None, vector_bits=vector_bits(target), cores=cores)
     reporter.progress(1, steps, "steps", step="imported")
     if precision == "fp16":
         if recurrence_weights(mod):  # ToMixedPrecision fails on a call_tir of a hand-written kernel

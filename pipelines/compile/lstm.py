@@ -24,7 +24,11 @@ import math
 # Hidden units per tile: a tile's 4 x 16 gate sums (8 AVX2 / 4 AVX-512 registers) are
 # accumulated in registers, then its units' cell and output updated, all in one thread.
 UNITS = 16
-GROUPS = 4  # batch rows split into up to this many groups, run in parallel
+# Batch rows split into up to this many groups, run in parallel. The float kernel takes
+# at most one a core: at 64x40 on 2 cores its recurrences ran in 15.4-15.6 ms in 2
+# groups against 16.3-17.2 in 4 (each group streams every weight each step); the int8
+# kernel 4.5 ms in 2 against 3.8-3.9 in 4 (AVX-512 Xeon, quickstart BiLSTM).
+GROUPS = 4
 
 # Eigen's and TVM's ``fast_tanh``: a 13/6 rational approximation, exact to float32
 # rounding on [-9, 9] and +-1 outside.
@@ -53,12 +57,12 @@ def fast_sigmoid(x):
     return fast_tanh(x * half) * half + half
 
 
-def row_tiling(batch: int, hidden: int) -> tuple[int, int, int, int]:
+def row_tiling(batch: int, hidden: int, groups: int = GROUPS) -> tuple[int, int, int, int]:
     """(tiles of UNITS hidden units, row groups run in parallel, rows per group, rows
     per block: each weight row loaded serves a block of rows)."""
     if hidden % UNITS:
         raise ValueError(f"LSTM hidden size {hidden} is not a multiple of {UNITS}")
-    groups = math.gcd(batch, GROUPS)
+    groups = math.gcd(batch, groups)
     rows = batch // groups
     return hidden // UNITS, groups, rows, next(n for n in (4, 3, 2, 1) if rows % n == 0)
 
@@ -93,15 +97,16 @@ def projection_update(hidden: int, rows: int, steps):
     return update
 
 
-def fuses_projection(batch: int, hidden: int) -> bool:
+def fuses_projection(batch: int, hidden: int, groups: int = GROUPS) -> bool:
     """Whether the float kernel computes the input projection inside the recurrence:
     where each weight row loaded serves a block of 4 batch rows. With fewer, ``W_ih``
     read again at every step costs more than one GEMM over all the steps (quickstart
     BiLSTM at 1x128: 4.1 ms a call fused against 3.2; at 64x48 fused 9 % faster)."""
-    return row_tiling(batch, hidden)[3] >= 4
+    return row_tiling(batch, hidden, groups)[3] >= 4
 
 
-def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dtype: str = "float32", vector_bits: int = 256):
+def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dtype: str = "float32", vector_bits: int = 256,
+                      groups: int = GROUPS):
     """The TIR function ``(x [B * S, E], wx [H/U, E, 4U], bias [H/U, 4U], wp [H/U, H, 4U],
     scale [H/U, 4U], h0 [B, H], c0 [B, H]) -> out [B, S, H]``: the LSTM over ``S`` steps
     in float32. Where ``fuses_projection``, each step's input projection is computed with
@@ -116,9 +121,9 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
     the steps)."""
     from tvm.script import tirx as T
 
-    tiles, groups, rows, block = row_tiling(batch, hidden)
+    tiles, groups, rows, block = row_tiling(batch, hidden, groups)
     lanes = 4 * UNITS
-    fused = fuses_projection(batch, hidden)
+    fused = fuses_projection(batch, hidden, groups)
     wx_rows = embedding if fused else 1
     # The accumulators of `block` rows x `sub` gate columns fit AVX2's 16 registers
     # with one to spare for the broadcast, or half of AVX-512's 32. Each row block of
@@ -331,7 +336,7 @@ def pack_recurrent_quads(w_hh, qmax: int = 127):
     return quads, scale, correction
 
 
-def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
+def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int = GROUPS):
     """``custom_convert_map`` entries for ``aten.lstm.input`` and ``workbench::lstm``:
     one recurrence kernel (float: the input projection inside it; int8: after an int8
     projection GEMM). ``weights``: the program's parameters by the name of the graph input that
@@ -339,7 +344,8 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
     packed here, ahead of time). ``int8``: an ``int8.Int8Kernel``, for the recurrence
     in int8 arithmetic with its instruction (``quantised_recurrence_kernel``), or with
     int8 weights converted to float32 as they are read where it has none.
-    ``vector_bits``: the target's vector width, which sets the float kernel's tiles."""
+    ``vector_bits``: the target's vector width, which sets the float kernel's tiles;
+    ``cores``: its cores, at most one row group each in the float kernel."""
 
     def lower(importer, x, w_ih, names, hx):
         """The recurrence kernel for an LSTM over ``x`` (``w_ih``: its input weight as a
@@ -381,13 +387,14 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
         # Float arithmetic (W_hh int8, weight-only, in an int8 build for a CPU without a
         # dot-product instruction), the projection inside the kernel where it pays.
         weight, scale = pack_recurrent_weight(w_hh, int8 is not None)
-        if fuses_projection(batch, hidden):
+        groups = min(GROUPS, cores)
+        if fuses_projection(batch, hidden, groups):
             inputs = [rows, relax.const(pack_recurrent_weight(weights[names[0]].detach().float().numpy())[0]),
                       relax.const(bias.reshape(4, tiles, UNITS).transpose(1, 0, 2).reshape(tiles, 4 * UNITS).astype(np.float32))]
         else:  # the kernel adds the projection; its x terms and bias go unread
             embedding = 4 * hidden
             inputs = [projection(), relax.const(np.zeros((tiles, 1, 4 * UNITS), np.float32)), relax.const(np.zeros((tiles, 4 * UNITS), np.float32))]
-        kernel = bb.add_func(recurrence_kernel(batch, kernel_steps, hidden, embedding, str(weight.dtype), vector_bits), "lstm_recurrence")
+        kernel = bb.add_func(recurrence_kernel(batch, kernel_steps, hidden, embedding, str(weight.dtype), vector_bits, groups), "lstm_recurrence")
         return bb.emit(relax.call_tir(kernel, [*inputs, relax.const(weight), relax.const(scale), h0, c0], out))
 
     def convert_lstm(node, importer):
@@ -414,12 +421,12 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256):
     return {"lstm.input": convert_lstm, "lstm.default": convert_opaque}
 
 
-def import_program(program, cpu: bool = True, int8_lstm=None, vector_bits: int = 256):
+def import_program(program, cpu: bool = True, int8_lstm=None, vector_bits: int = 256, cores: int = GROUPS):
     """A ``torch.export`` program as a Relax module: PyTorch's core-ATen decompositions,
     except that on a CPU target LSTMs stay whole for ``convert_lstm`` (decomposed, they
     unroll), as do a symbolic-length program's ``workbench::lstm`` calls. The recurrence kernel is CPU code; other targets get TVM's unrolled LSTM.
     ``int8_lstm``: the ``int8.Int8Kernel`` for int8 recurrences; ``vector_bits``: the
-    target's vector width."""
+    target's vector width; ``cores``: its cores."""
     import torch
     from tvm.relax.frontend.torch import from_exported_program
 
@@ -432,7 +439,7 @@ def import_program(program, cpu: bool = True, int8_lstm=None, vector_bits: int =
     program = program.run_decompositions(table)
     tensors = {**program.state_dict, **program.constants}
     weights = {spec.arg.name: tensors[spec.target] for spec in program.graph_signature.input_specs if spec.target in tensors}
-    converters = lstm_converter(weights, int8_lstm, vector_bits)
+    converters = lstm_converter(weights, int8_lstm, vector_bits, cores)
     return from_exported_program(program, keep_params_as_input=False, run_ep_decomposition=False, custom_convert_map=converters)
 
 
