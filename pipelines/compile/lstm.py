@@ -338,8 +338,9 @@ def pack_recurrent_quads(w_hh, qmax: int = 127):
 
 def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int = GROUPS):
     """``custom_convert_map`` entries for ``aten.lstm.input`` and ``workbench::lstm``:
-    one recurrence kernel (float: the input projection inside it; int8: after an int8
-    projection GEMM). ``weights``: the program's parameters by the name of the graph input that
+    one recurrence kernel (float: the input projection inside it where a weight row
+    serves 4 batch rows, else after a projection GEMM; int8: after an int8 projection
+    GEMM). ``weights``: the program's parameters by the name of the graph input that
     carries them (the importer binds them only at the end, and the recurrent weight is
     packed here, ahead of time). ``int8``: an ``int8.Int8Kernel``, for the recurrence
     in int8 arithmetic with its instruction (``quantised_recurrence_kernel``), or with
@@ -349,9 +350,11 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int 
 
     def lower(importer, x, w_ih, names, hx):
         """The recurrence kernel for an LSTM over ``x`` (``w_ih``: its input weight as a
-        graph value) whose (w_ih, w_hh, b_ih, b_hh) are the graph inputs ``names``, after
-        a projection GEMM in int8 arithmetic; ``hx``: (h0, c0) [1, B, H], or None for a
-        zero state. The length may be symbolic (``opaque_lstm``)."""
+        graph value) whose (w_ih, w_hh, b_ih, b_hh) are the graph inputs ``names``: in
+        float arithmetic with the input projection inside where it pays
+        (``fuses_projection``), else after a projection GEMM, as in int8 arithmetic;
+        ``hx``: (h0, c0) [1, B, H], or None for a zero state. The length may be symbolic
+        (``opaque_lstm``)."""
         import numpy as np
         from tvm import relax, tirx
 
