@@ -14,8 +14,6 @@ from typing import Any, Literal, Optional, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from pipelines.layout import ANY_LENGTH
-
 PRESET_NAMES = ("tiny", "mini", "small", "medium", "base")
 STAGE_NAMES = ("train", "export", "eval")
 
@@ -227,6 +225,11 @@ class QuantizeConfig(_Section):
     # both quantised as they come (no calibration). Off by default: with AVX2's
     # vpmaddubsw it measured no faster than fp32 (docs/compiler.md); Q K^T stays fp32.
     attention: bool = False
+
+
+# A symbolic length, in a shape profile (``[64, "any"]``) and an artifact's name
+# (``compiled/tvm-fp32-64xany``).
+ANY_LENGTH = "any"
 
 
 class ProfileConfig(_Section):

@@ -21,9 +21,6 @@ MODEL_DIR, EXPORT_DIR, COMPILED_DIR, ONNX_DIR, EVAL_DIR = "model", "export", "co
 EXPORT_META = "export.json"
 BENCH_FILE = "bench.json"
 IMPORT_FILE = "imported.json"  # where an imported run came from, and its model's fingerprint
-# A symbolic length, in a shape profile (``[64, "any"]``) and an artifact's name
-# (``compiled/tvm-fp32-64xany``).
-ANY_LENGTH = "any"
 
 
 def read_export_meta(export_dir: str) -> dict | None:

@@ -10,12 +10,12 @@ import os
 from typing import Callable
 
 from pipelines.compile.export import export_model
-from pipelines.config import ConfigError, RunConfig
+from pipelines.config import ANY_LENGTH, ConfigError, RunConfig
 from pipelines.data.loaders import data_for
 from pipelines.evaluate.scoring import evaluate
 from pipelines.events import Reporter
 from pipelines.files import read_json, write_json
-from pipelines.layout import ANY_LENGTH, COMPILED_DIR, EXPORT_DIR, METRICS_FILE, read_export_meta
+from pipelines.layout import COMPILED_DIR, EXPORT_DIR, METRICS_FILE, read_export_meta
 from pipelines.modeling.models import ModelMeta, resolve_model_dir, saved_bilstm
 
 

@@ -501,8 +501,7 @@ def cmd_compile(args) -> int:
     if args.shape:
         cfg.compile.shapes = _shapes(args.shape, "--shape")
     if args.profile:
-        from pipelines.config import ProfileConfig
-        from pipelines.layout import ANY_LENGTH
+        from pipelines.config import ANY_LENGTH, ProfileConfig
 
         batches, _, lengths = args.profile.lower().partition("x")
         seq = ANY_LENGTH if lengths.strip() == ANY_LENGTH else _ints(lengths, "--profile")

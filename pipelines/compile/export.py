@@ -122,7 +122,7 @@ def export_program(model_dir: str, shape, path: str) -> None:
 
     import torch
 
-    from pipelines.layout import ANY_LENGTH
+    from pipelines.config import ANY_LENGTH
     from pipelines.modeling.opaque_lstm import opaque_lstms
 
     quiet_export_warnings()

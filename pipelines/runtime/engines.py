@@ -13,7 +13,8 @@ import os
 
 import numpy as np
 
-from pipelines.layout import ANY_LENGTH, COMPILED_DIR, EXPORT_DIR, ONNX_DIR, read_export_meta
+from pipelines.config import ANY_LENGTH
+from pipelines.layout import COMPILED_DIR, EXPORT_DIR, ONNX_DIR, read_export_meta
 from pipelines.runtime.tvm_threads import configure_tvm_threads
 
 ENGINE_NAMES = ("torch", "torchscript", "ort", "ort-int8", "ort-int8-static", "tvm-fp32", "tvm-fp16", "tvm-int8")
