@@ -197,3 +197,32 @@ def test_rpc_and_its_key_go_together(remote_run, capsys):
     assert "--rpc HOST:PORT and --rpc-key KEY go together" in capsys.readouterr().err
     assert _cli("eval", "--model", run_dir, "--runs-dir", runs_dir, "--engine", "torch", "--rpc", "127.0.0.1:1", "--rpc-key", KEY)[0] == 2
     assert "torch runs here only" in capsys.readouterr().err
+
+
+def test_a_session_uploads_each_artifact_once_whatever_shapes_it_serves(tmp_path):
+    """A symbolic-length build serves every bench shape of its batch size: opened again
+    for another shape, it is the engine already on the device (uploading its library
+    again over the loaded one killed the server)."""
+    from pipelines.config import RpcConfig
+    from pipelines.runtime.remote import RemoteDevice
+
+    artifacts = []
+    for name in ("tvm-int8-1xany", "tvm-int8-64xany"):
+        path = tmp_path / name
+        path.mkdir()
+        (path / "artifact.json").write_text(json.dumps({
+            "engine": "tvm-int8", "library": "model.so", "target": "llvm", "lengths": [3, 128],
+            "inputs": [{"name": "input_ids", "shape": [int(name.split("-")[2].split("x")[0]), 128], "dtype": "int64"}],
+        }))
+        artifacts.append(str(path))
+    device = RemoteDevice(RpcConfig(tracker="127.0.0.1:1", key=KEY))
+    uploads = []
+
+    def engine(library, shape, name, target, upload_as, lengths):
+        uploads.append((upload_as, tuple(shape), lengths))
+        return object()
+
+    device._engine = engine
+    first = device._open_artifact(artifacts[0])
+    assert device._open_artifact(artifacts[0]) is first and device._open_artifact(artifacts[1]) is not first
+    assert uploads == [("tvm-int8-1xany-model.so", (1, 128), [3, 128]), ("tvm-int8-64xany-model.so", (64, 128), [3, 128])]

@@ -234,6 +234,9 @@ class RemoteDevice:
         self.rpc = rpc
         self._session = None
         self._engines: list[RemoteTVMEngine] = []
+        # Each artifact uploaded once a session: a symbolic-length build serves several
+        # shapes, and uploading its library again over the one loaded killed the server.
+        self._by_artifact: dict[str, RemoteTVMEngine] = {}
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -263,13 +266,18 @@ class RemoteDevice:
         return artifacts_engine(tvm_artifacts(name, run_or_model_dir, shape), shape, self._open_artifact)
 
     def _open_artifact(self, artifact_dir: str) -> RemoteTVMEngine:
+        opened = self._by_artifact.get(os.path.realpath(artifact_dir))
+        if opened is not None:
+            return opened
         with open(os.path.join(artifact_dir, "artifact.json"), encoding="utf-8") as f:
             meta = json.load(f)
         library = os.path.join(artifact_dir, meta["library"])
         shape = meta["inputs"][0]["shape"]
         # one name per artifact: one session holds every shape of a profile
         upload_as = f"{os.path.basename(artifact_dir)}-{meta['library']}"
-        return self._engine(library, shape, remote_name(meta["engine"], self.rpc.key), meta["target"], upload_as, meta.get("lengths"))
+        engine = self._engine(library, shape, remote_name(meta["engine"], self.rpc.key), meta["target"], upload_as, meta.get("lengths"))
+        self._by_artifact[os.path.realpath(artifact_dir)] = engine
+        return engine
 
     def open_executable(self, executable, shape, name: str) -> RemoteTVMEngine:
         """A build not saved yet (the compile's end-to-end check), exported and sent here."""
@@ -288,6 +296,7 @@ class RemoteDevice:
         for engine in self._engines:
             engine.release()
         self._engines.clear()
+        self._by_artifact.clear()
         self._session = None
         gc.collect()  # the session ends when the last remote object holding it is gone
         if self._tmp is not None:
