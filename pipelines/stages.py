@@ -106,11 +106,12 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     from pipelines.isolate import run_isolated
 
     model_dir = resolve_model_dir(run_dir)
-    if "fp16" in cfg.compile.precisions and saved_bilstm(model_dir):
+    bilstm = saved_bilstm(model_dir)
+    if "fp16" in cfg.compile.precisions and bilstm:
         raise ConfigError("compile.precisions: fp16 is not built for a BiLSTM model (its recurrence kernel is fp32 or int8): use fp32 or int8")
     max_length = ModelMeta.load(model_dir).max_length
-    shapes = cfg.compile.build_shapes(cfg.export.shape, max_length, bilstm=saved_bilstm(model_dir))
-    if any(seq == ANY_LENGTH for _, seq in shapes) and not saved_bilstm(model_dir):
+    shapes = cfg.compile.build_shapes(cfg.export.shape, max_length, bilstm=bilstm)
+    if any(seq == ANY_LENGTH for _, seq in shapes) and not bilstm:
         raise ConfigError("compile.profile.seq: `any` (a symbolic length) is built for BiLSTM models; a BERT runs "
                           "in length buckets (symbolic, it measured 1.09-1.38x slower a position: docs/compiler.md)")
     for notice in cfg.compile.notices:
@@ -142,6 +143,9 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
                 reporter.log(f"exporting a torch.export program at {tag}")
                 os.makedirs(os.path.dirname(program), exist_ok=True)
                 export_program(model_dir, shape, program)
+        # a symbolic length: built for lengths MIN_ANY_LENGTH .. max_length
+        symbolic = shape[1] == ANY_LENGTH
+        built_shape, lengths = ([shape[0], max_length], [MIN_ANY_LENGTH, max_length]) if symbolic else (list(shape), None)
         for precision in cfg.compile.precisions:
             name = f"tvm-{precision}-{tag}"
             request = {
@@ -150,9 +154,8 @@ def stage_compile(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
                 "precision": precision,
                 "target": cfg.compile.target,
                 "model_dir": model_dir,
-                # a symbolic length: built for lengths MIN_ANY_LENGTH .. max_length
-                "shape": [shape[0], max_length] if shape[1] == ANY_LENGTH else list(shape),
-                "lengths": [MIN_ANY_LENGTH, max_length] if shape[1] == ANY_LENGTH else None,
+                "shape": built_shape,
+                "lengths": lengths,
                 "config_hash": cfg.digest(),
                 "tuning": {**tuning.model_dump(), "database": tuning.database or default_db},
                 "quantize": quantize,

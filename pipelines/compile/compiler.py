@@ -348,10 +348,10 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         raise ValueError(f"precision {precision!r} is not supported by the compile stage (fp32, fp16, int8)")
     reporter.progress(2, steps, "steps", step="converted")
     tuning = request.get("tuning") or {}
-    if request.get("lengths") and tuning.get("trials"):
-        reporter.log("tuning skipped: MetaSchedule tunes static shapes, and this build's length is symbolic "
-                     "(default schedules)", level="warning")
-    if request.get("lengths"):
+    if request.get("lengths"):  # MetaSchedule tunes static shapes: default schedules
+        if tuning.get("trials"):
+            reporter.log("tuning skipped: MetaSchedule tunes static shapes, and this build's length is symbolic "
+                         "(default schedules)", level="warning")
         tuning = {}
     tuning_records, kept, end_to_end = 0, None, None
     if target.kind.name != "llvm":

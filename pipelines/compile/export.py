@@ -118,8 +118,6 @@ def export_program(model_dir: str, shape, path: str) -> None:
     """A ``torch.export`` program at one static shape (the compiler builds per shape), or
     at a symbolic length (``[batch, "any"]``: lengths ``MIN_ANY_LENGTH`` to the model's
     ``max_length``), its LSTMs kept whole as ``workbench::lstm`` (``opaque_lstm``)."""
-    import contextlib
-
     import torch
 
     from pipelines.config import ANY_LENGTH
@@ -128,12 +126,12 @@ def export_program(model_dir: str, shape, path: str) -> None:
     quiet_export_warnings()
     model, _, meta = load_exportable(model_dir)
     batch, seq = shape
-    with opaque_lstms(model) if seq == ANY_LENGTH else contextlib.nullcontext():
-        if seq == ANY_LENGTH:
-            length = torch.export.Dim("length", min=MIN_ANY_LENGTH, max=meta.max_length)
+    if seq == ANY_LENGTH:
+        length = torch.export.Dim("length", min=MIN_ANY_LENGTH, max=meta.max_length)
+        with opaque_lstms(model):
             program = torch.export.export(logits_module(model), example_inputs((batch, min(40, meta.max_length))),
                                           dynamic_shapes=({1: length}, {1: length}))
-        else:
-            program = torch.export.export(logits_module(model), example_inputs(shape))
+    else:
+        program = torch.export.export(logits_module(model), example_inputs(shape))
     with atomic_path(path, suffix=".pt2") as tmp:  # torch.export.save wants the suffix
         torch.export.save(program, tmp)

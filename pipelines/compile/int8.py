@@ -403,7 +403,7 @@ def row_vars(m) -> list:
     return list(tirx.analysis.undefined_vars(m))
 
 
-def _static(dim):
+def static_dim(dim):
     """A shape dimension as an int where it is a number, else the expression."""
     from tvm import tirx
 
@@ -706,7 +706,7 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             if name is None:
                 return call
             # rows: a number, or symbolic (B * S of a symbolic-length build)
-            m, k, n = _static(x.ty.shape[0]), int(x.ty.shape[1]), w.shape[0]
+            m, k, n = static_dim(x.ty.shape[0]), int(x.ty.shape[1]), w.shape[0]
             entry = report.setdefault(name, {"K": k, "N": n, "int8": False})
             if name in keep or not supports(m, k, n):
                 entry["reason"] = "kept in fp32 (accuracy budget or config)" if name in keep else "shape not tileable by the int8 kernel"
@@ -726,7 +726,7 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
 
         @staticmethod
         def kernel_call(gvar, args, offset, shape):
-            scalars = [relax.prim_value(v) for v in row_vars(_static(shape[0]))]
+            scalars = [relax.prim_value(v) for v in row_vars(static_dim(shape[0]))]
             return relax.call_tir(gvar, [*args, relax.const(offset), *scalars], relax.TensorType(shape, "float32"))
 
         def fold_bias(self, call):

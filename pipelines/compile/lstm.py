@@ -358,10 +358,12 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int 
         import numpy as np
         from tvm import relax, tirx
 
+        from pipelines.compile.int8 import static_dim
+
         bb = importer.block_builder
         shape = importer.shape_of(x)
         batch, embedding = int(shape[0]), int(shape[2])
-        steps = int(shape[1]) if isinstance(shape[1], tirx.IntImm) else shape[1]
+        steps = static_dim(shape[1])
         # the kernel's own length variable, bound by its buffers' shapes at each call
         kernel_steps = steps if isinstance(steps, int) else tirx.Var("steps", "int64")
         w_hh = weights[names[1]].detach().float().numpy()
@@ -427,7 +429,8 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int 
 def import_program(program, cpu: bool = True, int8_lstm=None, vector_bits: int = 256, cores: int = GROUPS):
     """A ``torch.export`` program as a Relax module: PyTorch's core-ATen decompositions,
     except that on a CPU target LSTMs stay whole for ``convert_lstm`` (decomposed, they
-    unroll), as do a symbolic-length program's ``workbench::lstm`` calls. The recurrence kernel is CPU code; other targets get TVM's unrolled LSTM.
+    unroll), as do a symbolic-length program's ``workbench::lstm`` calls. The recurrence
+    kernel is CPU code; other targets get TVM's unrolled LSTM.
     ``int8_lstm``: the ``int8.Int8Kernel`` for int8 recurrences; ``vector_bits``: the
     target's vector width; ``cores``: its cores."""
     import torch

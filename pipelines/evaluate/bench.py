@@ -158,8 +158,8 @@ def benchmark(
                     reporter.log(f"{shown} at {batch}x{seq}: skipped ({err})", level="warning")
                     continue
                 if isinstance(engine, FixedShapeEngine) and not engine.serves(batch, seq):
-                    built = engine.fixed_shape[0], (f"{engine.lengths[0]}-{engine.lengths[1]}" if engine.lengths else engine.fixed_shape[1])
-                    reason = f"built for {built[0]}x{built[1]}"
+                    lengths = f"{engine.lengths[0]}-{engine.lengths[1]}" if engine.lengths else engine.fixed_shape[1]
+                    reason = f"built for {engine.fixed_shape[0]}x{lengths}"
                     skipped.append({"engine": shown, "batch": batch, "seq": seq, "reason": reason})
                     continue
                 calls = []  # wall clock: for a remote engine, a call's round trip with the transfers
