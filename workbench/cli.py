@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = model_command("compile")
     p.add_argument("--precision", default=None, help="comma-separated: fp32,fp16,int8 (default: the run's config)")
-    p.add_argument("--shape", default=None, help="comma-separated BATCHxSEQ list, e.g. 1x128,1x256 (default: the export shape)")
+    p.add_argument("--shape", default=None, help="comma-separated BATCHxSEQ list, e.g. 1x128,1x256 (default: the export shape; a BiLSTM: batch 1 and 64 at a symbolic length)")
     p.add_argument("--profile", default=None, metavar="BATCHESxLENGTHS",
                    help="a shape profile, one engine of any batch and length: e.g. 1,8,32x32,64,128 builds all nine; "
                         "1,64xany builds batch 1 and 64 at a symbolic length (BiLSTM models)")
