@@ -11,7 +11,7 @@ from typing import Callable
 
 from pipelines.compile.export import export_model
 from pipelines.config import ANY_LENGTH, ConfigError, RunConfig
-from pipelines.data.loaders import data_for
+from pipelines.data.loaders import column, data_for
 from pipelines.evaluate.scoring import evaluate
 from pipelines.events import Reporter
 from pipelines.files import read_json, write_json
@@ -177,7 +177,7 @@ def stage_bench(cfg: RunConfig, run_dir: str, reporter: Reporter) -> dict:
     if bc.corpus:  # whole-test-set throughput over the run's eval split
         split = data_for(cfg).splits[cfg.eval.split]
         count = len(split) if bc.corpus_sentences is None else min(bc.corpus_sentences, len(split))
-        sentences = split.select(range(count))["tokens"]
+        sentences = column(split.select(range(count)), "tokens")
         reporter.log(f"whole-split throughput: {cfg.eval.split}, {count} sentences, {bc.corpus_passes} passes per engine")
         report["corpus_split"] = cfg.eval.split
         report["corpus"], report["corpus_skipped"] = corpus_throughput(

@@ -68,3 +68,17 @@ def test_long_text_is_windowed_not_truncated(encoder):
     assert len(windows) > 1
     assert all(len(w.ids) <= 128 and w.ids[0] == encoder.cls_id and w.ids[-1] == encoder.sep_id for w in windows)
     assert windows[0].start == 0 and windows[-1].end == 300
+
+
+def test_priming_a_corpus_gives_the_ids_of_one_tokenizer_call_a_character():
+    # ``prime`` looks characters up in one batch call; each must get the id the
+    # tokenizer gives it alone (its one piece, else [UNK]).
+    text = "我在北京AB 😀é，１９ＷＴＯ％\u3000\t\u200b①㊣ﬁ"
+    primed = CharEncoder(encoder_tokenizer := load_tokenizer())
+    primed.prime([list(text), list("北京")])
+    one_by_one = []
+    for c in text:
+        pieces = encoder_tokenizer.tokenize({"１": "1", "９": "9", "Ｗ": "W", "Ｔ": "T", "Ｏ": "O"}.get(c, c)) if c.strip() else []
+        one_by_one.append(encoder_tokenizer.convert_tokens_to_ids(pieces[0]) if len(pieces) == 1 else encoder_tokenizer.unk_token_id)
+    assert primed.ids(list(text)) == one_by_one
+    assert one_by_one.count(encoder_tokenizer.unk_token_id) >= 4  # space, emoji, ideographic space, tab at least

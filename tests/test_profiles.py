@@ -87,6 +87,9 @@ def test_sentences_longer_than_the_profile_are_windowed_not_refused():
     class Encoder:
         cls_id, sep_id, pad_id = 101, 102, 0
 
+        def prime(self, sentences):
+            pass
+
         def ids(self, chars):
             return [1000 + ord(c) % 500 for c in chars]
 

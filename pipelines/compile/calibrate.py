@@ -28,7 +28,7 @@ import numpy as np
 
 from pipelines.compile.int8 import supports, weight_key
 from pipelines.compile.quantize import QMAX_W, Observer, activation_params, quantize_weight, weight_scales
-from pipelines.data.loaders import sample_split
+from pipelines.data.loaders import column, sample_split
 from pipelines.files import write_json
 
 QUANT_FILE = "int8-calibration.json"
@@ -150,7 +150,7 @@ def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter,
 
     calib = sample_split(data, qcfg.calibration_split, qcfg.get_data_num, seed)
     reporter.log(f"int8: calibrating {len(calib)} {qcfg.calibration_split} sentences ({qcfg.calibrate_mode})")
-    ranges = observe(model, lambda: logits_of(calib["tokens"]), qcfg.calibrate_mode, qcfg.calibrate_range)
+    ranges = observe(model, lambda: logits_of(column(calib, "tokens")), qcfg.calibrate_mode, qcfg.calibrate_range)
     layers = sorted(ranges)
     unknown = sorted(set(qcfg.keep_fp32) - set(layers))
     if unknown:
@@ -159,8 +159,9 @@ def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter,
     budget_split = "dev" if "dev" in data.splits else qcfg.calibration_split
     dev = sample_split(data, budget_split, qcfg.budget_samples, seed + 1)
     names = dev.features["ner_tags"].feature.names
-    gold = [[names[t] for t in tags] for tags in dev["ner_tags"]]
-    reference = np.concatenate(logits_of(dev["tokens"]))
+    gold = [[names[t] for t in tags] for tags in column(dev, "ner_tags")]
+    dev_sentences = column(dev, "tokens")
+    reference = np.concatenate(logits_of(dev_sentences))
     cache: dict[frozenset, tuple[float, float, float]] = {}
 
     def run(int8_layers) -> tuple[float, float, float]:
@@ -168,7 +169,7 @@ def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter,
         key = frozenset(int8_layers)
         if key not in cache:
             with simulated_int8(model, ranges, qcfg.quantize_per_channel, key, weight_qmax):
-                out = logits_of(dev["tokens"])
+                out = logits_of(dev_sentences)
             f1 = ner_metrics(gold, [decode(o, meta.labels, decode_method) for o in out])["f1"]
             flat = np.concatenate(out)
             cache[key] = (f1, float(((flat - reference) ** 2).mean()), float((flat.argmax(-1) == reference.argmax(-1)).mean()))

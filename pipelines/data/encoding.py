@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -76,11 +76,21 @@ class CharEncoder:
     def char_id(self, char: str) -> int:
         cached = self._cache.get(char)
         if cached is None:
-            pieces = self.tokenizer.tokenize(ASCII_FORM.get(char, char)) if char.strip() else []
-            # One piece: its id. Several (rare symbols) or none (spaces, controls): [UNK].
-            cached = self.tokenizer.convert_tokens_to_ids(pieces[0]) if len(pieces) == 1 else self.unk_id
-            self._cache[char] = cached
+            self.prime([[char]])
+            cached = self._cache[char]
         return cached
+
+    def prime(self, sentences: Iterable[Sequence[str]]) -> None:
+        """Look up every character of ``sentences`` not cached yet in one tokenizer call:
+        a call a character took 0.25 s for the MSRA test's 3,100 distinct characters."""
+        new = [c for c in {c for chars in sentences for c in chars} if c not in self._cache]
+        if not new:
+            return
+        # Blank characters (spaces, controls) give no piece; a string that gives several
+        # (rare symbols) has no id of its own. Both read as [UNK], keeping their place.
+        pieces = self.tokenizer([ASCII_FORM.get(c, c) if c.strip() else "" for c in new], add_special_tokens=False)["input_ids"]
+        for c, ids in zip(new, pieces):
+            self._cache[c] = ids[0] if len(ids) == 1 else self.unk_id
 
     def ids(self, chars: Sequence[str]) -> list[int]:
         if self.lexicon is None:
@@ -140,6 +150,7 @@ def make_windows(
     sentences: Sequence[Sequence[str]], encoder: CharEncoder, max_length: int, stride: int | None = None
 ) -> list[Window]:
     span = max_length - 2  # room for [CLS] and [SEP]
+    encoder.prime(sentences)
     windows = []
     for s, chars in enumerate(sentences):
         ids = encoder.ids(chars)

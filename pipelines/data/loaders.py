@@ -50,6 +50,13 @@ class NerData:
         return self.texts("dev") + self.texts("test")
 
 
+def column(split, name: str) -> list:
+    """A split's column as a list, read from Arrow in one call. ``split[name]`` is a lazy
+    column in ``datasets`` >= 4 that decodes every row again on each pass (0.19 s a pass
+    over the MSRA test: a fifth of what the fastest engine takes to tag it)."""
+    return split[name][:]
+
+
 def entity_types(labels: Sequence[str]) -> list[str]:
     return sorted({label[2:] for label in labels if label != "O"})
 

@@ -235,6 +235,9 @@ class _CachedEncoder:
         self.cls_id, self.sep_id, self.pad_id, self.unk_id = encoder.cls_id, encoder.sep_id, encoder.pad_id, encoder.unk_id
         self.known = {tuple(s): encoder.ids(s) for s in sentences}
 
+    def prime(self, sentences) -> None:
+        """Nothing to look up: every sentence's ids are known."""
+
     def ids(self, chars) -> list[int]:
         return self.known[tuple(chars)]
 

@@ -13,7 +13,7 @@ import json
 import os
 import time
 
-from pipelines.data.loaders import load_split
+from pipelines.data.loaders import column, load_split
 from pipelines.data.news import NEWS_SPLIT, news_dataset
 from pipelines.evaluate.errors import error_counts, read_predictions
 from pipelines.evaluate.metrics import ner_metrics
@@ -53,9 +53,9 @@ def infer(
         engine = open_engine_on(engine_name, run_or_model_dir, device)
         engine_name = engine.name if device is not None else engine_name
         encoder = model_encoder(model_dir)
-        sentences = dataset["tokens"]
+        sentences = column(dataset, "tokens")
         names = dataset.features["ner_tags"].feature.names
-        gold = [[names[t] for t in tags] for tags in dataset["ner_tags"]]
+        gold = [[names[t] for t in tags] for tags in column(dataset, "ner_tags")]
         if set(names) != set(meta.labels):
             raise ModelError(f"the data's labels ({', '.join(names)}) differ from the model's ({', '.join(meta.labels)})")
 

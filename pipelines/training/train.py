@@ -13,7 +13,7 @@ import numpy as np
 from pipelines.config import RunConfig
 from pipelines.data.encoding import IGNORE, CharEncoder, pad_batch, window_spans
 from pipelines.data.extra import extra_training, swapped_mentions
-from pipelines.data.loaders import NerData
+from pipelines.data.loaders import NerData, column
 from pipelines.evaluate.metrics import ner_metrics
 from pipelines.events import Reporter
 from pipelines.files import replace_dir
@@ -120,8 +120,8 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
                      + (f" ({dropped} corpus sentences sharing dev/test text left out)" if dropped else ""))
         examples += make_examples(swapped.tokens, swapped.label_ids, encoder, mc.max_length, mc.window_stride)
         extra_counts["mention_swap"] = {"sentences": len(swapped.tokens), **sizes, "held_out_dropped": dropped}
-    dev_sentences = dev_split["tokens"]
-    dev_gold = [[labels[t] for t in tags] for tags in dev_split["ner_tags"]]
+    dev_sentences = column(dev_split, "tokens")
+    dev_gold = [[labels[t] for t in tags] for tags in column(dev_split, "ner_tags")]
 
     rng = random.Random(cfg.seed)
     steps_per_epoch = math.ceil(len(examples) / tc.batch_size)
