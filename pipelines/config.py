@@ -26,7 +26,7 @@ class ConfigError(ValueError):
 # state); auto = bf16 on CPUs with AMX-BF16, fp32 elsewhere (pipelines.training.optim).
 TrainPrecision = Literal["auto", "fp32", "bf16"]
 # auto, then every int8 GEMM kernel of pipelines/compile/int8.py (a test keeps them equal).
-Int8KernelName = Literal["auto", "vnni", "avx512bw", "avx2", "avx2-pairs", "int32"]
+Int8KernelName = Literal["auto", "vnni", "avx-vnni", "avx512bw", "avx2", "avx2-pairs", "int32"]
 INT8_KERNELS = get_args(Int8KernelName)
 
 
@@ -95,6 +95,16 @@ class ModelConfig(_Section):
     # peoples_daily_1998 or corpus:PATH (the words and names of a word/POS tagged corpus,
     # minus its sentences that share text with dev/test), or several joined by "+".
     lexicon: Optional[str] = None
+    # A fresh BiLSTM's character and bigram tables start from word2vec vectors trained
+    # on these text sources (peoples_daily_1998, msra_train, file:PATH), minus sentences
+    # that share text with dev/test (modeling/vectors); null: random tables.
+    vectors: Optional[list[str]] = None
+
+    @model_validator(mode="after")
+    def _vectors_need(self) -> "ModelConfig":
+        if self.vectors and (self.preset != "bilstm" or self.pretrained):
+            raise ValueError("model.vectors starts a fresh BiLSTM's tables: it needs preset: bilstm and no model.pretrained")
+        return self
 
 
 class TrainConfig(_Section):
@@ -259,6 +269,7 @@ class ProfileConfig(_Section):
 TARGET_PRESETS: dict[str, dict] = {
     "x86-avx512": {"kind": "llvm", "mcpu": "cascadelake"},  # AVX-512 + VNNI: Xeon since Cascade Lake, AMD Zen 4/5
     "x86-avx2": {"kind": "llvm", "mcpu": "haswell"},  # AVX2 + FMA: most laptops, AMD Zen 2/3, Xeon before Skylake-SP
+    "x86-avx2-vnni": {"kind": "llvm", "mcpu": "alderlake"},  # AVX2 + AVX-VNNI: Intel laptops and desktops since Alder Lake
     "aarch64": {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]},  # 64-bit ARM with NEON
     "cuda": {"kind": "cuda"},  # the GPU's architecture detected at compile time
 }

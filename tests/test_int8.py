@@ -33,15 +33,17 @@ def _has_vnni() -> bool:
 
 def _host_kernel() -> str:
     flags = _cpu_flags()
-    return "vnni" if "avx512_vnni" in flags else "avx512bw" if "avx512bw" in flags else "avx2" if "avx2" in flags else "int32"
+    return ("vnni" if "avx512_vnni" in flags else "avx-vnni" if "avx_vnni" in flags else "avx512bw" if "avx512bw" in flags
+            else "avx2" if "avx2" in flags else "int32")
 
 
 needs_vnni = pytest.mark.skipif(not _has_vnni(), reason="the int8 kernel needs AVX-512 VNNI")
+needs_avx_vnni = pytest.mark.skipif("avx_vnni" not in _cpu_flags(), reason="needs AVX-VNNI")
 needs_avx512bw = pytest.mark.skipif("avx512bw" not in _cpu_flags(), reason="needs AVX-512BW")
 needs_avx2 = pytest.mark.skipif("avx2" not in _cpu_flags(), reason="needs AVX2")
 # The target each kernel is built for in the kernel test: the host where it needs the
 # host's ISA, a named CPU otherwise.
-KERNEL_TARGETS = {"vnni": None, "avx512bw": "skylake-avx512", "avx2": "haswell", "avx2-pairs": "haswell", "int32": "x86-64"}
+KERNEL_TARGETS = {"vnni": None, "avx-vnni": "alderlake", "avx512bw": "skylake-avx512", "avx2": "haswell", "avx2-pairs": "haswell", "int32": "x86-64"}
 
 
 def test_kernel_choice_agrees_with_proc_cpuinfo():
@@ -55,8 +57,12 @@ def test_kernel_choice_agrees_with_proc_cpuinfo():
     assert has_vnni(host_target()) == _has_vnni()
     # And it reads the target it is given, not the host: named CPUs with VNNI, with
     # AVX-512 but no VNNI, with AVX2 only, and with none of them.
-    named = {cpu: int8_kernel({"kind": "llvm", "mcpu": cpu}).name for cpu in ("cascadelake", "skylake-avx512", "haswell", "znver3", "x86-64")}
-    assert named == {"cascadelake": "vnni", "skylake-avx512": "avx512bw", "haswell": "avx2", "znver3": "avx2", "x86-64": "int32"}
+    cpus = ("cascadelake", "sapphirerapids", "alderlake", "skylake-avx512", "haswell", "znver3", "x86-64")
+    named = {cpu: int8_kernel({"kind": "llvm", "mcpu": cpu}).name for cpu in cpus}
+    assert named == {"cascadelake": "vnni", "sapphirerapids": "vnni", "alderlake": "avx-vnni", "skylake-avx512": "avx512bw",
+                     "haswell": "avx2", "znver3": "avx2", "x86-64": "int32"}
+    # AVX-VNNI added to an AVX2 CPU (how host_target describes a CPU LLVM names too old)
+    assert int8_kernel({"kind": "llvm", "mcpu": "haswell", "mattr": ["+avxvnni"]}).name == "avx-vnni"
 
 
 def test_a_named_kernel_is_taken_if_the_target_runs_it_and_refused_by_name_if_not():
@@ -73,7 +79,7 @@ def test_a_named_kernel_is_taken_if_the_target_runs_it_and_refused_by_name_if_no
 
 @pytest.mark.parametrize(
     "kernel_name",
-    [pytest.param("vnni", marks=needs_vnni), pytest.param("avx512bw", marks=needs_avx512bw), pytest.param("avx2", marks=needs_avx2),
+    [pytest.param("vnni", marks=needs_vnni), pytest.param("avx-vnni", marks=needs_avx_vnni), pytest.param("avx512bw", marks=needs_avx512bw), pytest.param("avx2", marks=needs_avx2),
      pytest.param("avx2-pairs", marks=needs_avx2), "int32"],
 )
 def test_kernel_matches_the_integer_reference_with_its_own_instruction(kernel_name):
@@ -101,7 +107,7 @@ def test_kernel_matches_the_integer_reference_with_its_own_instruction(kernel_na
     target = host_target() if mcpu is None else {"kind": "llvm", "mcpu": mcpu}
     lib = tvm.compile(tvm.IRModule({"main": int8_linear_func(m, k, n, scale, zero, kernel)}), target=tvm.target.Target(target))
     counts = {op: count_instructions(lib, op) for op in ("vpdpbusd", "vpmaddubsw")}
-    expected_ops = {"vnni": {"vpdpbusd"}, "int32": set()}.get(kernel_name, {"vpmaddubsw"})
+    expected_ops = {"vnni": {"vpdpbusd"}, "avx-vnni": {"vpdpbusd"}, "int32": set()}.get(kernel_name, {"vpmaddubsw"})
     assert {op for op, c in counts.items() if c} == expected_ops
     dev = tvm.cpu()
     out = tvm.runtime.tensor(np.zeros((m, n), np.float32), dev)
@@ -252,7 +258,7 @@ def test_int8_artifact_agrees_with_fp32_and_records_its_report(int8_run):
     assert meta["engine"] == "tvm-int8" and meta["precision"] == "int8"
     # The host's kernel, its dot-product instruction in the code, and the record says so.
     assert q["kernel"] == _host_kernel()
-    mnemonic = {"vnni": "vpdpbusd", "avx512bw": "vpmaddubsw", "avx2": "vpmaddubsw"}.get(q["kernel"])
+    mnemonic = {"vnni": "vpdpbusd", "avx-vnni": "vpdpbusd", "avx512bw": "vpmaddubsw", "avx2": "vpmaddubsw"}.get(q["kernel"])
     if mnemonic:
         assert q[mnemonic] > 0
     assert q["weight_bits"] == (8 if q["kernel"] in ("vnni", "int32") else 7)

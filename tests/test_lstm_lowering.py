@@ -116,10 +116,10 @@ def test_quantised_weights_and_correction_give_h_times_w():
     assert np.abs(got - expected).max() < 0.02 * np.abs(expected).max()
 
 
-@pytest.mark.parametrize("kernel,target", [("avx2", "x86-avx2"), ("vnni", "x86-avx512")])
+@pytest.mark.parametrize("kernel,target", [("avx2", "x86-avx2"), ("avx-vnni", "x86-avx2-vnni"), ("vnni", "x86-avx512")])
 @pytest.mark.parametrize("batch", [1, 8])
 def test_the_int8_recurrence_follows_torch(kernel, target, batch):
-    """h in u8 codes and int8 weights (vpmaddubsw on AVX2, vpdpbusd with VNNI): the LSTM's
+    """h in u8 codes and int8 weights (vpmaddubsw on AVX2, vpdpbusd with either VNNI): the LSTM's
     outputs within int8 rounding of torch's over 24 steps, where errors could build up."""
     import torch
 

@@ -11,6 +11,9 @@ The GEMM's inner step is one dot product of 4 activation bytes with 4 weight byt
 per output channel, for a vector of channels (``Int8Kernel``):
 
 - ``vnni``: AVX-512 VNNI ``vpdpbusd``, 16 channels, 8-bit weights;
+- ``avx-vnni``: AVX-VNNI's ``vpdpbusd`` on 256-bit vectors (Intel since Alder Lake and
+  Sapphire Rapids, AMD Zen 5: CPUs with it and no AVX-512 VNNI are most recent
+  laptops), 8 channels, 8-bit weights;
 - ``avx512bw`` / ``avx2``: ``vpmaddubsw`` (u8 x s8 pairs -> int16) then ``vpmaddwd``
   by ones (-> int32), 16 / 8 channels; 7-bit weights, so the int16 pair sums cannot
   saturate (``quantize.QMAX_W_PMADD``);
@@ -41,7 +44,7 @@ import numpy as np
 
 from pipelines.compile.quantize import QMAX_W, QMAX_W_PMADD, QMAX_W_PMADD2, activation_params, quantize_weight, weight_scales
 
-INTRIN = "workbench_vnni_16x4_local"
+VNNI_INTRIN = "workbench_vnni_{lanes}x4_local"
 PMADD_INTRIN = "workbench_pmadd_{lanes}x4_local"
 PMADD_PAIRS_INTRIN = "workbench_pmadd_pairs_{lanes}x8_local"
 CHANNEL_MULTIPLE = 16  # every kernel tiles N in blocks of 16 (calibration picks layers before the target is known)
@@ -65,6 +68,11 @@ class Int8Kernel:
         return self.instruction is not None
 
     @property
+    def vnni(self) -> bool:
+        """One ``vpdpbusd`` a step (AVX-512 VNNI or AVX-VNNI), no int16 pairs."""
+        return self.instruction == "vpdpbusd"
+
+    @property
     def weight_bits(self) -> int:
         return int(self.weight_qmax).bit_length() + 1
 
@@ -72,6 +80,8 @@ class Int8Kernel:
 KERNELS = {
     # 8 x 2 x 16 int32 lanes = 16 zmm accumulators (measured best of 4x4, 8x4, 4x8, 16x2).
     "vnni": Int8Kernel("vnni", 16, QMAX_W, 8, 2, "vpdpbusd (AVX-512 VNNI)", "vpdpbusd"),
+    # AVX-VNNI: 8 x 2 x 8 lanes, the avx2 kernel's tile (16 ymm registers).
+    "avx-vnni": Int8Kernel("avx-vnni", 8, QMAX_W, 8, 2, "vpdpbusd on 256 bits (AVX-VNNI, no AVX-512)", "vpdpbusd"),
     "avx512bw": Int8Kernel("avx512bw", 16, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX-512BW, no VNNI; 7-bit weights)", "vpmaddubsw"),
     # 8 x 2 x 8 lanes: all 16 ymm registers as accumulators, and still the fastest of
     # 4x2, 2x4, 6x2, 8x1, 3x4, 4x4, 8x2 at M=128 on znver3 (scripts/bench_int8_tiles.py).
@@ -83,8 +93,10 @@ KERNELS = {
 
 
 # The CPU feature each kernel's instructions need (LLVM's names).
-KERNEL_FEATURES = {"vnni": "avx512vnni", "avx512bw": "avx512bw", "avx2": "avx2", "avx2-pairs": "avx2", "int32": None}
-AUTO_ORDER = ("vnni", "avx512bw", "avx2", "int32")  # fastest first
+KERNEL_FEATURES = {"vnni": "avx512vnni", "avx-vnni": "avxvnni", "avx512bw": "avx512bw", "avx2": "avx2", "avx2-pairs": "avx2",
+                   "int32": None}
+# Fastest first: a vpdpbusd does on 256 bits what vpmaddubsw + vpmaddwd do on 512.
+AUTO_ORDER = ("vnni", "avx-vnni", "avx512bw", "avx2", "int32")
 
 
 def int8_kernel(target, choice: str = "auto") -> Int8Kernel:
@@ -112,6 +124,9 @@ def int8_kernel(target, choice: str = "auto") -> Int8Kernel:
 
 
 # LLVM's u8 x s8 -> int16 pairs and int16 pairs -> int32 intrinsics, per vector width.
+# LLVM's u8 x s8 -> int32 dot product per vector width: the 256-bit one is AVX-VNNI's
+# VEX-encoded vpdpbusd on a CPU without AVX-512 (LLVM picks the encoding).
+VPDPBUSD = {256: "llvm.x86.avx512.vpdpbusd.256", 512: "llvm.x86.avx512.vpdpbusd.512"}
 PMADD = {
     256: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
     512: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
@@ -173,39 +188,41 @@ def broadcast4(quad, lanes: int):
 
 def dot4(acc, a, w, lanes: int, vnni: bool = False):
     """``acc`` (``lanes`` int32) + for each lane the dot product of 4 u8 of ``a`` with that
-    lane's 4 s8 of ``w`` (``int8x(4 lanes)`` each): ``vpdpbusd`` (AVX-512 VNNI), or
+    lane's 4 s8 of ``w`` (``int8x(4 lanes)`` each): ``vpdpbusd`` (AVX-512 VNNI or AVX-VNNI), or
     ``vpmaddubsw`` (pairs -> int16, so 7-bit weights) then ``vpmaddwd`` by ones."""
     from tvm.script import tirx as T
 
     i32 = f"int32x{lanes}"
     if vnni:
-        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), acc, a, w, dtype=i32)
+        return T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(VPDPBUSD[lanes * 32]), acc, a, w, dtype=i32)
     to_pairs, to_int32 = PMADD[lanes * 32]
     pairs = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(to_pairs), a, w, dtype=f"int16x{lanes * 2}")
     return acc + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(to_int32), pairs, T.broadcast(T.int16(1), lanes * 2), dtype=i32)
 
 
-def register_vnni_intrin() -> str:
-    """``dot_16x4_vnni`` with its accumulator in local scope and ``vpdpbusd``'s LLVM
-    >= 20 signature (<64 x i8> operands; TVM's own intrinsic passes <16 x i32> and
-    fails LLVM verification)."""
+def register_vnni_intrin(lanes: int = 16) -> str:
+    """``dot_16x4_vnni`` (or its 8-lane AVX-VNNI form) with its accumulator in local
+    scope and ``vpdpbusd``'s LLVM >= 20 signature (<64 x i8> operands; TVM's own
+    intrinsic passes <16 x i32> and fails LLVM verification)."""
     from tvm.s_tir import TensorIntrin
     from tvm.script import tirx as T
+
+    name = VNNI_INTRIN.format(lanes=lanes)
 
     @T.prim_func(s_tir=True)
     def impl(
         A: T.Buffer((4,), "uint8", offset_factor=1),
-        B: T.Buffer((16, 4), "int8", offset_factor=1),
-        C: T.Buffer((16,), "int32", offset_factor=1, scope="local"),
+        B: T.Buffer((lanes, 4), "int8", offset_factor=1),
+        C: T.Buffer((lanes,), "int32", offset_factor=1, scope="local"),
     ) -> None:
         with T.sblock("root"):
-            T.reads(C[0:16], A[0:4], B[0:16, 0:4])
-            T.writes(C[0:16])
-            C[T.ramp(T.int32(0), 1, 16)] = dot4(C.vload([0], dtype="int32x16"), broadcast4(A.vload([0], "uint8x4"), 16),
-                                                 B.vload([0, 0], dtype="int8x64"), 16, vnni=True)
+            T.reads(C[0:lanes], A[0:4], B[0:lanes, 0:4])
+            T.writes(C[0:lanes])
+            C[T.ramp(T.int32(0), 1, lanes)] = dot4(C.vload([0], dtype=f"int32x{lanes}"), broadcast4(A.vload([0], "uint8x4"), lanes),
+                                                   B.vload([0, 0], dtype=f"int8x{4 * lanes}"), lanes, vnni=True)
 
-    TensorIntrin.register(INTRIN, _dot_desc(16), impl, override=True)
-    return INTRIN
+    TensorIntrin.register(name, _dot_desc(lanes), impl, override=True)
+    return name
 
 
 def register_pmadd_intrin(lanes: int) -> str:
@@ -275,8 +292,8 @@ def supports(m: int, k: int, n: int) -> bool:
 
 
 def has_vnni(target) -> bool:
-    """Whether an LLVM target's CPU has AVX-512 VNNI (``vpdpbusd``)."""
-    return int8_kernel(target).name == "vnni"
+    """Whether an LLVM target's CPU has ``vpdpbusd`` (AVX-512 VNNI or AVX-VNNI)."""
+    return int8_kernel(target).vnni
 
 
 def fast_gelu(x):
@@ -374,8 +391,8 @@ def _schedule_gemm(sch, gemm, rescale, m: int, k: int, n: int, kernel: Int8Kerne
     # rows, the loop's index arithmetic divides by the length and tensorize refuses it.
     sch.parallel(sch.fuse(*batch, j_o, i_o) if isinstance(m, int) else sch.fuse(*batch, j_o) if batch else j_o)
     init = sch.decompose_reduction(gemm, k_o)
-    if kernel.name == "vnni":
-        sch.tensorize(j_i, register_vnni_intrin())
+    if kernel.vnni:
+        sch.tensorize(j_i, register_vnni_intrin(lanes))
     elif kernel.dot_product and quads == 2:
         sch.tensorize(k_q, register_pmadd_pairs_intrin(lanes))
     elif kernel.dot_product:

@@ -387,7 +387,7 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int 
 
         if int8 is not None and int8.dot_product:  # int8 arithmetic, after the projection
             weight, scale, correction = pack_recurrent_quads(w_hh, int8.weight_qmax)
-            kernel = bb.add_func(quantised_recurrence_kernel(batch, kernel_steps, hidden, int8.lanes, int8.name == "vnni"), "lstm_recurrence")
+            kernel = bb.add_func(quantised_recurrence_kernel(batch, kernel_steps, hidden, int8.lanes, int8.vnni), "lstm_recurrence")
             return bb.emit(relax.call_tir(kernel, [projection(correction), relax.const(weight), relax.const(scale), h0, c0], out))
         # Float arithmetic (W_hh int8, weight-only, in an int8 build for a CPU without a
         # dot-product instruction), the projection inside the kernel where it pays.
