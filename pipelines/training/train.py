@@ -100,9 +100,18 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
 
     labels = data.labels
     model, encoder, meta = build_model(mc, labels, data.held_out_texts())
+    extra_counts = {}
+    if mc.vectors:
+        from pipelines.modeling.vectors import initialise_bilstm
+
+        reporter.log(f"word2vec: character and bigram vectors from {', '.join(mc.vectors)}")
+        vectors = initialise_bilstm(model, encoder, mc.vectors, data.held_out_texts(), cfg.seed)
+        reporter.log(f"word2vec: {vectors['char_rows']} character rows, {vectors.get('bigram_rows', 0)} bigram rows "
+                     f"from {vectors['sentences']} sentences ({vectors['dropped_held_out']} sharing dev/test text left out), "
+                     f"{vectors['seconds']} s")
+        extra_counts["vectors"] = vectors
     train_split, dev_split = data.splits["train"], data.splits["dev"]
     examples = make_examples(train_split["tokens"], train_split["ner_tags"], encoder, mc.max_length, mc.window_stride)
-    extra_counts = {}
     if mc.lexicon and encoder.lexicon is not None:
         lexicon = encoder.lexicon
         reporter.log(f"word lexicon {lexicon.source}: {len(lexicon)} words"

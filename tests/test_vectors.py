@@ -1,0 +1,57 @@
+"""Word2vec character and bigram vectors as a fresh BiLSTM's starting tables (model.vectors)."""
+
+import numpy as np
+import pytest
+
+from pipelines.config import ConfigError, parse_config
+
+
+@pytest.fixture(scope="module")
+def small_bilstm():
+    from pipelines.data.encoding import CharEncoder, load_tokenizer
+    from pipelines.modeling.bilstm import bilstm_classes
+
+    tokenizer = load_tokenizer()
+    config_class, model_class = bilstm_classes()
+    config = config_class(vocab_size=len(tokenizer), embedding_size=8, hidden_size=8, bigram_buckets=97, num_labels=3)
+    return model_class, config, CharEncoder(tokenizer)
+
+
+def test_vectors_fill_the_rows_the_model_looks_up_and_never_learn_held_out_text(small_bilstm, tmp_path):
+    import torch
+
+    model_class, config, encoder = small_bilstm
+    text = tmp_path / "text.txt"
+    held_out = "上海浦东新区开发建设"
+    lines = ["北京是中国的首都", "中国人民银行在北京", "我在北京工作", "首都北京欢迎你"] * 5 + [held_out + "很快"] * 4
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    torch.manual_seed(0)
+    model = model_class(config)
+    before_chars, before_bigrams = model.chars.weight.detach().clone(), model.bigrams.weight.detach().clone()
+
+    from pipelines.modeling.vectors import INIT_STD, bigram_bucket, initialise_bilstm
+
+    stats = initialise_bilstm(model, encoder, [f"file:{text}"], [held_out], seed=1)
+    assert stats["sentences"] == 20 and stats["dropped_held_out"] == 4
+    ids = {c: encoder.char_id(c) for c in "北京中国浦"}
+    chars, bigrams = model.chars.weight.detach(), model.bigrams.weight.detach()
+    changed = (chars != before_chars).any(dim=1)
+    assert changed[ids["北"]] and changed[ids["京"]] and changed[ids["中"]]
+    assert not changed[ids["浦"]]  # only in text that shares held-out text: never read
+    assert stats["char_rows"] == int(changed.sum())
+    learnt = chars[changed]
+    assert abs(float(learnt.std()) - INIT_STD) < 1e-3  # scaled to the random rows' spread
+    # The bigram row the model reads for 北京 is a learnt one: the hash agrees with embed's.
+    row = bigram_bucket(ids["北"], ids["京"], config.vocab_size, config.bigram_buckets)
+    assert (bigrams[row] != before_bigrams[row]).any()
+    model.eval()
+    with torch.no_grad():
+        x = model.embed(torch.tensor([[ids["北"], ids["京"]]]))
+    np.testing.assert_allclose(x[0, 0].numpy(), (chars[ids["北"]] + bigrams[row]).numpy(), rtol=1e-6)
+
+
+def test_vectors_need_a_fresh_bilstm():
+    with pytest.raises(ConfigError, match="model.vectors starts a fresh BiLSTM's tables: it needs preset: bilstm and no model.pretrained"):
+        parse_config({"name": "x", "model": {"preset": "mini", "vectors": ["msra_train"]}})
+    cfg = parse_config({"name": "x", "model": {"preset": "bilstm", "vectors": ["peoples_daily_1998", "msra_train"]}})
+    assert cfg.model.vectors == ["peoples_daily_1998", "msra_train"]
