@@ -55,3 +55,29 @@ def test_vectors_need_a_fresh_bilstm():
         parse_config({"name": "x", "model": {"preset": "mini", "vectors": ["msra_train"]}})
     cfg = parse_config({"name": "x", "model": {"preset": "bilstm", "vectors": ["peoples_daily_1998", "msra_train"]}})
     assert cfg.model.vectors == ["peoples_daily_1998", "msra_train"]
+
+
+@pytest.mark.slow
+def test_a_run_starts_its_bilstm_from_the_vectors_and_counts_what_it_left_out(tmp_path):
+    """The train stage with model.vectors: a text file that includes a test sentence;
+    that line is left out and counted, the model still learns the toy corpus."""
+    from conftest import TOY_TRAIN, ToyCorpus
+    from workbench.runner import execute
+    from workbench.store import RunStore
+
+    corpus = ToyCorpus.write(tmp_path)
+    text = tmp_path / "text.txt"
+    lines = ["".join(chars) for chars, _ in TOY_TRAIN] * 3 + ["昨天新华社报道了广州的消息"] * 2  # a test sentence inside
+    text.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cfg = parse_config({
+        "name": "vectors", "stages": ["train", "eval"], "data": corpus.data(),
+        "model": {"preset": "bilstm", "max_length": 16, "dropout": 0.1, "vectors": [f"file:{text}"]},
+        "train": {"epochs": 15, "batch_size": 8, "learning_rate": 1e-2, "threads": 1, "eval_every": 10},
+    })
+    store = RunStore(str(tmp_path / "runs"))
+    run = store.create_run(cfg)
+    results = execute(cfg, store, run, cfg.stages, [lambda event: None])
+    vectors = results["train"]["extra_train"]["vectors"]
+    assert vectors["dropped_held_out"] == 2 and vectors["sentences"] == 3 * len(TOY_TRAIN)
+    assert vectors["char_rows"] > 20 and vectors["bigram_rows"] > 20
+    assert results["eval"]["f1"] > 0.5

@@ -101,7 +101,7 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
     labels = data.labels
     model, encoder, meta = build_model(mc, labels, data.held_out_texts())
     extra_counts = {}
-    if mc.vectors:
+    if mc.vectors and not os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR)):  # a resumed run loads its own weights
         from pipelines.modeling.vectors import initialise_bilstm
 
         reporter.log(f"word2vec: character and bigram vectors from {', '.join(mc.vectors)}")
