@@ -36,7 +36,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.config import INT8_KERNELS
+    from pipelines.config import INT8_KERNELS, TARGET_PRESETS
     from pipelines.runtime.engines import ENGINE_NAMES
 
     parser = argparse.ArgumentParser(
@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default=None, metavar="BATCHESxLENGTHS",
                    help="a shape profile, one engine of any batch and length: e.g. 1,8,32x32,64,128 builds all nine; "
                         "1,64xany builds batch 1 and 64 at a symbolic length (BiLSTM models)")
-    p.add_argument("--target", default=None, help="host (this CPU, default), x86-avx512, x86-avx2, x86-avx2-vnni, aarch64, cuda, or a TVM target as JSON")
+    p.add_argument("--target", default=None, help=f"host (this CPU, default), {', '.join(TARGET_PRESETS)}, or a TVM target as JSON")
     p.add_argument("--int8-kernel", default=None, choices=INT8_KERNELS,
                    help="the int8 GEMM kernel (default auto: the fastest the target runs; avx2-pairs: 6-bit weights, fewer multiplies)")
     p.add_argument("--int8-attention", action="store_true", default=None,

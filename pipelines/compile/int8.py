@@ -123,10 +123,10 @@ def int8_kernel(target, choice: str = "auto") -> Int8Kernel:
     return KERNELS[choice]
 
 
-# LLVM's u8 x s8 -> int16 pairs and int16 pairs -> int32 intrinsics, per vector width.
 # LLVM's u8 x s8 -> int32 dot product per vector width: the 256-bit one is AVX-VNNI's
 # VEX-encoded vpdpbusd on a CPU without AVX-512 (LLVM picks the encoding).
 VPDPBUSD = {256: "llvm.x86.avx512.vpdpbusd.256", 512: "llvm.x86.avx512.vpdpbusd.512"}
+# LLVM's u8 x s8 -> int16 pairs and int16 pairs -> int32 intrinsics, per vector width.
 PMADD = {
     256: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
     512: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),

@@ -90,6 +90,7 @@ def _set_rows(table, rows: dict[int, np.ndarray]) -> None:
 
     if not rows:
         return
-    index = torch.tensor(sorted(rows))
-    vectors = torch.from_numpy(np.stack([rows[i] for i in sorted(rows)])).to(table.dtype)
+    order = sorted(rows)
+    index = torch.tensor(order)
+    vectors = torch.from_numpy(np.stack([rows[i] for i in order])).to(table.dtype)
     table[index] = vectors * (INIT_STD / vectors.std().clamp_min(1e-12))

@@ -99,13 +99,14 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
         torch.set_num_threads(tc.threads)
 
     labels = data.labels
-    model, encoder, meta = build_model(mc, labels, data.held_out_texts())
+    held_out = data.held_out_texts()  # what the lexicon and the vectors may not read
+    model, encoder, meta = build_model(mc, labels, held_out)
     extra_counts = {}
     if mc.vectors and not os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR)):  # a resumed run loads its own weights
         from pipelines.modeling.vectors import initialise_bilstm
 
         reporter.log(f"word2vec: character and bigram vectors from {', '.join(mc.vectors)}")
-        vectors = initialise_bilstm(model, encoder, mc.vectors, data.held_out_texts(), cfg.seed)
+        vectors = initialise_bilstm(model, encoder, mc.vectors, held_out, cfg.seed)
         reporter.log(f"word2vec: {vectors['char_rows']} character rows, {vectors.get('bigram_rows', 0)} bigram rows "
                      f"from {vectors['sentences']} sentences ({vectors['dropped_held_out']} sharing dev/test text left out), "
                      f"{vectors['seconds']} s")
