@@ -50,6 +50,18 @@ def test_each_character_marks_the_words_it_begins_continues_ends_or_is(lexicon):
     assert lexicon.codes([]) == []
 
 
+def test_a_corpus_at_once_codes_each_sentence_as_alone_and_no_word_spans_two(lexicon):
+    """``codes_many`` finds words over a whole corpus in numpy: the same codes as one
+    sentence at a time; 中国 split over two sentences is no word, nor is a word across
+    a position that holds a whole token; 中国人民银行 (six characters: keys of more than
+    three are hashed, then checked) still marks its middle."""
+    corpus = [list("江泽民在中国人民银行"), list("在中"), list("国"), [], ["中", "[UNK]", "国"], list("北京")]
+    each = [lexicon.codes(s) for s in corpus]
+    assert lexicon.codes_many(corpus) == each
+    assert each[1] == [code("S-WORD"), 0] and each[2] == [0] and each[4] == [0, 0, 0]
+    assert each[0][6] == code("M-ORG", "B-WORD") and each[5] == [code("B-LOC"), code("E-LOC")]
+
+
 def test_a_word_with_two_tags_carries_both_types(tmp_path):
     lex = word_lexicon(write_lexicon(tmp_path / "w.txt", ["黄山 10 ns", "黄山 5 nr"]))
     assert lex.codes(list("黄山")) == [code("B-LOC", "B-PER"), code("E-LOC", "E-PER")]

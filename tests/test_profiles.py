@@ -87,11 +87,8 @@ def test_sentences_longer_than_the_profile_are_windowed_not_refused():
     class Encoder:
         cls_id, sep_id, pad_id = 101, 102, 0
 
-        def prime(self, sentences):
-            pass
-
-        def ids(self, chars):
-            return [1000 + ord(c) % 500 for c in chars]
+        def ids_many(self, sentences):
+            return [[1000 + ord(c) % 500 for c in chars] for chars in sentences]
 
     profile = ShapeProfile([Recorder((4, 64), [])])
     sentences = [list("北京" * 150), list("上海"), []]

@@ -93,9 +93,18 @@ class CharEncoder:
             self._cache[c] = ids[0] if len(ids) == 1 else self.unk_id
 
     def ids(self, chars: Sequence[str]) -> list[int]:
+        return self.ids_many([chars])[0]
+
+    def ids_many(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
+        """``ids`` of every sentence: the tokenizer and the lexicon each see the corpus once."""
+        self.prime(sentences)
+        cache = self._cache
         if self.lexicon is None:
-            return [self.char_id(c) for c in chars]
-        return [self.char_id(c) + LEXICON_STRIDE * code for c, code in zip(chars, self.lexicon.codes(chars))]
+            return [[cache[c] for c in chars] for chars in sentences]
+        return [
+            [cache[c] + LEXICON_STRIDE * code for c, code in zip(chars, codes)]
+            for chars, codes in zip(sentences, self.lexicon.codes_many(sentences))
+        ]
 
 
 def window_spans(length: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:
@@ -150,10 +159,8 @@ def make_windows(
     sentences: Sequence[Sequence[str]], encoder: CharEncoder, max_length: int, stride: int | None = None
 ) -> list[Window]:
     span = max_length - 2  # room for [CLS] and [SEP]
-    encoder.prime(sentences)
     windows = []
-    for s, chars in enumerate(sentences):
-        ids = encoder.ids(chars)
+    for s, ids in enumerate(encoder.ids_many(sentences)):
         for start, end in window_spans(len(ids), span, stride):
             windows.append(Window(s, start, end, [encoder.cls_id, *ids[start:end], encoder.sep_id]))
     return windows

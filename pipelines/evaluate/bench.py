@@ -233,13 +233,10 @@ class _CachedEncoder:
 
     def __init__(self, encoder, sentences) -> None:
         self.cls_id, self.sep_id, self.pad_id, self.unk_id = encoder.cls_id, encoder.sep_id, encoder.pad_id, encoder.unk_id
-        self.known = {tuple(s): encoder.ids(s) for s in sentences}
+        self.known = {tuple(s): ids for s, ids in zip(sentences, encoder.ids_many(sentences))}
 
-    def prime(self, sentences) -> None:
-        """Nothing to look up: every sentence's ids are known."""
-
-    def ids(self, chars) -> list[int]:
-        return self.known[tuple(chars)]
+    def ids_many(self, sentences) -> list[list[int]]:
+        return [self.known[tuple(chars)] for chars in sentences]
 
 
 def _open_for_corpus(name: str, run_dir: str, threads: int | None, device: RemoteDevice | None = None):
