@@ -36,8 +36,7 @@ class Example:
 def make_examples(tokens, tags, encoder: CharEncoder, max_length: int, stride: int | None) -> list[Example]:
     """Training windows: long sentences become several overlapping examples."""
     examples = []
-    for chars, label_ids in zip(tokens, tags):
-        ids = encoder.ids(chars)
+    for ids, label_ids in zip(encoder.ids_many(tokens), tags):
         for start, end in window_spans(len(ids), max_length - 2, stride):
             examples.append(
                 Example(
