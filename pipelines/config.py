@@ -99,11 +99,16 @@ class ModelConfig(_Section):
     # on these text sources (peoples_daily_1998, msra_train, file:PATH), minus sentences
     # that share text with dev/test (modeling/vectors); null: random tables.
     vectors: Optional[list[str]] = None
+    # A linear-chain CRF over the BiLSTM's scores (modeling/crf): trained on the likelihood
+    # of whole tag sequences, decoded with its learned transitions by every engine.
+    crf: bool = False
 
     @model_validator(mode="after")
     def _vectors_need(self) -> "ModelConfig":
         if self.vectors and (self.preset != "bilstm" or self.pretrained):
             raise ValueError("model.vectors starts a fresh BiLSTM's tables: it needs preset: bilstm and no model.pretrained")
+        if self.crf and self.preset != "bilstm" and not self.pretrained:
+            raise ValueError("model.crf is the BiLSTM's: it needs preset: bilstm (or model.pretrained naming a BiLSTM)")
         return self
 
 

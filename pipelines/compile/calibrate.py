@@ -170,7 +170,7 @@ def prepare_int8(qcfg, data, model_dir: str, out_path: str, seed: int, reporter,
         if key not in cache:
             with simulated_int8(model, ranges, qcfg.quantize_per_channel, key, weight_qmax):
                 out = logits_of(dev_sentences)
-            f1 = ner_metrics(gold, [decode(o, meta.labels, decode_method) for o in out])["f1"]
+            f1 = ner_metrics(gold, [decode(o, meta.labels, decode_method, meta.crf) for o in out])["f1"]
             flat = np.concatenate(out)
             cache[key] = (f1, float(((flat - reference) ** 2).mean()), float((flat.argmax(-1) == reference.argmax(-1)).mean()))
         return cache[key]

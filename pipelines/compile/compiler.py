@@ -398,7 +398,8 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
             src = os.path.join(request["model_dir"], name)
             if os.path.isfile(src):
                 shutil.copy(src, tmp)
-        labels = ModelMeta.load(request["model_dir"]).labels
+        model_meta = ModelMeta.load(request["model_dir"])
+        labels = model_meta.labels
         write_json(
             os.path.join(tmp, ARTIFACT_META),
             {
@@ -412,6 +413,9 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
                 "lexicon_stride": LEXICON_STRIDE if os.path.isfile(os.path.join(request["model_dir"], LEXICON_FILE)) else None,
                 "output": {"name": "logits", "shape": [*request["shape"], len(labels)], "dtype": "float32"},
                 "labels": labels,
+                # a CRF model's logits are emissions: decode them with these scores
+                # (start, end, transitions [previous, next]; runtime.predict.viterbi_bio)
+                "crf": model_meta.crf,
                 "target": str(target),
                 "tvm_version": tvm.__version__,
                 "compile_s": round(compile_s, 2),

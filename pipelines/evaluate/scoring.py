@@ -73,7 +73,7 @@ def infer(
         seconds = time.monotonic() - t0
         del engine
     decoder = decoder or run_decoder(run_or_model_dir)
-    pred = [decode(lg, meta.labels, decoder) for lg in logits]
+    pred = [decode(lg, meta.labels, decoder, meta.crf) for lg in logits]
     if out_path is None and model_dir != run_or_model_dir:
         out_path = predictions_path(run_or_model_dir, split_name, engine_name, decoder)
     if out_path:

@@ -7,8 +7,8 @@ Per character: its embedding, a hashed embedding of the bigram it starts (the
 character and the next), and one learned vector per (type, B/M/E/S) of its
 lexicon code, unpacked from the ``input_ids`` ``CharEncoder`` packs, as the BERT
 students do. A forward LSTM reads the text left to right and a second one right
-to left, then a linear layer scores the labels (a softmax tagger: its per-character
-distributions are what distillation needs, where a CRF's are not).
+to left, then a linear layer scores the labels: a softmax tagger, or with ``crf`` the
+emissions of a linear-chain CRF (``pipelines.modeling.crf``) whose scores decode them.
 
 The right-to-left pass reverses each row within its own length, so padding never
 reaches a real character: a sentence tags the same alone or in any batch, on any
@@ -23,6 +23,7 @@ import functools
 
 from pipelines.data.lexicon_features import GROUP_BITS
 from pipelines.modeling.codes import const, split_codes
+from pipelines.modeling.crf import crf_class, tagging_loss
 
 MODEL_TYPE = "ner-bilstm"
 
@@ -46,6 +47,7 @@ def bilstm_classes():
         bigram_buckets: int = 1 << 15
         lexicon_types: int = 0
         dropout: float = 0.5
+        crf: bool = False
         pad_token_id: int | None = 0
 
     class BiLstmForTokenClassification(PreTrainedModel):
@@ -62,6 +64,7 @@ def bilstm_classes():
             self.backward_lstm = torch.nn.LSTM(e, h, batch_first=True)
             self.dropout = torch.nn.Dropout(config.dropout)
             self.classifier = torch.nn.Linear(2 * h, config.num_labels)
+            self.crf = crf_class()(config.num_labels) if config.crf else None
             self.post_init()
 
         def _init_weights(self, module) -> None:
@@ -70,6 +73,9 @@ def bilstm_classes():
             elif isinstance(module, torch.nn.Linear):
                 torch.nn.init.xavier_uniform_(module.weight)
                 torch.nn.init.zeros_(module.bias)
+            elif isinstance(module, crf_class()):  # also a CRF added to a saved BiLSTM without one
+                for p in module.parameters():
+                    torch.nn.init.zeros_(p)
 
         def recur(self, x, reversal):
             """Both LSTMs over ``x``; the backward one reads it rows reversed by ``reversal``."""
@@ -115,9 +121,7 @@ def bilstm_classes():
             behind = torch.nn.functional.linear(self.dropout(behind), w[:, hidden:])
             behind = torch.gather(behind, 1, mirror.unsqueeze(-1).expand(-1, -1, behind.shape[-1]))
             logits = torch.nn.functional.linear(self.dropout(ahead), w[:, :hidden], self.classifier.bias) + behind
-            loss = None
-            if labels is not None:
-                loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+            loss = tagging_loss(self, logits, labels, attention_mask) if labels is not None else None
             return TokenClassifierOutput(loss=loss, logits=logits)
 
     # Known to AutoConfig, so AutoTokenizer reading a saved BiLSTM's directory knows its config.

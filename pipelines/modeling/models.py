@@ -21,6 +21,7 @@ from pipelines.data.lexicon_features import FILE as LEXICON_FILE, GROUP_BITS, TY
 from pipelines.layout import MODEL_DIR
 from pipelines.modeling.bilstm import MODEL_TYPE as BILSTM_TYPE, bilstm_classes
 from pipelines.modeling.codes import split_codes
+from pipelines.modeling.crf import crf_scores
 
 # Well-Read Students Learn Better (Turc et al. 2019) compact sizes, plus BERT-base.
 PRESETS = {
@@ -45,6 +46,9 @@ class ModelMeta:
     window_stride: int | None = None
     preset: str | None = None
     source: str | None = None  # preset name, hub id or directory the weights started from
+    # a CRF's scores, lists {start [L], end [L], transitions [L, L]} in label order: every
+    # engine's logits are its emissions, decoded with these (runtime.predict); None: no CRF
+    crf: dict | None = None
 
     def save(self, directory: str) -> None:
         write_json(os.path.join(directory, META_FILE), asdict(self))
@@ -170,6 +174,10 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
     encoder = CharEncoder(tokenizer, lexicon)
     if cfg.pretrained:
         extra = {"lexicon_types": len(LEXICON_TYPES)} if lexicon is not None else {}
+        if cfg.crf and not bilstm:
+            raise ModelError(f"model.crf is the BiLSTM's, and {cfg.pretrained!r} holds no BiLSTM")
+        if cfg.crf:
+            extra["crf"] = True  # a saved BiLSTM keeps its CRF either way; one without gains a fresh one
         try:
             model = (bilstm_classes()[1] if bilstm else _model_class(lexicon is not None)).from_pretrained(
                 cfg.pretrained,
@@ -182,7 +190,7 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
     elif cfg.preset == "bilstm":
         types = len(LEXICON_TYPES) if lexicon is not None else 0
         config_class, model_class = bilstm_classes()
-        model = model_class(config_class(vocab_size=len(tokenizer), lexicon_types=types, dropout=cfg.dropout,
+        model = model_class(config_class(vocab_size=len(tokenizer), lexicon_types=types, dropout=cfg.dropout, crf=cfg.crf,
                                          pad_token_id=tokenizer.pad_token_id, **label_fields(labels)))
     else:
         config = bert_config(cfg.preset, len(tokenizer), labels, cfg.max_length, cfg.dropout)
@@ -201,6 +209,7 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
 
 def save_model(model, encoder: CharEncoder, meta: ModelMeta, directory: str) -> None:
     os.makedirs(directory, exist_ok=True)
+    meta.crf = crf_scores(model)  # as trained so far: the scores move with the weights
     model.save_pretrained(directory)
     save_tokenizer(encoder.tokenizer, directory)
     if encoder.lexicon is not None:

@@ -67,11 +67,12 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 DECODERS = ("argmax", "bio")
 
 
-def decode(logits: np.ndarray, labels: Sequence[str], method: str = "argmax") -> list[str]:
+def decode(logits: np.ndarray, labels: Sequence[str], method: str = "argmax", crf: dict | None = None) -> list[str]:
     """Tags from ``[chars, labels]`` logits: per-character argmax, or ``bio``: the most
-    probable tag sequence that is valid BIO (constrained Viterbi)."""
+    probable tag sequence that is valid BIO (constrained Viterbi). For a model with a
+    CRF (``crf``: its ``ModelMeta.crf`` scores) ``bio`` decodes with its transitions."""
     if method == "bio":
-        return [labels[i] for i in viterbi_bio(logits, labels)]
+        return [labels[i] for i in viterbi_bio(logits, labels, crf)]
     if method != "argmax":
         raise ValueError(f"unknown decoder {method!r} (use {' or '.join(DECODERS)})")
     return [labels[i] for i in logits.argmax(axis=-1)]
@@ -87,28 +88,71 @@ def bio_transitions(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return start, allowed
 
 
-def viterbi_bio(logits: np.ndarray, labels: Sequence[str]) -> np.ndarray:
-    """Label indices maximising the summed per-character log-softmax scores over
-    valid BIO sequences. Log-softmax, not raw logits: a sequence's score is then its
-    log-probability under the per-character model, which argmax also maximises."""
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def chain_scores(logits: np.ndarray, labels: Sequence[str], crf: dict | None = None):
+    """(per-step scores ``[n, L]``, first-tag ``[L]``, transition ``[L, L]`` and last-tag
+    ``[L]`` scores) of the sequences decoding chooses among: valid BIO ones, scored by
+    the per-character log-softmax, or by a CRF's emissions and learned scores."""
+    start, allowed = bio_transitions(labels)
+    forbid = np.where(allowed, 0.0, -np.inf)
+    first = np.where(start, 0.0, -np.inf)
+    if crf is None:
+        return log_softmax(logits), first, forbid, np.zeros(len(labels))
+    return (
+        np.asarray(logits, dtype=np.float64),
+        first + np.asarray(crf["start"]),
+        forbid + np.asarray(crf["transitions"]),
+        np.asarray(crf["end"], dtype=np.float64),
+    )
+
+
+def viterbi_bio(logits: np.ndarray, labels: Sequence[str], crf: dict | None = None) -> np.ndarray:
+    """Label indices of the best valid BIO sequence (``chain_scores``). Without a CRF,
+    log-softmax, not raw logits: a sequence's score is then its log-probability under
+    the per-character model, which argmax also maximises."""
     n = len(logits)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
-    z = logits - logits.max(axis=-1, keepdims=True)
-    scores = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
-    start, allowed = bio_transitions(labels)
-    transition = np.where(allowed, 0.0, -np.inf)
-    best = np.where(start, scores[0], -np.inf)
+    scores, first, transition, last = chain_scores(logits, labels, crf)
+    best = first + scores[0]
     back = np.zeros((n, len(labels)), dtype=np.int64)
     for t in range(1, n):
         candidates = best[:, None] + transition  # [previous, next]
         back[t] = candidates.argmax(axis=0)
         best = candidates[back[t], np.arange(len(labels))] + scores[t]
     path = np.empty(n, dtype=np.int64)
-    path[-1] = best.argmax()
+    path[-1] = (best + last).argmax()
     for t in range(n - 1, 0, -1):
         path[t - 1] = back[t, path[t]]
     return path
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    top = np.max(x, axis=axis, keepdims=True)
+    top = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        return np.squeeze(top, axis) + np.log(np.exp(x - top).sum(axis=axis))
+
+
+def crf_marginals(logits: np.ndarray, labels: Sequence[str], crf: dict) -> np.ndarray:
+    """``[n, L]`` probability of each tag at each character under the CRF, over the
+    valid BIO sequences (forward-backward): what a tag's confidence is for a CRF model,
+    whose emissions alone are no probabilities."""
+    scores, first, transition, last = chain_scores(logits, labels, crf)
+    n = len(scores)
+    alpha, beta = np.empty_like(scores), np.empty_like(scores)
+    alpha[0] = first + scores[0]
+    for t in range(1, n):
+        alpha[t] = _logsumexp(alpha[t - 1][:, None] + transition, 0) + scores[t]
+    beta[-1] = last
+    for t in range(n - 2, -1, -1):
+        beta[t] = _logsumexp(transition + (scores[t + 1] + beta[t + 1])[None, :], 1)
+    total = _logsumexp(alpha[-1] + last, 0)
+    return np.exp(alpha + beta - total)
 
 
 @dataclass
@@ -123,12 +167,14 @@ class Entity:
         return {"type": self.type, "start": self.start, "end": self.end, "text": self.text, "confidence": round(self.confidence, 4)}
 
 
-def extract_entities(text: str, logits: np.ndarray, labels: Sequence[str], method: str = "argmax") -> list[Entity]:
+def extract_entities(
+    text: str, logits: np.ndarray, labels: Sequence[str], method: str = "argmax", crf: dict | None = None
+) -> list[Entity]:
     chars = list(text)
     if not chars:
         return []
-    probs = softmax(logits)
-    tags = decode(logits, labels, method)
+    probs = softmax(logits) if crf is None else crf_marginals(logits, labels, crf)
+    tags = decode(logits, labels, method, crf)
     # The probability of the tag chosen (the top one under argmax; not always under bio).
     chosen = probs[np.arange(len(tags)), [labels.index(t) for t in tags]]
     return [

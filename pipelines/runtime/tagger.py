@@ -52,5 +52,5 @@ class Tagger:
         ) if full else []
         out: list[list[Entity]] = [[] for _ in texts]
         for i, row in zip(full, logits):
-            out[i] = extract_entities(texts[i], row, self.meta.labels, self.decoder)
+            out[i] = extract_entities(texts[i], row, self.meta.labels, self.decoder, self.meta.crf)
         return out

@@ -26,6 +26,7 @@ from pipelines.data.encoding import LEXICON_STRIDE, make_windows, pad_batch
 from pipelines.data.loaders import NerData
 from pipelines.events import Reporter
 from pipelines.files import replace_dir, write_json
+from pipelines.modeling.crf import tag_log_probs
 from pipelines.modeling.models import ModelError, build_model, load_model, parameter_count, save_model
 from pipelines.training.loop import BatchStream, Stage, StepLoop, StepResult
 from pipelines.training.optim import StageClock, autocast, make_optimizer, resolve_precision
@@ -76,7 +77,9 @@ class Teachers:
     """One teacher or an ensemble: the mean of their logits, each in the student's
     label order and read from the student's ids (codes taken off for a teacher
     without a lexicon). Averaging logits, not probabilities, keeps one temperature
-    meaningful for all; a BiLSTM and a BERT teacher err differently, which is the point."""
+    meaningful for all; a BiLSTM and a BERT teacher err differently, which is the point.
+    A CRF teacher's are its log-marginals (``tag_log_probs``), a per-character
+    log-distribution like a softmax tagger's logits, where its emissions are none."""
 
     def __init__(self, dirs: Sequence[str], encoder, labels: Sequence[str]) -> None:
         import torch
@@ -101,7 +104,8 @@ class Teachers:
         with torch.no_grad():
             total = None
             for model, order, plain in zip(self.models, self.orders, self.plain):
-                logits = model(input_ids=torch.remainder(ids, LEXICON_STRIDE) if plain else ids, attention_mask=mask).logits[..., order]
+                logits = model(input_ids=torch.remainder(ids, LEXICON_STRIDE) if plain else ids, attention_mask=mask).logits
+                logits = tag_log_probs(model, logits, mask)[..., order]
                 total = logits if total is None else total + logits
             return total / len(self.models)
 
@@ -153,7 +157,7 @@ def distill(cfg: RunConfig, teacher_dir: str | Sequence[str], sentences, data: N
         with torch.no_grad():
             for i in range(0, len(holdout), 64):
                 ids, mask, real = tensors(holdout[i : i + 64])
-                ours = student(input_ids=ids, attention_mask=mask).logits[real].argmax(-1)
+                ours = tag_log_probs(student, student(input_ids=ids, attention_mask=mask).logits, mask)[real].argmax(-1)
                 same += int((ours == teachers.logits(ids, mask)[real].argmax(-1)).sum())
                 total += int(real.sum())
         student.train()
@@ -172,7 +176,8 @@ def distill(cfg: RunConfig, teacher_dir: str | Sequence[str], sentences, data: N
             t0 = time.monotonic()
             targets = teachers.logits(ids, mask)[real].float()
             teacher_s += time.monotonic() - t0
-            loss = kd_loss(student(input_ids=ids, attention_mask=mask).logits[real].float(), targets, dc.temperature)
+            ours = tag_log_probs(student, student(input_ids=ids, attention_mask=mask).logits, mask)
+            loss = kd_loss(ours[real].float(), targets, dc.temperature)
             tokens = int(mask.sum())
             if hard is not None:
                 ce, labeled_mask = batch_loss(student, labeled, hard.next(), encoder.pad_id)

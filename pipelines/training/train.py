@@ -18,6 +18,7 @@ from pipelines.evaluate.metrics import ner_metrics
 from pipelines.events import Reporter
 from pipelines.files import replace_dir
 from pipelines.layout import MODEL_DIR
+from pipelines.modeling.crf import crf_scores, tagging_loss
 from pipelines.modeling.models import build_model, parameter_count, save_model
 from pipelines.runtime.engines import TorchEngine
 from pipelines.runtime.predict import decode, predict_logits
@@ -65,22 +66,22 @@ def evaluate_model(model, encoder, sentences, gold_tags, labels, max_length, str
     model.eval()
     logits = predict_logits(TorchEngine(model), sentences, encoder, max_length, stride)
     model.train(was_training)
-    return ner_metrics(gold_tags, [decode(lg, labels, decoder) for lg in logits], strict=strict)
+    crf = crf_scores(model)
+    return ner_metrics(gold_tags, [decode(lg, labels, decoder, crf) for lg in logits], strict=strict)
 
 
 def batch_loss(model, examples: list[Example], batch: list[int], pad_id: int):
-    """(token cross-entropy of a batch of labeled windows, its attention mask)."""
+    """(the training loss of a batch of labeled windows, its attention mask): token
+    cross-entropy, or a CRF's likelihood for a model with one."""
     import torch
 
     ids, mask = pad_batch([examples[i].ids for i in batch], pad_id)
     label_rows = np.full(ids.shape, IGNORE, dtype=np.int64)
     for row, i in enumerate(batch):
         label_rows[row, : len(examples[i].labels)] = examples[i].labels
-    logits = model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask)).logits.float()
-    loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), torch.from_numpy(label_rows).reshape(-1), ignore_index=IGNORE
-    )
-    return loss, mask
+    ids, mask = torch.from_numpy(ids), torch.from_numpy(mask)
+    logits = model(input_ids=ids, attention_mask=mask).logits.float()
+    return tagging_loss(model, logits, torch.from_numpy(label_rows), mask), mask.numpy()
 
 
 def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> dict:
