@@ -61,6 +61,9 @@ class DataConfig(_Section):
     # article sit together: a dev of single chunks had 83% of its entity mentions in
     # train (the test: 71%), so it rewarded recall of seen names; runs of 500: 72%.
     dev_block: int = Field(1, ge=1)
+    # The seed that draws that dev; null: the run's seed. Set it where runs at several
+    # seeds must share one dev (a seed ensemble of teachers, chosen on the student's dev).
+    split_seed: Optional[int] = None
     # Cap sentences per split (quick experiments and tests); null = all.
     max_sentences: Optional[int] = Field(None, ge=1)
     # More labelled text for training only: peoples_daily_1998 (embedded; silver
@@ -417,6 +420,10 @@ class DistillConfig(_TextSteps):
     # name). It must use the student's tokenizer; its labels are matched by name.
     # A list is an ensemble: the student learns the mean of their logits.
     teacher: str | list[str] | None = None
+    # A teacher named by its config file, run once per seed here (a seed ensemble: the
+    # newest finished run of the config at each seed, run first where there is none).
+    # Give that config a data.split_seed, so its runs share the student's dev.
+    teacher_seeds: Optional[list[int]] = None
     # Softmax temperature of teacher and student; the KL term is scaled by T^2.
     temperature: float = Field(2.0, gt=0)
     # Weight of the hard-label cross-entropy on the data's train split (KL gets 1 - alpha).

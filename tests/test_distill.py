@@ -221,3 +221,35 @@ def test_a_run_directory_as_starting_weights_means_its_model(toy_run, tmp_path):
     cfg = parse_config({"name": "student", "model": {"pretrained": str(empty)}})
     with pytest.raises(ModelError, match="holds no trained model"):
         resolve_references(cfg, ["train"], store, run_config=None)
+
+
+def test_teacher_seeds_run_a_teacher_config_once_per_seed_sharing_its_dev(tmp_path):
+    """A seed ensemble: the config-file teacher once per seed (named for it), a
+    directory teacher as it is; data.split_seed draws one dev whatever the run's seed."""
+    import yaml
+
+    from pipelines.data.loaders import data_for
+    from workbench.references import resolve_references
+    from workbench.store import RunStore
+
+    teacher = tmp_path / "teacher.yaml"
+    teacher.write_text(yaml.safe_dump({"name": "teacher", "stages": ["train"], "data": {"split_seed": 42}}), encoding="utf-8")
+    started = []
+
+    def run_config(cfg, path):
+        started.append((cfg.name, cfg.seed, cfg.data.split_seed, path))
+        return str(tmp_path / cfg.name)
+
+    cfg = parse_config({"name": "student", "stages": ["distill", "train"],
+                        "distill": {"teacher": ["teacher.yaml", str(tmp_path)], "teacher_seeds": [42, 7]}})
+    resolve_references(cfg, cfg.stages, RunStore(str(tmp_path / "runs")), run_config, str(tmp_path))
+    # at the config's own seed it is the config's run (which naming it plainly reuses)
+    assert started == [("teacher", 42, 42, str(teacher)), ("teacher-s7", 7, 42, str(teacher))]
+    assert cfg.distill.teacher == [str(tmp_path / "teacher"), str(tmp_path / "teacher-s7"), str(tmp_path)]
+
+    def dev(seed, split_seed=None):
+        data = {"source": "msra", "dev_block": 500, "max_sentences": 20, "split_seed": split_seed}
+        return data_for(parse_config({"seed": seed, "data": data})).texts("dev")
+
+    assert dev(7, split_seed=42) == dev(11, split_seed=42) == dev(42)
+    assert dev(7) != dev(42)

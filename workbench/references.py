@@ -26,35 +26,43 @@ def resolve_references(
 ) -> None:
     from pipelines.modeling.models import resolve_model_dir
 
-    resolved: dict[str, str] = {}  # teacher and student often name the same config: look it up once
+    resolved: dict[tuple, str] = {}  # teacher and student often name the same config: look it up once
 
-    def run_dir(ref: str | None) -> str | None:
-        if ref in resolved:
-            return resolved[ref]
+    def run_dir(ref: str | None, seed: int | None = None) -> str | None:
+        if (ref, seed) in resolved:
+            return resolved[ref, seed]
         if ref and ref.endswith((".yaml", ".yml")):
             for path in (ref, os.path.join(config_dir, ref)):
                 if os.path.isfile(path):
-                    resolved[ref] = _config_run(path, store, run_config, _chain)
-                    return resolved[ref]
+                    resolved[ref, seed] = _config_run(path, store, run_config, _chain, seed)
+                    return resolved[ref, seed]
         found = store.find(ref) if ref and not os.path.exists(ref) else None
         return found.dir if found else ref
 
     if "distill" in stages:
-        teacher = cfg.distill.teacher
-        cfg.distill.teacher = [run_dir(t) for t in teacher] if isinstance(teacher, list) else run_dir(teacher)
+        teacher, seeds = cfg.distill.teacher, cfg.distill.teacher_seeds
+        teachers = teacher if isinstance(teacher, list) else [teacher]
+        if seeds:
+            # each config file once per seed; a directory or run name is one run already
+            teachers = [t for ref in teachers for t in ([(ref, s) for s in seeds] if ref.endswith((".yaml", ".yml")) else [(ref, None)])]
+            cfg.distill.teacher = [run_dir(ref, s) for ref, s in teachers]
+        else:
+            cfg.distill.teacher = [run_dir(t) for t in teacher] if isinstance(teacher, list) else run_dir(teacher)
     if cfg.model.pretrained:
         found = run_dir(cfg.model.pretrained)
         if found != cfg.model.pretrained or os.path.isdir(found):  # a hub id stays as it is
             cfg.model.pretrained = resolve_model_dir(found)
 
 
-def _config_run(path: str, store, run_config: RunConfigFn, chain: tuple[str, ...]) -> str:
-    """The newest finished run whose recorded config is ``path``'s (references
-    resolved); else a new run of it."""
+def _config_run(path: str, store, run_config: RunConfigFn, chain: tuple[str, ...], seed: int | None = None) -> str:
+    """The newest finished run whose recorded config is ``path``'s (at ``seed`` where
+    given; references resolved); else a new run of it."""
     key = os.path.abspath(path)
     if key in chain:
         raise ConfigError(f"{path}: the configs refer to each other in a loop ({' -> '.join(chain + (key,))})")
     cfg = load_config(path)
+    if seed is not None and seed != cfg.seed:  # named for its seed in the run list
+        cfg.seed, cfg.name = seed, f"{cfg.name}-s{seed}"
     resolve_references(cfg, cfg.stages, store, run_config, os.path.dirname(key), chain + (key,))
     for run in store.list_runs():  # newest first
         if run.name == cfg.name and run.status == "done" and _recorded_digest(run.dir) == cfg.digest():

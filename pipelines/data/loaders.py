@@ -306,4 +306,4 @@ def _cached_data(data_json: str, seed: int) -> NerData:
 
 def data_for(cfg: RunConfig) -> NerData:
     """The run's corpus, loaded once per process however many stages need it."""
-    return _cached_data(cfg.data.model_dump_json(), cfg.seed)
+    return _cached_data(cfg.data.model_dump_json(), cfg.seed if cfg.data.split_seed is None else cfg.data.split_seed)
