@@ -131,6 +131,26 @@ def finished_run(store, name: str):
     return run
 
 
+def toy_bilstm_run(root, name: str, **model):
+    """A BiLSTM trained (in seconds) on the toy corpus written under ``root``, then
+    evaluated on its test split: (run record, stage results, ToyCorpus). ``model``:
+    settings over the toy BiLSTM's (lexicon, crf, ...)."""
+    from pipelines.config import parse_config
+    from workbench.runner import execute
+    from workbench.store import RunStore
+
+    corpus = ToyCorpus.write(root)
+    cfg = parse_config({
+        "name": name, "stages": ["train", "eval"], "data": corpus.data(),
+        "model": {"preset": "bilstm", "max_length": 16, "dropout": 0.1, **model},
+        "train": {"epochs": 15, "batch_size": 8, "learning_rate": 1e-2, "threads": 1, "eval_every": 10, "precision": "fp32"},
+        "eval": {"decode": "bio"},
+    })
+    store = RunStore(str(root / "runs"))
+    run = store.create_run(cfg)
+    return run, execute(cfg, store, run, cfg.stages, [lambda event: None]), corpus
+
+
 @pytest.fixture(scope="session")
 def toy_run(tmp_path_factory):
     """A tiny model trained (in seconds) on the toy train split, best checkpoint chosen

@@ -9,7 +9,7 @@ import pytest
 from pipelines.data.encoding import LEXICON_STRIDE, pad_batch
 from pipelines.modeling.models import ModelError
 
-from conftest import ToyCorpus
+from conftest import toy_bilstm_run
 
 
 def write_lexicon(path, lines) -> str:
@@ -23,22 +23,8 @@ TOY_WORDS = ["张三 3 nr", "李四 3 nr", "北京 9 ns", "上海 9 ns", "新华
 
 @pytest.fixture(scope="module")
 def bilstm_run(tmp_path_factory):
-    from pipelines.config import parse_config
-    from workbench.runner import execute
-    from workbench.store import RunStore
-
     root = tmp_path_factory.mktemp("bilstm-run")
-    corpus = ToyCorpus.write(root)
-    source = write_lexicon(root / "words.txt", TOY_WORDS)
-    cfg = parse_config({
-        "name": "bilstm", "stages": ["train", "eval"], "data": corpus.data(),
-        "model": {"preset": "bilstm", "max_length": 16, "dropout": 0.1, "lexicon": source},
-        "train": {"epochs": 15, "batch_size": 8, "learning_rate": 1e-2, "threads": 1, "eval_every": 10},
-    })
-    store = RunStore(str(root / "runs"))
-    run = store.create_run(cfg)
-    results = execute(cfg, store, run, cfg.stages, [lambda event: None])
-    return run, results, corpus
+    return toy_bilstm_run(root, "bilstm", lexicon=write_lexicon(root / "words.txt", TOY_WORDS))
 
 
 def test_it_learns_the_toy_corpus_and_keeps_its_lexicon(bilstm_run):

@@ -12,7 +12,7 @@ import pytest
 from pipelines.data.encoding import IGNORE
 from pipelines.runtime.predict import bio_transitions, crf_marginals, decode, extract_entities, viterbi_bio
 
-from conftest import ToyCorpus
+from conftest import toy_bilstm_run
 
 LABELS = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
 
@@ -125,22 +125,7 @@ def test_a_crf_needs_the_bilstm():
 
 @pytest.fixture(scope="module")
 def crf_run(tmp_path_factory):
-    from pipelines.config import parse_config
-    from workbench.runner import execute
-    from workbench.store import RunStore
-
-    root = tmp_path_factory.mktemp("crf-run")
-    corpus = ToyCorpus.write(root)
-    cfg = parse_config({
-        "name": "bilstm-crf", "stages": ["train", "eval"], "data": corpus.data(),
-        "model": {"preset": "bilstm", "max_length": 16, "dropout": 0.1, "crf": True},
-        "train": {"epochs": 15, "batch_size": 8, "learning_rate": 1e-2, "threads": 1, "eval_every": 10, "precision": "fp32"},
-        "eval": {"decode": "bio"},
-    })
-    store = RunStore(str(root / "runs"))
-    run = store.create_run(cfg)
-    results = execute(cfg, store, run, cfg.stages, [lambda event: None])
-    return run, results, corpus
+    return toy_bilstm_run(tmp_path_factory.mktemp("crf-run"), "bilstm-crf", crf=True)
 
 
 def test_a_bilstm_crf_learns_which_tags_follow_which_and_saves_them_for_every_engine(crf_run):
