@@ -31,7 +31,7 @@ def resolve_references(
     def run_dir(ref: str | None, seed: int | None = None) -> str | None:
         if (ref, seed) in resolved:
             return resolved[ref, seed]
-        if ref and ref.endswith((".yaml", ".yml")):
+        if _names_config(ref):
             for path in (ref, os.path.join(config_dir, ref)):
                 if os.path.isfile(path):
                     resolved[ref, seed] = _config_run(path, store, run_config, _chain, seed)
@@ -41,17 +41,20 @@ def resolve_references(
 
     if "distill" in stages:
         teacher, seeds = cfg.distill.teacher, cfg.distill.teacher_seeds
-        teachers = teacher if isinstance(teacher, list) else [teacher]
         if seeds:
             # each config file once per seed; a directory or run name is one run already
-            teachers = [t for ref in teachers for t in ([(ref, s) for s in seeds] if ref.endswith((".yaml", ".yml")) else [(ref, None)])]
-            cfg.distill.teacher = [run_dir(ref, s) for ref, s in teachers]
+            refs = teacher if isinstance(teacher, list) else [teacher]
+            cfg.distill.teacher = [run_dir(ref, s) for ref in refs for s in (seeds if _names_config(ref) else [None])]
         else:
             cfg.distill.teacher = [run_dir(t) for t in teacher] if isinstance(teacher, list) else run_dir(teacher)
     if cfg.model.pretrained:
         found = run_dir(cfg.model.pretrained)
         if found != cfg.model.pretrained or os.path.isdir(found):  # a hub id stays as it is
             cfg.model.pretrained = resolve_model_dir(found)
+
+
+def _names_config(ref: str | None) -> bool:
+    return bool(ref) and ref.endswith((".yaml", ".yml"))
 
 
 def _config_run(path: str, store, run_config: RunConfigFn, chain: tuple[str, ...], seed: int | None = None) -> str:
