@@ -105,6 +105,13 @@ def fuses_projection(batch: int, hidden: int, groups: int = GROUPS) -> bool:
     return row_tiling(batch, hidden, groups)[3] >= 4
 
 
+def weight_chunk(k: int, row_bytes: int, budget: int = 32 * 1024) -> int:
+    """The most rows of a ``k``-row weight slice (``row_bytes`` each) that divide ``k`` and
+    fit ``budget`` bytes: what a tile's row blocks read from L1 in turn (AVX-512 cores
+    have 48 KB of it)."""
+    return next(n for n in range(min(k, max(1, budget // row_bytes)), 0, -1) if k % n == 0)
+
+
 def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dtype: str = "float32", vector_bits: int = 256,
                       groups: int = GROUPS):
     """The TIR function ``(x [B * S, E], wx [H/U, E, 4U], bias [H/U, 4U], wp [H/U, H, 4U],
@@ -134,6 +141,39 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
     sub = 64 if vector_bits >= 512 else {1: 64, 2: 32, 3: 32, 4: 16}[block]
     half = sub // 2
     update_cells, add_projection = cell_update(rows), projection_update(hidden, rows, steps)
+    # The weights a tile's row blocks share, a chunk of k at a time, so that they stay in
+    # L1 from one row block to the next instead of coming again from L2 (one LSTM at
+    # 64x40, AVX-512 Xeon: 9.3 ms in chunks of 128 against 10.3 for all 256 at once).
+    h_chunk = weight_chunk(hidden, sub * (1 if weight_dtype == "int8" else 4))
+    x_chunk = weight_chunk(wx_rows, sub * 4)
+
+    @T.macro
+    def accumulate(gates, h, x, wx, wp, from_h, g, rb, part, first, size, t, tile):
+        """gates[block rb's rows, part's columns] += the terms of k in [first, first + size):
+        h's (``from_h``, a Python constant) or x's."""
+        with T.sblock("dot"):
+            T.reads(gates[rb * block : rb * block + block, part * sub : part * sub + sub], wp[tile, first : first + size, part * sub : part * sub + sub], wx[tile, 0:wx_rows, part * sub : part * sub + sub], h[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden], x[0 : batch * steps, 0:embedding])
+            T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
+            # global scope, two halves: stack arrays kept in registers ("local", or 1 KB, would be a heap workspace)
+            acc = T.alloc_buffer((block, half), "float32")
+            acc2 = T.alloc_buffer((block, half), "float32")
+            for r in T.unroll(block):
+                for lane in T.vectorized(half):
+                    acc[r, lane] = gates[rb * block + r, part * sub + lane]
+                    acc2[r, lane] = gates[rb * block + r, part * sub + half + lane]
+            for k in T.serial(size):
+                for r in T.unroll(block):
+                    for lane in T.vectorized(half):
+                        if from_h:
+                            acc[r, lane] = acc[r, lane] + h[t % 2, g * rows + rb * block + r, first + k] * T.Cast("float32", wp[tile, first + k, part * sub + lane])
+                            acc2[r, lane] = acc2[r, lane] + h[t % 2, g * rows + rb * block + r, first + k] * T.Cast("float32", wp[tile, first + k, part * sub + half + lane])
+                        else:
+                            acc[r, lane] = acc[r, lane] + x[(g * rows + rb * block + r) * steps + t, first + k] * wx[tile, first + k, part * sub + lane]
+                            acc2[r, lane] = acc2[r, lane] + x[(g * rows + rb * block + r) * steps + t, first + k] * wx[tile, first + k, part * sub + half + lane]
+            for r in T.unroll(block):
+                for lane in T.vectorized(half):
+                    gates[rb * block + r, part * sub + lane] = acc[r, lane]
+                    gates[rb * block + r, part * sub + half + lane] = acc2[r, lane]
 
     @T.prim_func(private=True, s_tir=True)
     def lstm_recurrence(
@@ -165,38 +205,20 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
                         T.writes(c[g * rows : g * rows + rows, 0:hidden], h[0:2, g * rows : g * rows + rows, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:hidden])
                         gates = T.alloc_buffer((rows, lanes), "float32")
                         for t, tile in T.grid(steps, tiles):
-                            for part, rb in T.grid(lanes // sub, rows // block):
-                                with T.sblock("dot"):
-                                    T.reads(wp[tile, 0:hidden, part * sub : part * sub + sub], wx[tile, 0:wx_rows, part * sub : part * sub + sub], scale[tile, part * sub : part * sub + sub], bias[tile, part * sub : part * sub + sub], h[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden], x[0 : batch * steps, 0:embedding])
-                                    T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
-                                    # global scope, two halves: stack arrays kept in registers ("local", or 1 KB, would be a heap workspace)
-                                    acc = T.alloc_buffer((block, half), "float32")
-                                    acc2 = T.alloc_buffer((block, half), "float32")
-                                    for r in T.unroll(block):
-                                        for lane in T.vectorized(half):
-                                            acc[r, lane] = T.float32(0)
-                                            acc2[r, lane] = T.float32(0)
-                                    for k in T.serial(hidden):
-                                        for r in T.unroll(block):
-                                            for lane in T.vectorized(half):
-                                                acc[r, lane] = acc[r, lane] + h[t % 2, g * rows + rb * block + r, k] * T.Cast("float32", wp[tile, k, part * sub + lane])
-                                                acc2[r, lane] = acc2[r, lane] + h[t % 2, g * rows + rb * block + r, k] * T.Cast("float32", wp[tile, k, part * sub + half + lane])
-                                    # int8 weights' column scales on h's terms, then the bias and x's terms
-                                    for r in T.unroll(block):
-                                        for lane in T.vectorized(half):
-                                            acc[r, lane] = acc[r, lane] * scale[tile, part * sub + lane] + bias[tile, part * sub + lane]
-                                            acc2[r, lane] = acc2[r, lane] * scale[tile, part * sub + half + lane] + bias[tile, part * sub + half + lane]
-                                    if fused:  # a Python constant: one variant or the other is built
-                                        for k in T.serial(embedding):
-                                            for r in T.unroll(block):
-                                                for lane in T.vectorized(half):
-                                                    acc[r, lane] = acc[r, lane] + x[(g * rows + rb * block + r) * steps + t, k] * wx[tile, k, part * sub + lane]
-                                                    acc2[r, lane] = acc2[r, lane] + x[(g * rows + rb * block + r) * steps + t, k] * wx[tile, k, part * sub + half + lane]
-                                    for r in T.unroll(block):
-                                        for lane in T.vectorized(half):
-                                            gates[rb * block + r, part * sub + lane] = acc[r, lane]
-                                            gates[rb * block + r, part * sub + half + lane] = acc2[r, lane]
-                            if not fused:
+                            for r in T.serial(rows):
+                                for lane in T.vectorized(lanes):
+                                    gates[r, lane] = T.float32(0)
+                            # h's terms, a chunk of k at a time over every row block
+                            for kc, part, rb in T.grid(hidden // h_chunk, lanes // sub, rows // block):
+                                accumulate(gates, h, x, wx, wp, True, g, rb, part, kc * h_chunk, h_chunk, t, tile)
+                            # int8 weights' column scales on h's terms, then the bias (and x's terms)
+                            for r in T.serial(rows):
+                                for lane in T.vectorized(lanes):
+                                    gates[r, lane] = gates[r, lane] * scale[tile, lane] + bias[tile, lane]
+                            if fused:  # a Python constant: one variant or the other is built
+                                for kc, part, rb in T.grid(wx_rows // x_chunk, lanes // sub, rows // block):
+                                    accumulate(gates, h, x, wx, wp, False, g, rb, part, kc * x_chunk, x_chunk, t, tile)
+                            else:
                                 add_projection(gates, x, g, t, tile)
                             update_cells(gates, c, out, g, t, tile)
                             for r in T.serial(rows):
