@@ -242,6 +242,15 @@ def test_only_kernels_that_just_move_data_are_left_out_of_tuning():
     assert [n for n in layout + compute if LAYOUT_ONLY_KERNEL.match(n)] == layout
 
 
+def test_lookups_fused_with_their_sum_are_not_tuned():
+    """MetaSchedule measures on random ids, which TVM's lookups read outside the table."""
+    from pipelines.compile.tuning import LOOKUP_KERNEL
+
+    lookups = ["fused_cast_reshape_take_reshape1_add_add1", "fused_expand_dims1_broadcast_to_gather_reshape21", "take31"]
+    others = ["fused_matmul_add2_reshape1_add1", "fused_reshape4_add71", "fused_takeover_add1"]
+    assert [n for n in lookups + others if LOOKUP_KERNEL.search(n)] == lookups
+
+
 def test_only_the_budgets_own_stop_is_taken_for_the_end_of_tuning():
     """Past the budget, an error that is not the budget's own stop is a failure, not
     'tuning stopped at its time budget' (it was swallowed whatever it was)."""

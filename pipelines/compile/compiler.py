@@ -154,6 +154,20 @@ def _row_preserving_reshapes_as_elementwise(mod):
     return mod
 
 
+def _lookups_as_injective(mod):
+    """Mark ``take`` and ``gather`` kernels injective, as TVM's operator table does: their
+    reads at data-dependent indices make the pattern analysis call them opaque, and
+    FuseOps then runs each on its own. A BiLSTM's six embedding lookups each wrote a
+    [B * S, 128] table of rows that one sum read back, and the backward LSTM's input
+    was gathered with an index broadcast over all 128 columns ([B, S, 128] int64)."""
+    from tvm import tirx
+
+    for gv, func in list(mod.functions_items()):
+        if isinstance(func, tirx.PrimFunc) and gv.name_hint.startswith(("take", "gather")) and int(func.attrs.get("op_pattern", -1)) == 8:
+            mod[gv] = func.with_attr("op_pattern", 2)  # kInjective
+    return mod
+
+
 def _widen_narrow_heads(mod, lanes: int):
     """``matmul(x, W)`` with a constant W of fewer output columns than a vector (the
     7-label head) -> the same with W zero-padded to ``lanes`` columns, then its first
@@ -210,6 +224,7 @@ def fuse(mod, target):
         relax.transform.LegalizeOps({"relax.nn.gelu": _fast_gelu, "relax.nn.softmax": _fast_softmax}),
         relax.transform.AnnotateTIROpPattern(),
         tvm.transform.module_pass(lambda m, _ctx: _row_preserving_reshapes_as_elementwise(m), opt_level=0, name="RowPreservingReshapesAsElementwise"),
+        tvm.transform.module_pass(lambda m, _ctx: _lookups_as_injective(m), opt_level=0, name="LookupsAsInjective"),
         relax.transform.FoldConstant(),  # weights are constants: transposes fold away
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),

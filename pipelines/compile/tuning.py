@@ -37,6 +37,11 @@ from pipelines.events import Reporter, time_left
 # one with any other op in it (``fused_matmul_add2_reshape1_add1``) is tuned.
 LAYOUT_OPS = ("reshape", "transpose", "take", "index_tensor", "cast", "squeeze", "expand_dims", "concatenate", "strided_slice", "broadcast_to")
 LAYOUT_ONLY_KERNEL = re.compile(r"^(?:fused_)?(?:(?:%s)\d*(?:_|$))+$" % "|".join(LAYOUT_OPS))
+# Kernels that look rows up by the ids (embedding lookups, fused with their sum since
+# ``compiler._lookups_as_injective``): MetaSchedule measures a kernel on random inputs,
+# which index outside the table, and TVM's lookups do not check (the measuring
+# process dies). They keep their default schedule.
+LOOKUP_KERNEL = re.compile(r"(?:^|_)(?:take|gather)\d*(?:_|$)")
 
 
 BUDGET_STOP = "tuning time budget reached"
@@ -57,10 +62,11 @@ class TuningBudget:
 
 
 def tunable(task) -> bool:
-    """Not a layout-only kernel, and not one scheduled by hand (the int8 VNNI GEMMs)."""
+    """Not a layout-only kernel, not a lookup (``LOOKUP_KERNEL``), and not one scheduled
+    by hand (the int8 VNNI GEMMs)."""
     attrs = task.dispatched[0]["main"].attrs
     scheduled = attrs is not None and bool(attrs.get("tirx.is_scheduled", False))
-    return not scheduled and not LAYOUT_ONLY_KERNEL.match(task.task_name)
+    return not scheduled and not LAYOUT_ONLY_KERNEL.match(task.task_name) and not LOOKUP_KERNEL.search(task.task_name)
 
 
 def database_dir(root: str, target, rpc: dict | None = None) -> str:
