@@ -76,6 +76,18 @@ def test_the_encoder_packs_codes_above_the_token_ids(lexicon):
     assert [i // LEXICON_STRIDE for i in ids] == [code("S-WORD"), code("B-LOC"), code("E-LOC")]
 
 
+def test_the_encoder_packs_a_corpus_as_it_packs_each_sentence(lexicon):
+    """``ids_many`` packs the codes of the whole corpus in numpy and cuts them into
+    sentences: the same ids as one sentence at a time, empty sentences and positions
+    holding a whole token included."""
+    encoder = CharEncoder(load_tokenizer(), lexicon)
+    corpus = [list("江泽民在中国人民银行"), [], ["中", "[UNK]", "国"], list("在北京"), []]
+    many = encoder.ids_many(corpus)
+    assert many == [encoder.ids(s) for s in corpus]
+    assert [len(ids) for ids in many] == [10, 0, 3, 3, 0]
+    assert [i // LEXICON_STRIDE for i in many[3]] == [code("S-WORD"), code("B-LOC"), code("E-LOC")]
+
+
 def test_a_saved_lexicon_reads_back_and_a_bad_line_names_file_and_line(lexicon, tmp_path):
     lexicon.save(str(tmp_path))
     again = WordLexicon.load(str(tmp_path))

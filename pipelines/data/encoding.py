@@ -101,10 +101,16 @@ class CharEncoder:
         cache = self._cache
         if self.lexicon is None:
             return [[cache[c] for c in chars] for chars in sentences]
-        return [
-            [cache[c] + LEXICON_STRIDE * code for c, code in zip(chars, codes)]
-            for chars, codes in zip(sentences, self.lexicon.codes_many(sentences))
-        ]
+        # in numpy over the whole corpus, then cut into sentences (a list comprehension
+        # a character took 0.05 s of the MSRA test's 0.26 s outside the engine)
+        chars = [c for chars in sentences for c in chars]
+        ids = (np.fromiter(map(cache.__getitem__, chars), dtype=np.int64, count=len(chars))
+               + LEXICON_STRIDE * self.lexicon.codes_flat(sentences)).tolist()
+        out, at = [], 0
+        for sentence in sentences:
+            out.append(ids[at : at + len(sentence)])
+            at += len(sentence)
+        return out
 
 
 def window_spans(length: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:
@@ -134,6 +140,8 @@ def stitch(length: int, spans: Sequence[tuple[int, int]], pieces: Sequence[np.nd
     the window in which it sits farthest from a cut (the most context); the text's
     own start and end are not cuts."""
     first = pieces[0]
+    if len(pieces) == 1:  # one window: nothing to choose (most sentences)
+        return first[:length]
     out = np.zeros((length,) + first.shape[1:], dtype=first.dtype)
     best = np.full(length, -1, dtype=np.int64)
     for (start, end), piece in zip(spans, pieces):

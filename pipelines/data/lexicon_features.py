@@ -28,7 +28,7 @@ MAX_WORD = 10  # longer dictionary entries (a few hundred idioms and titles) are
 # A tagged corpus's words that are not lexicon entries: its names come from
 # name_candidates, and numbers (m), dates (t) and punctuation (w) name nothing.
 _NOT_WORDS = {"nr", "ns", "nt", "m", "t", "w"}
-_NO_WORD = "\0"  # stands for what no word contains (see codes_many)
+_NO_WORD = "\0"  # stands for what no word contains (see codes_flat)
 FILE = "lexicon.tsv"  # in a model directory: WORD<TAB>type mask, a line each
 
 
@@ -70,12 +70,21 @@ class WordLexicon:
         return self.codes_many([chars])[0]
 
     def codes_many(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
-        """``codes`` of every sentence, the whole corpus at once in numpy: one lookup of
-        every position's k characters for each word length k. A position holding more
-        than one character (a token kept whole) matches no word; nor does any match
-        span two sentences: they are joined by a character no word has."""
-        texts = [_one_per_position(chars) for chars in sentences]
-        joined = _NO_WORD.join(texts)
+        """``codes`` of every sentence (``codes_flat``, one list a sentence)."""
+        codes = self.codes_flat(sentences).tolist()
+        out, at = [], 0
+        for chars in sentences:
+            out.append(codes[at : at + len(chars)])
+            at += len(chars)
+        return out
+
+    def codes_flat(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
+        """The codes of every position of every sentence, one after the other (int64), the
+        whole corpus at once in numpy: one lookup of every position's k characters for
+        each word length k. A position holding more than one character (a token kept
+        whole) matches no word; nor does any match span two sentences: they are joined
+        by a character no word has."""
+        joined = _NO_WORD.join(_one_per_position(chars) for chars in sentences)
         n = len(joined)
         codes = np.zeros(n, dtype=np.int64)
         points = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
@@ -108,11 +117,12 @@ class WordLexicon:
                         np.add.at(count, spans + 1, 1)
                         np.add.at(count, spans + k - 1, -1)
                         codes[np.cumsum(count)[:-1] > 0] |= bit
-        out, at = [], 0
-        for text in texts:
-            out.append(codes[at : at + len(text)].tolist())
-            at += len(text) + 1
-        return out
+        if len(sentences) < 2:
+            return codes
+        joins = np.cumsum(np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))[:-1] + 1) - 1
+        keep = np.ones(n, dtype=bool)
+        keep[joins] = False
+        return codes[keep]
 
     def save(self, directory: str) -> None:
         with open(os.path.join(directory, FILE), "w", encoding="utf-8") as f:
