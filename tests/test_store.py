@@ -1,4 +1,5 @@
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -29,6 +30,20 @@ def test_run_lifecycle(tmp_path):
     assert store.find("my run/1").id == run.id and store.find(run.id[:10]).id == run.id
     assert store.find("no-such-run") is None
     assert store.find(run.dir).id == run.id
+
+
+def test_a_copied_store_uses_its_own_runs_not_the_ones_it_was_copied_from(tmp_path):
+    """The registry records each run's directory where it was made; a copy of the
+    store (a backup, another machine) reads and writes the runs beside it."""
+    store = RunStore(str(tmp_path / "a"))
+    run = store.create_run(parse_config({"name": "quick"}))
+    store.close()
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    copy = RunStore(str(tmp_path / "b")).find("quick")
+    assert copy.id == run.id and copy.dir == os.path.join(str(tmp_path / "b"), run.id)
+    assert RunStore(str(tmp_path / "a")).find("quick").dir == run.dir  # the original is unchanged
+    shutil.rmtree(copy.dir)  # a run whose copy is gone keeps its recorded directory
+    assert RunStore(str(tmp_path / "b")).find("quick").dir == run.dir
 
 
 def test_model_label_names_the_run_a_model_came_from(tmp_path):
@@ -139,6 +154,7 @@ def test_delete_forgets_a_run_whose_directory_is_gone_and_never_removes_one_outs
     os.rename(gone.dir, str(tmp_path / "elsewhere"))
     assert store.delete_run(gone.id) == 0 and store.list_runs() == []
     outside = store.create_run(parse_config({"name": "outside"}))
+    shutil.rmtree(outside.dir)  # recorded outside the store, none beside it
     store.db.execute("UPDATE runs SET dir=? WHERE id=?", (str(tmp_path / "elsewhere"), outside.id))
     assert store.delete_run(outside.id) == 0
     assert os.path.isfile(str(tmp_path / "elsewhere" / "config.yaml"))  # forgotten, not removed

@@ -418,6 +418,11 @@ class RunStore:
 
     def _record(self, row: tuple) -> RunRecord:
         run = RunRecord(*row[:8], row[8], row[9], json.loads(row[10]) if row[10] else None)
+        here = os.path.join(self.runs_dir, run.id)
+        if run.dir != here and os.path.isdir(here):
+            # A store copied or moved elsewhere: its runs are the ones beside it (the
+            # recorded path is where they were made, and stages would write there).
+            run.dir = here
         stages = self.db.execute(
             "SELECT stage, status, started, finished, metrics, error FROM stages WHERE run_id=? ORDER BY started",
             (run.id,),
