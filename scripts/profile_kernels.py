@@ -4,7 +4,7 @@ Times every call the Relax VM makes (TIR kernels and VM builtins) with the VM's
 instrument hook, over a number of runs on one input, and prints the kernels by
 total time per model call.
 
-    python scripts/profile_kernels.py runs/<id>-quickstart/compiled/tvm-fp32-1x256 [--runs 20] [--top 25]
+    python scripts/profile_kernels.py runs/<id>-quickstart/compiled/tvm-fp32-1x256 [--runs 20] [--top 25] [--shape 64x40]
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ def main() -> int:
     parser.add_argument("artifact", help="a compiled artifact directory (compiled/tvm-<precision>-<B>x<S>)")
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--shape", help="BxS to run at (a symbolic-length build: any length it takes); default: the build's shape")
     args = parser.parse_args()
     engine = TVMEngine(args.artifact)
-    ids = np.full(engine.fixed_shape, 100, dtype=np.int64)  # any in-vocabulary id: speed does not depend on it
+    shape = tuple(int(v) for v in args.shape.split("x")) if args.shape else engine.fixed_shape
+    ids = np.full(shape, 100, dtype=np.int64)  # any in-vocabulary id: speed does not depend on it
     mask = np.ones_like(ids)
     for _ in range(5):
         engine.run(ids, mask)
@@ -51,7 +53,7 @@ def main() -> int:
     engine.vm.set_instrument(instrument)
     for _ in range(args.runs):
         engine.run(ids, mask)
-    print(f"{engine.meta['engine']} at {engine.fixed_shape}: {wall_ms:.3f} ms per call uninstrumented")
+    print(f"{engine.meta['engine']} at {shape}: {wall_ms:.3f} ms per call uninstrumented")
     print("| ms per call | calls | kernel |\n|---|---|---|")
     for name, seconds in sorted(total.items(), key=lambda kv: -kv[1])[: args.top]:
         print(f"| {seconds / args.runs * 1e3:.3f} | {calls[name] // args.runs} | {name} |")

@@ -135,3 +135,41 @@ def test_the_int8_recurrence_follows_torch(kernel, target, batch):
     assert kernels(mod) == ["lstm_recurrence"]
     error = np.abs(got - expected)
     assert error.max() < 0.03 and error.mean() < 0.005, (error.max(), error.mean())
+
+
+def lstm_tagger(hidden: int, labels: int = 7):
+    import torch
+
+    class Tagger(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.lstm = torch.nn.LSTM(8, hidden, batch_first=True)
+            self.head = torch.nn.Linear(hidden, labels)
+
+        def forward(self, x):
+            return self.head(self.lstm(x)[0])
+
+    return Tagger()
+
+
+@pytest.mark.parametrize("int8", [None, "avx2"])
+@pytest.mark.parametrize("batch", [1, 8, 16])  # 16: the projection inside the kernel too
+def test_a_label_head_is_computed_inside_the_recurrence(int8, batch):
+    """A linear layer of few outputs over the LSTM's states (a tagger's label scores) is
+    folded into the recurrence kernel (fold_label_heads): no GEMM over the states is
+    left, and the scores are torch's."""
+    import torch
+    import tvm
+
+    from pipelines.compile.compiler import fuse, resolve_target
+    from pipelines.compile.lstm import fuses_projection
+
+    x = torch.randn(batch, 6, 8, generator=torch.Generator().manual_seed(5))
+    got, expected, mod = compile_and_run(lstm_tagger(32), x, int8=int8)
+    assert got.shape == expected.shape == (batch, 6, 7)
+    assert np.abs(got - expected).max() < (0.05 if int8 else 1e-5)
+    names = kernels(fuse(mod, tvm.target.Target(resolve_target("x86-avx2"))))
+    assert [n for n in names if n.startswith("lstm_recurrence")] == ["lstm_recurrence_head1"]
+    # the one GEMM left is the input projection, where the kernel does not compute it itself
+    assert len([n for n in names if "matmul" in n]) == (0 if fuses_projection(batch, 32) and not int8 else 1)

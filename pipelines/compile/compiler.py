@@ -213,12 +213,14 @@ def fuse(mod, target):
     import tvm
     from tvm import relax
 
+    from pipelines.compile.lstm import fold_label_heads
     from pipelines.compile.schedules import vector_lanes
 
     lanes = vector_lanes(target)
     passes = [
         relax.transform.FoldConstant(),  # slices and transposes of weights: the heads' weights as constants
         tvm.transform.module_pass(lambda m, _ctx: _widen_narrow_heads(m, lanes), opt_level=0, name="WidenNarrowHeads"),
+        tvm.transform.module_pass(lambda m, _ctx: fold_label_heads(m), opt_level=0, name="FoldLabelHeads"),
         relax.backend.DispatchSampling(),
         relax.backend.DispatchSortScan(),
         relax.transform.LegalizeOps({"relax.nn.gelu": _fast_gelu, "relax.nn.softmax": _fast_softmax}),
