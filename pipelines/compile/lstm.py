@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-# The attribute of a float recurrence kernel that records how it was made.
+# The attribute of a recurrence kernel (float or int8) that records how it was made.
 KERNEL_ATTR = "workbench.lstm"
 
 # Hidden units per tile: a tile's 4 x 16 gate sums (8 AVX2 / 4 AVX-512 registers) are
@@ -153,8 +153,9 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
     scale [H/U, 4U], h0 [B, H], c0 [B, H], wh) -> out [B, S, H]``: the LSTM over ``S``
     steps in float32. With ``head`` (the width of ``wh`` [H, head]), ``out`` is
     ``[B, S, head]``, each step's h times ``wh``: the label scores of a tagger, whose
-    states then never go through memory (``fold_label_heads``); else ``wh`` goes unread. Where ``fuses_projection``, each step's input projection is computed with
-    its recurrent product, in the same accumulators (``W_ih`` packed as ``W_hh`` is, by
+    states then never go through memory (``fold_label_heads``); else ``wh`` goes unread.
+    Where ``fuses_projection``, each step's input projection is computed with
+    its recurrent product, into the same gate sums (``W_ih`` packed as ``W_hh`` is, by
     ``pack_recurrent_weight``): no ``[B * S, 4H]`` projection goes through memory, and the
     x terms run at the recurrence's FMA rate (one LSTM at 64x48, E 128, H 256, AVX-512
     Xeon: 10.0 ms against 7.3 for the recurrence after a 3.5 ms projection GEMM).
