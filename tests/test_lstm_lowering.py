@@ -173,3 +173,40 @@ def test_a_label_head_is_computed_inside_the_recurrence(int8, batch):
     assert [n for n in names if n.startswith("lstm_recurrence")] == ["lstm_recurrence_head1"]
     # the one GEMM left is the input projection, where the kernel does not compute it itself
     assert len([n for n in names if "matmul" in n]) == (0 if fuses_projection(batch, 32) and not int8 else 1)
+
+
+@pytest.mark.parametrize("kernel,target", [("avx2", "x86-avx2"), ("vnni", "x86-avx512")])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_an_int8_recurrence_computes_its_calibrated_input_projection_itself(kernel, target, batch):
+    """With the LSTM input's calibrated range, the int8 recurrence reads the input as u8
+    codes and W_ih in int8 (as it reads h and W_hh): no projection GEMM is left, the
+    layer is reported as int8, and the outputs stay within int8 rounding of torch's."""
+    import torch
+    import tvm
+    from tvm import relax
+
+    from pipelines.compile.compiler import cpu_pipeline, fuse, resolve_target
+    from pipelines.compile.int8 import int8_kernel, weight_key
+    from pipelines.compile.lstm import import_program
+    from pipelines.compile.schedules import vector_bits
+
+    try:
+        chosen = int8_kernel(resolve_target("host"), kernel)
+    except ValueError:
+        pytest.skip(f"this CPU has no {kernel}")
+    module = lstm_tagger(32).eval()
+    x = torch.randn(batch, 24, 8, generator=torch.Generator().manual_seed(6))
+    with torch.inference_mode():
+        expected = module(x).numpy()
+    w_ih = module.lstm.weight_ih_l0.detach().numpy()
+    inputs = {weight_key(w_ih): ("lstm.input", float(x.min()), float(x.max()))}
+    fused: list[dict] = []
+    tvm_target = tvm.target.Target(resolve_target(target))
+    mod = import_program(torch.export.export(module, (x,)), int8_lstm=chosen, vector_bits=vector_bits(tvm_target),
+                         int8_inputs=inputs, fused_inputs=fused)
+    assert [f["name"] for f in fused] == ["lstm.input"] and fused[0]["K"] == 8 and fused[0]["N"] == 128
+    assert not [n for n in kernels(fuse(mod, tvm_target)) if "matmul" in n]  # the head folded, the projection inside
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm_target, relax_pipeline=cpu_pipeline(tvm_target)), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x.numpy()))[0].numpy()
+    error = np.abs(got - expected)
+    assert error.max() < 0.05 and error.mean() < 0.01, (error.max(), error.mean())

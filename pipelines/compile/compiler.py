@@ -343,7 +343,13 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
     from pipelines.compile.schedules import vector_bits
 
     cores = int(target.attrs.get("num-cores", 0) or 0) or os.cpu_count() or 1  # a preset names none: this machine's
-    mod = import_program(program, cpu=cpu, int8_lstm=int8_kernel if cpu else None, vector_bits=vector_bits(target), cores=cores)
+    # int8: an LSTM's calibrated input is quantised for its recurrence, which computes
+    # the input projection itself (those layers' parameters are collected in fused)
+    fused: list[dict] = []
+    int8_inputs = ({layer["key"]: (name, *layer["range"]) for name, layer in int8_payload["layers"].items() if name not in int8_payload["keep_fp32"]}
+                   if int8_payload and cpu and int8_kernel.dot_product else None)
+    mod = import_program(program, cpu=cpu, int8_lstm=int8_kernel if cpu else None, vector_bits=vector_bits(target), cores=cores,
+                         int8_inputs=int8_inputs, fused_inputs=fused)
     reporter.progress(1, steps, "steps", step="imported")
     if precision == "fp16":
         if recurrence_weights(mod):  # ToMixedPrecision fails on a call_tir of a hand-written kernel
@@ -354,7 +360,7 @@ def compile_artifact(request: dict, reporter: Reporter) -> dict:
         # Calibrated linear layers -> int8 kernels for the target's ISA (pipelines.compile.int8); the rest stays fp32.
         from pipelines.compile.int8 import rewrite_from_request
 
-        mod, quantization = rewrite_from_request(mod, int8_payload, int8_kernel)
+        mod, quantization = rewrite_from_request(mod, int8_payload, int8_kernel, in_recurrences=fused)
         quantization["int8_recurrences"] = recurrence_weights(mod).count("int8")
         if quantization["int8_recurrences"]:  # a BiLSTM: its int8 linear layers are the LSTMs' input projections
             how = f"in int8 arithmetic ({int8_kernel.instruction})" if int8_kernel.dot_product else "with int8 weights, float32 arithmetic"

@@ -794,12 +794,17 @@ def request_kernel(payload: dict, target) -> Int8Kernel:
     return int8_kernel(target, payload["settings"].get("kernel", "auto"))
 
 
-def rewrite_from_request(mod, payload: dict, kernel: Int8Kernel):
+def rewrite_from_request(mod, payload: dict, kernel: Int8Kernel, in_recurrences=()):
     """The compile child's int8 step: (rewritten module, the artifact's ``quantization``
-    record), from the request's quantisation file (``read_request``)."""
+    record), from the request's quantisation file (``read_request``). ``in_recurrences``:
+    the calibrated layers (LSTM inputs) an int8 recurrence already computes itself
+    (``lstm.lstm_converter``'s ``fused_inputs``), reported as int8 like the rest."""
     settings = payload["settings"]
     mod, report, products = quantize_linears(mod, payload["layers"], payload["per_channel"], payload["keep_fp32"], kernel,
                                              attention=settings.get("attention", False))
+    for layer in in_recurrences:
+        report[layer["name"]] = {"K": layer["K"], "N": layer["N"], "int8": True, "scale": layer["scale"], "zero": layer["zero"],
+                                 "per_channel": True, "weight_bits": kernel.weight_bits, "in_recurrence": True}
     missing = sorted(set(payload["layers"]) - set(report))
     if missing:  # a calibrated layer the rewrite never met: its weight differs from the model's
         raise ValueError(f"int8: calibrated layers not found in the program: {', '.join(missing[:3])}")

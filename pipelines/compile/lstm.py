@@ -279,16 +279,21 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
     return lstm_recurrence.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8).with_attr(KERNEL_ATTR, made)
 
 
-def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int, vnni: bool, head: int = 0):
+def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int, vnni: bool, head: int = 0, embedding: int = 0):
     """The recurrence in int8 arithmetic: ``(xw [B * S, 4H], wq [H/U, H/4, 4U, 4] int8,
-    scale [H/U, 4U], h0, c0, wh) -> out [B, S, H]``, or with ``head`` the label scores
-    ``[B, S, head]`` as in ``recurrence_kernel``. ``h`` is in [-1, 1] (``o * tanh(c)``),
-    so it needs no measured range: each step writes it as u8 codes ``round(127 h) + 128``
-    and the next multiplies them by the weights 4 at a time, ``vpdpbusd`` (``vnni``) or
-    ``vpmaddubsw`` + ``vpmaddwd`` into ``lanes`` int32 sums (``int8.dot4``). A gate
-    column's sum times ``scale`` (its weight scale / 127) is ``h . w`` plus ``128 *
-    colsum(w) * scale``, which ``xw``'s bias has already taken away
-    (``pack_recurrent_quads``). The cell state and the outputs stay float32."""
+    scale [H/U, 4U], h0, c0, wxq, xscale, bias, wh) -> out [B, S, H]``, or with ``head``
+    the label scores ``[B, S, head]`` as in ``recurrence_kernel``. ``h`` is in [-1, 1]
+    (``o * tanh(c)``), so it needs no measured range: each step writes it as u8 codes
+    ``round(127 h) + 128`` and the next multiplies them by the weights 4 at a time,
+    ``vpdpbusd`` (``vnni``) or ``vpmaddubsw`` + ``vpmaddwd`` into ``lanes`` int32 sums
+    (``int8.dot4``). A gate column's sum times ``scale`` (its weight scale / 127) is
+    ``h . w`` plus ``128 * colsum(w) * scale``, which ``xw``'s bias has already taken
+    away (``pack_recurrent_quads``). With ``embedding`` (E), the input projection is
+    computed here too, in the same arithmetic: ``xw`` is then the input as u8 codes
+    [B * S, E] (its calibrated scale and zero point), ``wxq`` ``W_ih`` packed as
+    ``W_hh`` is, ``xscale`` each column's weight scale times x's, and ``bias`` both
+    biases and both offsets' corrections [H/U, 4U]; without, those three go unread.
+    The cell state and the outputs stay float32."""
     from tvm.script import tirx as T
 
     from pipelines.compile.int8 import broadcast4, dot4
@@ -297,7 +302,8 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
     width = 4 * UNITS
     update_cells, add_projection = cell_update(rows), projection_update(hidden, rows, steps)
     scores = label_head(rows, block, hidden, head) if head else None
-    out_width, has_head = head or hidden, head > 0
+    out_width, has_head, fused = head or hidden, head > 0, embedding > 0
+    x_width, x_dtype, x_quads = (embedding, "uint8", embedding // 4) if fused else (4 * hidden, "float32", 1)
     # accumulators in at most half the vector registers (32 zmm, 16 ymm), the rest for
     # the weights, the broadcast h bytes and vpmaddubsw's int16 pairs
     registers = 32 if lanes == 16 else 16
@@ -306,20 +312,55 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
     vectors = half // lanes
     i32, i8 = f"int32x{lanes}", f"int8x{4 * lanes}"
 
+    @T.macro
+    def accumulate(gates, codes, weights, col_scale, bias, from_h, quads, g, rb, part, t, tile):
+        """gates[block rb's rows, part's columns]: h's terms (``from_h``, a Python constant:
+        the sums times ``col_scale``), or plus x's terms and the bias."""
+        with T.sblock("dot"):
+            T.reads(weights[tile, 0:quads, part * sub : part * sub + sub, 0:4], col_scale[tile, part * sub : part * sub + sub], bias[tile, part * sub : part * sub + sub], codes[0 : batch * steps, 0:x_width], gates[rb * block : rb * block + block, part * sub : part * sub + sub])
+            T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
+            # two halves: one array of 1 KB or more would be a heap workspace
+            acc = T.alloc_buffer((block, half), "int32")
+            acc2 = T.alloc_buffer((block, half), "int32")
+            for r in T.unroll(block):
+                for v in T.unroll(vectors):
+                    acc[r, T.ramp(v * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
+                    acc2[r, T.ramp(v * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
+            for k4 in T.serial(quads):
+                for r in T.unroll(block):
+                    for v in T.unroll(vectors):
+                        if from_h:
+                            acc[r, T.ramp(v * lanes, 1, lanes)] = dot4(acc.vload([r, v * lanes], dtype=i32), broadcast4(codes.vload([t % 2, g * rows + rb * block + r, k4 * 4], dtype="uint8x4"), lanes), weights.vload([tile, k4, part * sub + v * lanes, 0], dtype=i8), lanes, vnni)
+                            acc2[r, T.ramp(v * lanes, 1, lanes)] = dot4(acc2.vload([r, v * lanes], dtype=i32), broadcast4(codes.vload([t % 2, g * rows + rb * block + r, k4 * 4], dtype="uint8x4"), lanes), weights.vload([tile, k4, part * sub + half + v * lanes, 0], dtype=i8), lanes, vnni)
+                        else:
+                            acc[r, T.ramp(v * lanes, 1, lanes)] = dot4(acc.vload([r, v * lanes], dtype=i32), broadcast4(codes.vload([(g * rows + rb * block + r) * steps + t, k4 * 4], dtype="uint8x4"), lanes), weights.vload([tile, k4, part * sub + v * lanes, 0], dtype=i8), lanes, vnni)
+                            acc2[r, T.ramp(v * lanes, 1, lanes)] = dot4(acc2.vload([r, v * lanes], dtype=i32), broadcast4(codes.vload([(g * rows + rb * block + r) * steps + t, k4 * 4], dtype="uint8x4"), lanes), weights.vload([tile, k4, part * sub + half + v * lanes, 0], dtype=i8), lanes, vnni)
+            for r in T.unroll(block):
+                for lane in T.vectorized(half):
+                    if from_h:
+                        gates[rb * block + r, part * sub + lane] = T.Cast("float32", acc[r, lane]) * col_scale[tile, part * sub + lane]
+                        gates[rb * block + r, part * sub + half + lane] = T.Cast("float32", acc2[r, lane]) * col_scale[tile, part * sub + half + lane]
+                    else:
+                        gates[rb * block + r, part * sub + lane] = gates[rb * block + r, part * sub + lane] + T.Cast("float32", acc[r, lane]) * col_scale[tile, part * sub + lane] + bias[tile, part * sub + lane]
+                        gates[rb * block + r, part * sub + half + lane] = gates[rb * block + r, part * sub + half + lane] + T.Cast("float32", acc2[r, lane]) * col_scale[tile, part * sub + half + lane] + bias[tile, part * sub + half + lane]
+
     @T.prim_func(private=True, s_tir=True)
     def lstm_recurrence(
-        xw: T.Buffer((batch * steps, 4 * hidden), "float32"),
+        xw: T.Buffer((batch * steps, x_width), x_dtype),
         wq: T.Buffer((tiles, hidden // 4, width, 4), "int8"),
         scale: T.Buffer((tiles, width), "float32"),
         h0: T.Buffer((batch, hidden), "float32"),
         c0: T.Buffer((batch, hidden), "float32"),
+        wxq: T.Buffer((tiles, x_quads, width, 4), "int8"),
+        xscale: T.Buffer((tiles, width), "float32"),
+        bias: T.Buffer((tiles, width), "float32"),
         wh: T.Buffer((hidden, head or 1), "float32"),
         out: T.Buffer((batch, steps, out_width), "float32"),
     ):
         T.func_attr({"tir.noalias": True})
         with T.sblock("root"):
             with T.sblock("recurrence"):
-                T.reads(xw[0 : batch * steps, 0 : 4 * hidden], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden])
+                T.reads(xw[0 : batch * steps, 0:x_width], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], h0[0:batch, 0:hidden], c0[0:batch, 0:hidden], wxq[0:tiles, 0:x_quads, 0:width, 0:4], xscale[0:tiles, 0:width], bias[0:tiles, 0:width], wh[0:hidden, 0 : head or 1])
                 T.writes(out[0:batch, 0:steps, 0:out_width])
                 hq = T.alloc_buffer((2, batch, hidden), "uint8")  # step t reads hq[t % 2], writes the other
                 hf = T.alloc_buffer((batch, 1, hidden), "float32")  # with a head: this step's h, as floats
@@ -329,44 +370,18 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
                     c[b, j] = c0[b, j]
                 for g in T.parallel(groups):
                     with T.sblock("group"):
-                        T.reads(xw[g * rows * steps : (g * rows + rows) * steps, 0 : 4 * hidden], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], hq[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden], wh[0:hidden, 0 : head or 1])
+                        T.reads(xw[g * rows * steps : (g * rows + rows) * steps, 0:x_width], wq[0:tiles, 0 : hidden // 4, 0:width, 0:4], scale[0:tiles, 0:width], wxq[0:tiles, 0:x_quads, 0:width, 0:4], xscale[0:tiles, 0:width], bias[0:tiles, 0:width], hq[0:2, g * rows : g * rows + rows, 0:hidden], c[g * rows : g * rows + rows, 0:hidden], wh[0:hidden, 0 : head or 1])
                         T.writes(c[g * rows : g * rows + rows, 0:hidden], hq[0:2, g * rows : g * rows + rows, 0:hidden], hf[g * rows : g * rows + rows, 0, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:out_width])
                         gates = T.alloc_buffer((rows, width), "float32")
                         for t in T.serial(steps):
                             for tile in T.serial(tiles):
                                 for part, rb in T.grid(width // sub, rows // block):
-                                    with T.sblock("dot"):
-                                        T.reads(wq[tile, 0 : hidden // 4, part * sub : part * sub + sub, 0:4], scale[tile, part * sub : part * sub + sub], hq[t % 2, g * rows + rb * block : g * rows + rb * block + block, 0:hidden])
-                                        T.writes(gates[rb * block : rb * block + block, part * sub : part * sub + sub])
-                                        # two halves: one array of 1 KB or more would be a heap workspace
-                                        acc = T.alloc_buffer((block, half), "int32")
-                                        acc2 = T.alloc_buffer((block, half), "int32")
-                                        for r in T.unroll(block):
-                                            for v in T.unroll(vectors):
-                                                acc[r, T.ramp(v * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
-                                                acc2[r, T.ramp(v * lanes, 1, lanes)] = T.broadcast(T.int32(0), lanes)
-                                        for k4 in T.serial(hidden // 4):
-                                            for r in T.unroll(block):
-                                                for v in T.unroll(vectors):
-                                                    acc[r, T.ramp(v * lanes, 1, lanes)] = dot4(
-                                                        acc.vload([r, v * lanes], dtype=i32),
-                                                        broadcast4(hq.vload([t % 2, g * rows + rb * block + r, k4 * 4], dtype="uint8x4"), lanes),
-                                                        wq.vload([tile, k4, part * sub + v * lanes, 0], dtype=i8),
-                                                        lanes,
-                                                        vnni,
-                                                    )
-                                                    acc2[r, T.ramp(v * lanes, 1, lanes)] = dot4(
-                                                        acc2.vload([r, v * lanes], dtype=i32),
-                                                        broadcast4(hq.vload([t % 2, g * rows + rb * block + r, k4 * 4], dtype="uint8x4"), lanes),
-                                                        wq.vload([tile, k4, part * sub + half + v * lanes, 0], dtype=i8),
-                                                        lanes,
-                                                        vnni,
-                                                    )
-                                        for r in T.unroll(block):
-                                            for lane in T.vectorized(half):
-                                                gates[rb * block + r, part * sub + lane] = T.Cast("float32", acc[r, lane]) * scale[tile, part * sub + lane]
-                                                gates[rb * block + r, part * sub + half + lane] = T.Cast("float32", acc2[r, lane]) * scale[tile, part * sub + half + lane]
-                                add_projection(gates, xw, g, t, tile)
+                                    accumulate(gates, hq, wq, scale, bias, True, hidden // 4, g, rb, part, t, tile)
+                                if fused:  # x's terms in int8 too (a Python constant: one variant or the other is built)
+                                    for part, rb in T.grid(width // sub, rows // block):
+                                        accumulate(gates, xw, wxq, xscale, bias, False, x_quads, g, rb, part, t, tile)
+                                else:
+                                    add_projection(gates, xw, g, t, tile)
                                 if has_head:  # h as floats for the scores, once every tile has run
                                     update_cells(gates, c, hf, g, 0, tile)
                                     for r in T.serial(rows):
@@ -380,7 +395,7 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
                             if has_head:
                                 scores(hf, wh, out, g, 0, t)
 
-    made = {"int8": True, "batch": batch, "hidden": hidden, "lanes": lanes, "vnni": vnni}
+    made = {"int8": True, "batch": batch, "hidden": hidden, "lanes": lanes, "vnni": vnni, "embedding": embedding}
     return lstm_recurrence.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8).with_attr(KERNEL_ATTR, made)
 
 
@@ -410,20 +425,40 @@ def pack_recurrent_quads(w_hh, qmax: int = 127):
     gate order, goes into the input projection's bias (h's codes are offset by 128)."""
     import numpy as np
 
-    hidden = w_hh.shape[1]
-    tiles = hidden // UNITS
-    w = w_hh.reshape(4, tiles, UNITS, hidden).transpose(1, 3, 0, 2).reshape(tiles, hidden, 4 * UNITS)
+    quads, column_scale, colsum = quantise_quads(w_hh, qmax)
+    scale = (column_scale / 127.0).astype(np.float32)
+    return quads, scale, untile(-128.0 * colsum * scale)
+
+
+def quantise_quads(w, qmax: int = 127):
+    """``W`` [4H, K] (gates i, f, g, o stacked; K a multiple of 4) -> (weight [H/U, K/4,
+    4U, 4] int8, column scale [H/U, 4U], column sums of the int8 weights [H/U, 4U])."""
+    import numpy as np
+
+    k = w.shape[1]
+    tiles = w.shape[0] // 4 // UNITS
+    w = w.reshape(4, tiles, UNITS, k).transpose(1, 3, 0, 2).reshape(tiles, k, 4 * UNITS)
     column_scale = np.maximum(np.abs(w).max(axis=1), 1e-12) / qmax  # [tiles, 4U]
     q = np.clip(np.round(w / column_scale[:, None, :]), -qmax, qmax).astype(np.int8)
-    scale = (column_scale / 127.0).astype(np.float32)
-    correction = -128.0 * q.astype(np.int32).sum(axis=1) * scale  # [tiles, 4U]
-    # back to torch's [4H] order: lane gate * U + u of tile n is row gate * H + n * U + u
-    correction = correction.reshape(tiles, 4, UNITS).transpose(1, 0, 2).reshape(4 * hidden).astype(np.float32)
-    quads = np.ascontiguousarray(q.reshape(tiles, hidden // 4, 4, 4 * UNITS).transpose(0, 1, 3, 2))
-    return quads, scale, correction
+    quads = np.ascontiguousarray(q.reshape(tiles, k // 4, 4, 4 * UNITS).transpose(0, 1, 3, 2))
+    return quads, column_scale, q.astype(np.int32).sum(axis=1)
 
 
-def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int = GROUPS):
+def tiled(v):
+    """A [4H] vector in torch's gate order -> [H/U, 4U], the kernels' tile order."""
+    tiles = v.shape[0] // 4 // UNITS
+    return v.reshape(4, tiles, UNITS).transpose(1, 0, 2).reshape(tiles, 4 * UNITS)
+
+
+def untile(v):
+    """``tiled``'s inverse: lane gate * U + u of tile n is row gate * H + n * U + u."""
+    import numpy as np
+
+    tiles = v.shape[0]
+    return v.reshape(tiles, 4, UNITS).transpose(1, 0, 2).reshape(-1).astype(np.float32)
+
+
+def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int = GROUPS, int8_inputs=None, fused_inputs=None):
     """``custom_convert_map`` entries for ``aten.lstm.input`` and ``workbench::lstm``:
     one recurrence kernel (float: the input projection inside it where a weight row
     serves 4 batch rows, else after a projection GEMM; int8: after an int8 projection
@@ -433,7 +468,10 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int 
     in int8 arithmetic with its instruction (``quantised_recurrence_kernel``), or with
     int8 weights converted to float32 as they are read where it has none.
     ``vector_bits``: the target's vector width, which sets the float kernel's tiles;
-    ``cores``: its cores, at most one row group each in the float kernel."""
+    ``cores``: its cores, at most one row group each in the float kernel.
+    ``int8_inputs``: calibrated LSTM inputs, ``weight_key(W_ih)`` -> (layer name, lo,
+    hi): an int8 recurrence computes such an input's projection itself, in int8 (the
+    input as u8 codes), and appends the layer's parameters to ``fused_inputs``."""
 
     def lower(importer, x, w_ih, names, hx):
         """The recurrence kernel for an LSTM over ``x`` (``w_ih``: its input weight as a
@@ -445,7 +483,8 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int 
         import numpy as np
         from tvm import relax, tirx
 
-        from pipelines.compile.int8 import static_dim
+        from pipelines.compile.int8 import static_dim, weight_key
+        from pipelines.compile.quantize import activation_params
 
         bb = importer.block_builder
         shape = importer.shape_of(x)
@@ -473,17 +512,37 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int 
             w_t = bb.emit(relax.op.permute_dims(w_ih, [1, 0]))
             return bb.emit(relax.op.add(bb.emit(relax.op.matmul(rows, w_t)), relax.const((bias + extra_bias).astype(np.float32))))
 
-        if int8 is not None and int8.dot_product:  # int8 arithmetic, after the projection
+        if int8 is not None and int8.dot_product:  # int8 arithmetic
             weight, scale, correction = pack_recurrent_quads(w_hh, int8.weight_qmax)
+            recurrent = [relax.const(weight), relax.const(scale), h0, c0]
+            w_x = weights[names[0]].detach().float().numpy()
+            layer = (int8_inputs or {}).get(weight_key(w_x))
+            if layer is not None and embedding % 4 == 0:
+                # The projection in the kernel, x as u8 codes: no [B * S, 4H] floats
+                # through memory and no GEMM of its own (37 % of an int8 BiLSTM call).
+                name, lo, hi = layer
+                x_scale, zero = activation_params(lo, hi)
+                wxq, column_scale, column_sum = quantise_quads(w_x, int8.weight_qmax)
+                x_bias = tiled(bias + correction) - zero * column_sum * column_scale * x_scale
+                codes = bb.emit(relax.op.astype(relax.op.clip(relax.op.add(relax.op.round(relax.op.multiply(rows, relax.const(np.float32(1 / x_scale)))),
+                                                                           relax.const(np.float32(zero))), relax.prim_value(0.0), relax.prim_value(255.0)), "uint8"))
+                kernel = bb.add_func(quantised_recurrence_kernel(batch, kernel_steps, hidden, int8.lanes, int8.vnni, embedding=embedding), "lstm_recurrence")
+                if fused_inputs is not None:
+                    fused_inputs.append({"name": name, "K": embedding, "N": 4 * hidden, "scale": x_scale, "zero": zero})
+                x_parts = [relax.const(wxq), relax.const((column_scale * x_scale).astype(np.float32)), relax.const(x_bias.astype(np.float32))]
+                return bb.emit(relax.call_tir(kernel, [codes, *recurrent, *x_parts, no_head], out))
+            # after the projection (a linear layer the int8 rewrite takes); x's parts go unread
             kernel = bb.add_func(quantised_recurrence_kernel(batch, kernel_steps, hidden, int8.lanes, int8.vnni), "lstm_recurrence")
-            return bb.emit(relax.call_tir(kernel, [projection(correction), relax.const(weight), relax.const(scale), h0, c0, no_head], out))
+            unread = [relax.const(np.zeros((tiles, 1, 4 * UNITS, 4), np.int8)), relax.const(np.zeros((tiles, 4 * UNITS), np.float32)),
+                      relax.const(np.zeros((tiles, 4 * UNITS), np.float32))]
+            return bb.emit(relax.call_tir(kernel, [projection(correction), *recurrent, *unread, no_head], out))
         # Float arithmetic (W_hh int8, weight-only, in an int8 build for a CPU without a
         # dot-product instruction), the projection inside the kernel where it pays.
         weight, scale = pack_recurrent_weight(w_hh, int8 is not None)
         groups = min(GROUPS, cores)
         if fuses_projection(batch, hidden, groups):
             inputs = [rows, relax.const(pack_recurrent_weight(weights[names[0]].detach().float().numpy())[0]),
-                      relax.const(bias.reshape(4, tiles, UNITS).transpose(1, 0, 2).reshape(tiles, 4 * UNITS).astype(np.float32))]
+                      relax.const(tiled(bias).astype(np.float32))]
         else:  # the kernel adds the projection; its x terms and bias go unread
             embedding = 4 * hidden
             inputs = [projection(), relax.const(np.zeros((tiles, 1, 4 * UNITS), np.float32)), relax.const(np.zeros((tiles, 4 * UNITS), np.float32))]
@@ -514,13 +573,14 @@ def lstm_converter(weights: dict, int8=None, vector_bits: int = 256, cores: int 
     return {"lstm.input": convert_lstm, "lstm.default": convert_opaque}
 
 
-def import_program(program, cpu: bool = True, int8_lstm=None, vector_bits: int = 256, cores: int = GROUPS):
+def import_program(program, cpu: bool = True, int8_lstm=None, vector_bits: int = 256, cores: int = GROUPS, int8_inputs=None, fused_inputs=None):
     """A ``torch.export`` program as a Relax module: PyTorch's core-ATen decompositions,
     except that on a CPU target LSTMs stay whole for ``convert_lstm`` (decomposed, they
     unroll), as do a symbolic-length program's ``workbench::lstm`` calls. The recurrence
     kernel is CPU code; other targets get TVM's unrolled LSTM.
     ``int8_lstm``: the ``int8.Int8Kernel`` for int8 recurrences; ``vector_bits``: the
-    target's vector width; ``cores``: its cores."""
+    target's vector width; ``cores``: its cores; ``int8_inputs``, ``fused_inputs``: as
+    ``lstm_converter`` takes them."""
     import torch
     from tvm.relax.frontend.torch import from_exported_program
 
@@ -533,7 +593,7 @@ def import_program(program, cpu: bool = True, int8_lstm=None, vector_bits: int =
     program = program.run_decompositions(table)
     tensors = {**program.state_dict, **program.constants}
     weights = {spec.arg.name: tensors[spec.target] for spec in program.graph_signature.input_specs if spec.target in tensors}
-    converters = lstm_converter(weights, int8_lstm, vector_bits, cores)
+    converters = lstm_converter(weights, int8_lstm, vector_bits, cores, int8_inputs, fused_inputs)
     return from_exported_program(program, keep_params_as_input=False, run_ep_decomposition=False, custom_convert_map=converters)
 
 
@@ -605,7 +665,8 @@ def fold_label_heads(mod, most: int = 64):
             batch, steps, _ = lstm.ty.shape
             kernel_steps = steps.value if isinstance(steps, tirx.IntImm) else tirx.Var("steps", "int64")
             if "int8" in made:
-                head = quantised_recurrence_kernel(int(made["batch"]), kernel_steps, int(made["hidden"]), int(made["lanes"]), bool(made["vnni"]), head=w.shape[1])
+                head = quantised_recurrence_kernel(int(made["batch"]), kernel_steps, int(made["hidden"]), int(made["lanes"]), bool(made["vnni"]),
+                                                   head=w.shape[1], embedding=int(made["embedding"]))
             else:
                 head = recurrence_kernel(int(made["batch"]), kernel_steps, int(made["hidden"]), int(made["embedding"]), str(made["weight_dtype"]),
                                          int(made["vector_bits"]), int(made["groups"]), head=w.shape[1])
