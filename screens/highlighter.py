@@ -27,9 +27,11 @@ class HighlighterScreen(Screen):
     DEFAULT_CSS = """
     HighlighterScreen #controls { height: auto; }
     HighlighterScreen #model { width: 1fr; }
-    HighlighterScreen #engines { width: 1fr; height: auto; layout: horizontal; }
-    HighlighterScreen #engines RadioButton { width: auto; margin-right: 2; }
-    HighlighterScreen #input { height: 7; }
+    /* four engines a row: on one line the row clipped (at 120 columns tvm-int8 read
+       "tvm-i", at 80 no TVM engine showed) */
+    HighlighterScreen #engines { width: 1fr; height: auto; layout: grid; grid-size: 4; grid-columns: 1fr; grid-rows: 1; }
+    HighlighterScreen #engines RadioButton { width: 1fr; height: 1; }
+    HighlighterScreen #input { height: 5; }
     HighlighterScreen #rendered-box { height: 1fr; border: round $panel; }
     HighlighterScreen #status { height: auto; padding: 0 1; }
     HighlighterScreen #entities { height: 1fr; }
