@@ -21,8 +21,18 @@ from __future__ import annotations
 
 import math
 
-# The attribute of a recurrence kernel (float or int8) that records how it was made.
+# The attribute of a recurrence kernel (float or int8) that records how it was made
+# (``made_with``).
 KERNEL_ATTR = "workbench.lstm"
+
+
+def made_with(kind: str, **arguments) -> str:
+    """``KERNEL_ATTR``'s value: the kernel's kind and the arguments it was built with,
+    all but ``steps`` and ``head``, which ``fold_label_heads`` passes to build it again
+    with a head (JSON: TVM attributes hand back ints and strings as its own objects)."""
+    import json
+
+    return json.dumps({"kind": kind, **arguments})
 
 # Hidden units per tile: a tile's 4 x 16 gate sums (8 AVX2 / 4 AVX-512 registers) are
 # accumulated in registers, then its units' cell and output updated, all in one thread.
@@ -274,8 +284,7 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
 
     # scheduled by hand (default schedules skip it) and opaque (fusion leaves it whole);
     # how it was made, for ``fold_label_heads`` to make its variant with a head
-    made = {"batch": batch, "hidden": hidden, "embedding": embedding, "weight_dtype": weight_dtype,
-            "vector_bits": vector_bits, "groups": groups}
+    made = made_with("float", batch=batch, hidden=hidden, embedding=embedding, weight_dtype=weight_dtype, vector_bits=vector_bits, groups=groups)
     return lstm_recurrence.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8).with_attr(KERNEL_ATTR, made)
 
 
@@ -395,7 +404,7 @@ def quantised_recurrence_kernel(batch: int, steps: int, hidden: int, lanes: int,
                             if has_head:
                                 scores(hf, wh, out, g, 0, t)
 
-    made = {"int8": True, "batch": batch, "hidden": hidden, "lanes": lanes, "vnni": vnni, "embedding": embedding}
+    made = made_with("int8", batch=batch, hidden=hidden, lanes=lanes, vnni=vnni, embedding=embedding)
     return lstm_recurrence.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8).with_attr(KERNEL_ATTR, made)
 
 
@@ -616,22 +625,24 @@ def recurrence_weights(mod) -> list[str]:
 
 def fold_label_heads(mod, most: int = 64):
     """``matmul(reshape(lstm(...), [B * S, H]), W)`` (or over the states as they are) with
-    a constant ``W`` [H, N] of at most ``most`` columns (a tagger's label head, widened to a vector) -> the same
-    recurrence kernel computing ``h @ W`` at each step itself (``recurrence_kernel``'s
-    ``head``), where nothing else reads the states: they never go through memory, and
-    the head's GEMM over every position is gone (BiLSTM at 64x40: 0.6 ms of 19)."""
+    a constant ``W`` [H, N] of at most ``most`` columns (a tagger's label head, widened
+    to a vector) -> the same recurrence kernel computing ``h @ W`` at each step itself
+    (``recurrence_kernel``'s ``head``), where nothing else reads the states: they never
+    go through memory, and the head's GEMM over every position is gone (BiLSTM at
+    64x40: 0.6 ms of 19)."""
+    import json
+
     import numpy as np
     import tvm
     from tvm import relax, tirx
     from tvm.relax.expr_functor import PyExprMutator, mutator
+    from tvm.sym import Analyzer
 
     from pipelines.compile.int8 import constant_value
 
     matmul, reshape, broadcast_to = (tvm.ir.Op.get(f"relax.{name}") for name in ("matmul", "reshape", "broadcast_to"))
     call_tir = tvm.ir.Op.get("relax.call_tir")
     uses: dict = {}
-    from tvm.sym import Analyzer
-
     analyzer = Analyzer()
 
     def same_shape(a, b) -> bool:
@@ -660,16 +671,15 @@ def fold_label_heads(mod, most: int = 64):
             kernel = self.builder_.get()[lstm.args[0]]
             made = kernel.attrs.get(KERNEL_ATTR) if kernel.attrs is not None else None
             w = constant_value(call.args[1], self.lookup_binding)
-            if made is None or w is None or w.ndim != 2 or w.dtype != np.float32 or w.shape[0] != int(made["hidden"]) or w.shape[1] > most:
+            if made is None or w is None or w.ndim != 2 or w.dtype != np.float32 or w.shape[1] > most:
+                return call
+            arguments = json.loads(str(made))
+            build = {"float": recurrence_kernel, "int8": quantised_recurrence_kernel}[arguments.pop("kind")]
+            if w.shape[0] != arguments["hidden"]:
                 return call
             batch, steps, _ = lstm.ty.shape
             kernel_steps = steps.value if isinstance(steps, tirx.IntImm) else tirx.Var("steps", "int64")
-            if "int8" in made:
-                head = quantised_recurrence_kernel(int(made["batch"]), kernel_steps, int(made["hidden"]), int(made["lanes"]), bool(made["vnni"]),
-                                                   head=w.shape[1], embedding=int(made["embedding"]))
-            else:
-                head = recurrence_kernel(int(made["batch"]), kernel_steps, int(made["hidden"]), int(made["embedding"]), str(made["weight_dtype"]),
-                                         int(made["vector_bits"]), int(made["groups"]), head=w.shape[1])
+            head = build(steps=kernel_steps, head=w.shape[1], **arguments)
             gv = self.builder_.add_func(head, "lstm_recurrence_head")
             inputs = list(lstm.args[1].fields[:-1]) + [relax.const(np.ascontiguousarray(w))]
             scores = self.builder_.emit(relax.call_tir(gv, inputs, relax.TensorType((batch, steps, w.shape[1]), "float32")))

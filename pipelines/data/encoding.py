@@ -106,11 +106,17 @@ class CharEncoder:
         chars = [c for chars in sentences for c in chars]
         ids = (np.fromiter(map(cache.__getitem__, chars), dtype=np.int64, count=len(chars))
                + LEXICON_STRIDE * self.lexicon.codes_flat(sentences)).tolist()
-        out, at = [], 0
-        for sentence in sentences:
-            out.append(ids[at : at + len(sentence)])
-            at += len(sentence)
-        return out
+        return per_sentence(ids, sentences)
+
+
+def per_sentence(flat: list, sentences: Sequence[Sequence]) -> list[list]:
+    """``flat`` (one value a position of every sentence, one after the other) cut into
+    one list a sentence."""
+    out, at = [], 0
+    for sentence in sentences:
+        out.append(flat[at : at + len(sentence)])
+        at += len(sentence)
+    return out
 
 
 def window_spans(length: int, window: int, stride: int | None = None) -> list[tuple[int, int]]:

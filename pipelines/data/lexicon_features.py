@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pipelines.data.encoding import per_sentence
 from pipelines.data.lexicon import read_sources
 from pipelines.data.loaders import DataError
 
@@ -71,12 +72,7 @@ class WordLexicon:
 
     def codes_many(self, sentences: Sequence[Sequence[str]]) -> list[list[int]]:
         """``codes`` of every sentence (``codes_flat``, one list a sentence)."""
-        codes = self.codes_flat(sentences).tolist()
-        out, at = [], 0
-        for chars in sentences:
-            out.append(codes[at : at + len(chars)])
-            at += len(chars)
-        return out
+        return per_sentence(self.codes_flat(sentences).tolist(), sentences)
 
     def codes_flat(self, sentences: Sequence[Sequence[str]]) -> np.ndarray:
         """The codes of every position of every sentence, one after the other (int64), the
