@@ -36,11 +36,15 @@ def test_a_copied_store_uses_its_own_runs_not_the_ones_it_was_copied_from(tmp_pa
     """The registry records each run's directory where it was made; a copy of the
     store (a backup, another machine) reads and writes the runs beside it."""
     store = RunStore(str(tmp_path / "a"))
-    run = store.create_run(parse_config({"name": "quick"}))
+    run = store.create_run(parse_config({"name": "quick", "model": {"preset": "bilstm"}}))
+    student = store.create_run(parse_config({"name": "student", "model": {"pretrained": os.path.join(run.dir, "model")}}))
     store.close()
     shutil.copytree(tmp_path / "a", tmp_path / "b")
-    copy = RunStore(str(tmp_path / "b")).find("quick")
+    copied = RunStore(str(tmp_path / "b"))
+    copy = copied.find("quick")
     assert copy.id == run.id and copy.dir == os.path.join(str(tmp_path / "b"), run.id)
+    # The student's recorded start is a path in the original store: still its run.
+    assert model_label(copied.get(student.id), copied.list_runs()) == "bilstm from quick"
     assert RunStore(str(tmp_path / "a")).find("quick").dir == run.dir  # the original is unchanged
     shutil.rmtree(copy.dir)  # a run whose copy is gone keeps its recorded directory
     assert RunStore(str(tmp_path / "b")).find("quick").dir == run.dir

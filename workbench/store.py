@@ -99,9 +99,12 @@ class RunRecord:
 
 
 def _owner(path: str, runs: list[RunRecord], skip: set[str]) -> RunRecord | None:
-    """The run whose directory holds ``path`` (a model or checkpoint directory)."""
+    """The run whose directory holds ``path`` (a model or checkpoint directory): by its
+    directory, or by its id as a folder of the path, since a copied or moved store's
+    records keep the paths where their runs were made."""
     path = os.path.abspath(path) if path else ""
-    return next((r for r in runs if r.id not in skip and path.startswith(r.dir + os.sep)), None)
+    folders = path.split(os.sep)[:-1]
+    return next((r for r in runs if r.id not in skip and (path.startswith(r.dir + os.sep) or r.id in folders)), None)
 
 
 def model_label(record: RunRecord, runs: list[RunRecord]) -> str:
