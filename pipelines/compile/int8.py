@@ -37,6 +37,7 @@ and the same GEMM tile multiplies them. ``Q K^T`` stays fp32.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -80,12 +81,17 @@ class Int8Kernel:
 KERNELS = {
     # 8 x 2 x 16 int32 lanes = 16 zmm accumulators (measured best of 4x4, 8x4, 4x8, 16x2).
     "vnni": Int8Kernel("vnni", 16, QMAX_W, 8, 2, "vpdpbusd (AVX-512 VNNI)", "vpdpbusd"),
-    # AVX-VNNI: 8 x 2 x 8 lanes, the avx2 kernel's tile (16 ymm registers).
-    "avx-vnni": Int8Kernel("avx-vnni", 8, QMAX_W, 8, 2, "vpdpbusd on 256 bits (AVX-VNNI, no AVX-512)", "vpdpbusd"),
+    # AVX-VNNI: 4 x 2 x 8 lanes, as avx2 (Intel Xeon, alderlake build: 395-536 GOP/s
+    # against 394-490 for 8 x 2 on mini's three GEMM shapes).
+    "avx-vnni": Int8Kernel("avx-vnni", 8, QMAX_W, 4, 2, "vpdpbusd on 256 bits (AVX-VNNI, no AVX-512)", "vpdpbusd"),
     "avx512bw": Int8Kernel("avx512bw", 16, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX-512BW, no VNNI; 7-bit weights)", "vpmaddubsw"),
-    # 8 x 2 x 8 lanes: all 16 ymm registers as accumulators, and still the fastest of
-    # 4x2, 2x4, 6x2, 8x1, 3x4, 4x4, 8x2 at M=128 on znver3 (scripts/bench_int8_tiles.py).
-    "avx2": Int8Kernel("avx2", 8, QMAX_W_PMADD, 8, 2, "vpmaddubsw + vpmaddwd (AVX2; 7-bit weights)", "vpmaddubsw"),
+    # 4 x 2 x 8 lanes: 8 of the 16 ymm registers as accumulators, the rest for the
+    # weights, the broadcast input and the int16 pairs. On an Intel Xeon (haswell
+    # build) 280-334 GOP/s against 211-236 for 8 x 2, which spills 6 accumulators;
+    # on AMD Zen, whose stack spills are nearly free, 8 x 2 was the fastest of the seven
+    # tiles (znver3, scripts/bench_int8_tiles.py): ``int8_kernel`` picks it there.
+    "avx2": Int8Kernel("avx2", 8, QMAX_W_PMADD, 4, 2, "vpmaddubsw + vpmaddwd (AVX2; 7-bit weights)", "vpmaddubsw"),
+    # 8 x 2: on the Xeon 238-336 GOP/s against 203-332 for 4 x 2.
     "avx2-pairs": Int8Kernel("avx2-pairs", 8, QMAX_W_PMADD2, 8, 2,
                              "2 vpmaddubsw + vpaddw + vpmaddwd (AVX2; 6-bit weights)", "vpmaddubsw", quads=2),
     "int32": Int8Kernel("int32", 16, QMAX_W, 8, 2, "int32 vectors (no AVX2 on this target)", None),
@@ -113,14 +119,21 @@ def int8_kernel(target, choice: str = "auto") -> Int8Kernel:
         return feature is None or (target.kind.name == "llvm" and bool(codegen.target_has_features(feature, target)))
 
     if choice == "auto":
-        return KERNELS[next(name for name in AUTO_ORDER if runs(name))]
+        return _tile_for(KERNELS[next(name for name in AUTO_ORDER if runs(name))], target)
     if choice not in KERNELS:
         raise ValueError(f"unknown int8 kernel {choice!r} (auto, {', '.join(KERNELS)})")
     if not runs(choice):
         mcpu = target.attrs.get("mcpu", "") or target.kind.name
         usable = ", ".join(name for name in KERNELS if runs(name))
         raise ValueError(f"int8 kernel {choice!r} needs {KERNEL_FEATURES[choice]}, which the target ({mcpu}) lacks (it runs: {usable})")
-    return KERNELS[choice]
+    return _tile_for(KERNELS[choice], target)
+
+
+def _tile_for(kernel: Int8Kernel, target) -> Int8Kernel:
+    """The AVX2 kernel's register tile for AMD Zen: 8 x 2 (see KERNELS)."""
+    if kernel.name == "avx2" and str(target.attrs.get("mcpu", "") or "").startswith("znver"):
+        return dataclasses.replace(kernel, rows=8)
+    return kernel
 
 
 # LLVM's u8 x s8 -> int32 dot product per vector width: the 256-bit one is AVX-VNNI's
