@@ -44,7 +44,9 @@ class RunsScreen(Screen):
     def on_mount(self) -> None:
         table = self.query_one("#runs", DataTable)
         table.add_column("run", key="id")
-        for title in ("name", "status", "model", "data", "stages", "best F1", *(f"{p} ms" for p in PRECISIONS)):
+        # The scores before the long columns (a model label can run to 60 characters):
+        # at 120 columns F1 and latency stay on screen.
+        for title in ("name", "status", "best F1", *(f"{p} ms" for p in PRECISIONS), "model", "data", "stages"):
             table.add_column(title, key=title)
         self.action_reload()
         self.set_interval(2.0, self._tick)  # runs started by jobs appear by themselves
@@ -73,7 +75,7 @@ class RunsScreen(Screen):
             stages = Text(" ").join(Text(s, style=STATUS_STYLES.get(st, "")) for s, st in run.stages)
             f1 = f"{run.best_f1:.4f} ({run.f1_split})" if run.best_f1 is not None else "—"
             latency = [f"{run.latency_ms[p]:.2f}" if run.latency_ms.get(p) is not None else "—" for p in PRECISIONS]
-            table.add_row(run.id, run.name, status_text(run.status), run.model, run.dataset, stages, f1, *latency, key=run.id)
+            table.add_row(run.id, run.name, status_text(run.status), f1, *latency, run.model, run.dataset, stages, key=run.id)
         if selected is not None and selected in {r.id for r in runs}:
             table.move_cursor(row=table.get_row_index(selected))
         self.query_one("#empty").display = not runs

@@ -51,8 +51,9 @@ def test_runs_list_and_run_detail(toy_run, tmp_path):
             table = app.screen.query_one("#runs", DataTable)
             await wait_until(pilot, lambda: table.row_count == 1, what="runs")
             row = [str(c) for c in table.get_row_at(0)]
-            assert row[0] == run.id and row[2] == "done" and row[3] == "tiny" and row[5] == "train export eval"
-            assert row[6].endswith("(test)") and len(row) == 10  # + ms per precision (bench.json, if another test benched it)
+            assert row[0] == run.id and row[2] == "done" and row[7] == "tiny" and row[9] == "train export eval"
+            # F1 and ms per precision (bench.json, if another test benched it) before the long columns
+            assert row[3].endswith("(test)") and len(row) == 10
             table.focus()
             await pilot.press("enter")
             await wait_until(pilot, lambda: app.screen.query("#stages"), what="run detail")
