@@ -5,10 +5,15 @@ compile) is compiled with the product's CPU pipeline once per tile, then timed.
 Rows and columns that do not divide M and N fall back to what does.
 
     python scripts/bench_gemm_tiles.py [MCPU]       # MCPU e.g. haswell (AVX2 code on any x86 host)
+    python scripts/bench_gemm_tiles.py haswell --shapes 768x1024x256,128x256x256 --tiles 4x16,6x16
+
+Shapes are MxNxK; tiles are rows x columns (floats); the product's own pick is always
+the first column.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 import time
@@ -44,19 +49,19 @@ def median_s(fn, seconds: float = 1.0) -> float:
     return float(np.median(times))
 
 
-def main(mcpu: str | None = None) -> None:
+def main(mcpu: str | None = None, shapes=SHAPES, tiles=TILES) -> None:
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": os.cpu_count()} if mcpu else host_target())
     print(f"target {target}; GFLOP/s per tile (rows, columns)")
-    for m, n, k in SHAPES:
+    for m, n, k in shapes:
         linear = torch.nn.Linear(k, n).eval()
         mod = from_exported_program(torch.export.export(linear, (torch.randn(m, k),)), keep_params_as_input=False)
         x = np.random.randn(m, k).astype("float32")
         cells = []
-        for tile in TILES:
+        for tile in [None, *(t for t in tiles if t)]:
             chosen = schedules.gemm_tile
             if tile:
-                schedules.gemm_tile = lambda t, mm, nn, r=tile[0], c=tile[1]: (
-                    r if mm % r == 0 else schedules._largest_divisor(mm, (4, 2)), c if nn % c == 0 else schedules._largest_divisor(nn, (16, 8)))
+                schedules.gemm_tile = lambda t, mm, nn, period=None, r=tile[0], c=tile[1]: (
+                    r if mm % r == 0 else schedules.largest_divisor(mm, (4, 2)), c if nn % c == 0 else schedules.largest_divisor(nn, (16, 8)))
             try:
                 vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target)), tvm.cpu())
             finally:
@@ -69,5 +74,14 @@ def main(mcpu: str | None = None) -> None:
         print(f"M{m} N{n} K{k}  torch: {torch_gflops:.0f}  " + "  ".join(cells), flush=True)
 
 
+def _triples(text: str) -> list[tuple[int, ...]]:
+    return [tuple(int(v) for v in item.split("x")) for item in text.split(",")]
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("mcpu", nargs="?", help="LLVM CPU to build for (default: this host)")
+    parser.add_argument("--shapes", type=_triples, default=SHAPES, help="MxNxK,... (default: BERT-like layers)")
+    parser.add_argument("--tiles", type=_triples, default=TILES, help="ROWSxCOLUMNS,... register tiles to try")
+    args = parser.parse_args()
+    main(args.mcpu, args.shapes, args.tiles)

@@ -208,6 +208,16 @@ def _vectorize_inner(sch: s_tir.Schedule, block, lanes: int) -> None:
     sch.vectorize(inner)
 
 
+def _row_lanes(target: Target, extent) -> int:
+    """Partial sums (vector lanes) a row reduction over ``extent`` splits into: the
+    target's vector where it divides the row, else the widest half or quarter vector
+    that does (a softmax over 36 positions: 4 lanes), else 0 (the rule does not apply).
+    Without it a length of 36 fell to dlight's scalar reduction: 10.4 ms for mini's
+    four softmaxes at 16 x 36 against 0.18 ms at 16 x 32."""
+    lanes = vector_lanes(target)
+    return next((w for w in (lanes, lanes // 2, lanes // 4) if w >= 2 and divides(w, extent)), 0)
+
+
 def _parallel_outer(sch: s_tir.Schedule, block, keep_inner: int = 1) -> None:
     loops = sch.get_loops(block)
     outer = loops[: max(len(loops) - keep_inner, 1)]
@@ -225,21 +235,33 @@ def vector_registers(target: Target) -> int:
     return 16
 
 
-def gemm_tile(target: Target, m: int, n: int) -> tuple[int, int]:
+def gemm_tile(target: Target, m: int, n: int, row_period=None) -> tuple[int, int]:
     """(rows, columns) of the GEMM's register tile for ``target``: two vectors wide, and
-    as many rows as keep half the vector registers as accumulators (the rest hold the
-    weight loads and the broadcast inputs).
+    as many rows as divide ``m`` (and ``row_period``, where the output is reshaped into
+    runs of that many rows) and keep the accumulators within the vector registers.
 
     With 32 registers (AVX-512): 8 x 2 vectors, 16 accumulators, 2 weight loads and 8
     broadcasts per 16 FMAs; measured against 4x4, 2x8, 8x4 and 16x2 vectors, best or
-    near-best on every BERT GEMM shape (Zen 5: 205-255 GFLOP/s on 2 cores). With 16
-    (AVX2): 4 x 2 vectors. An 8 x 2 tile there spills its accumulators: 57-65 GFLOP/s
-    against 137-192 for 4 x 2 on BERT's GEMMs (2-core AVX2 AMD EPYC, 2026-12-05;
-    2 x 4 vectors was as fast, 3 x 4 and 4 x 4 spilled; scripts/bench_gemm_tiles.py)."""
+    near-best on every BERT GEMM shape (Zen 5: 205-255 GFLOP/s on 2 cores; on the Xeon
+    of 2026-12-07 at M = 128, 311-340 against 183-231 for 12 x 2 and 10 x 2, which spill).
+
+    With 16 (AVX2, SSE): 6 x 2 vectors where 6 divides the rows, else 5 x 2, else 4 x 2.
+    Two FMA pipes of latency 4 need 8 independent accumulators just to stay busy, so
+    4 x 2 (8) stalls on any late load; 6 x 2 keeps 12 (plus 2 weight vectors and a
+    broadcast: 15 registers). haswell code on the AVX-512 Xeon, GFLOP/s on 2 cores
+    (``scripts/bench_gemm_tiles.py haswell --shapes ...``, 2026-12-07): M 768 x N 1024 x
+    K 256 212-213 against 179 for 4 x 2 (torch restricted to AVX2: 187), 768 x 256 x 1024
+    191 against 170 (197), 768 x 256 x 256 204 against 174 (203); 5 x 2 at M 640: 207-209
+    against 177 and 188-189 against 169-170. Rows that do not divide M are not used: a
+    split with a remainder predicates the tile's FMAs (110-121 GFLOP/s at 640 / 6 and
+    128 / 5). An 8 x 2 tile spills: 57-65 GFLOP/s against 137-192 for 4 x 2 on a 2-core
+    AVX2 AMD EPYC (2026-12-05; there 2 x 4 vectors was as fast, 3 x 4 and 4 x 4 spilled;
+    6 x 2 not measured on AMD)."""
     lanes = vector_lanes(target)
-    rows = vector_registers(target) // 4
-    candidates = tuple(r for r in (8, 4, 2) if r <= rows)
-    return largest_divisor(m, candidates), largest_divisor(n, (2 * lanes, lanes))
+    registers = vector_registers(target)
+    candidates = (8, 4, 2) if registers >= 32 else (6, 5, 4, 2)
+    rows = next((r for r in candidates if divides(r, m) and (row_period is None or divides(r, row_period))), 1)
+    return rows, largest_divisor(n, (2 * lanes, lanes))
 
 
 class Matmul(CPUScheduleRule):
@@ -268,13 +290,11 @@ class Matmul(CPUScheduleRule):
         # A symbolic extent (a length built as ``8 * t``) is tiled only by what divides it.
         m, n, _ = (get_extent(sch, loop) for loop in (i, j, k))
         lanes = vector_lanes(target)
-        rows, cols = gemm_tile(target, m, n)
+        # Where the epilogue reshapes the rows ([B*S, N] -> [B, S, N]) the tile's rows
+        # divide S too: a row tile that crossed from one row of S into the next would be
+        # written as the bounding box of both, reading rows no tile had computed yet.
         split = _reshaped_rows(sch, infos[main_index + 1 :]) if not batch else None
-        if split is not None and isinstance(rows, int) and not divides(rows, split):
-            # The epilogue reshapes the rows ([B*S, N] -> [B, S, N]): a row tile that
-            # crossed from one row of S into the next would be written as the bounding
-            # box of both, reading rows no tile had computed yet.
-            rows = next(r for r in (rows, 4, 2, 1) if r <= rows and divides(r, split))
+        rows, cols = gemm_tile(target, m, n, split)
         if cols < lanes and not isinstance(n, int):
             return None  # a symbolic width no vector divides
         if cols < lanes:  # a narrow output (e.g. the label projection)
@@ -530,13 +550,13 @@ class RowReduction(CPUScheduleRule):
         reductions = [b for b in infos if not b.is_injective()]
         kinds = [b.dom_kind() for b in infos]
         rows = min(len(k) - len(k.lstrip("S")) for k in kinds)
-        lanes = vector_lanes(target)
         if not reductions or rows == 0:
             return None
+        extents = {get_extent(sch, sch.get_loops(b.block_rv)[-1]) for b in reductions}
+        lanes = _row_lanes(target, extents.pop()) if len(extents) == 1 else 0
         for b in reductions:
-            kind = b.dom_kind()
             extent = get_extent(sch, sch.get_loops(b.block_rv)[-1])
-            if kind != "S" * rows + "R" or not divides(lanes, extent) or (isinstance(extent, int) and extent <= lanes):
+            if b.dom_kind() != "S" * rows + "R" or lanes < 2 or (isinstance(extent, int) and extent <= lanes):
                 return None
         partials = []
         for b in reductions:  # before compute_at: rfactor needs the block alone in its loop nest
