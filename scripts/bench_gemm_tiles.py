@@ -60,7 +60,7 @@ def main(mcpu: str | None = None, shapes=SHAPES, tiles=TILES) -> None:
         for tile in [None, *(t for t in tiles if t)]:
             chosen = schedules.gemm_tile
             if tile:
-                schedules.gemm_tile = lambda t, mm, nn, period=None, r=tile[0], c=tile[1]: (
+                schedules.gemm_tile = lambda t, mm, nn, period=None, kk=None, r=tile[0], c=tile[1]: (
                     r if mm % r == 0 else schedules.largest_divisor(mm, (4, 2)), c if nn % c == 0 else schedules.largest_divisor(nn, (16, 8)))
             try:
                 vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target)), tvm.cpu())

@@ -405,6 +405,10 @@ def test_avx2_gemm_tile_keeps_twelve_accumulators_where_the_rows_allow(m, period
     from pipelines.compile.schedules import gemm_tile
 
     assert gemm_tile(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}), m, 1024, period) == (rows, 16)
+    # a short reduction where neither 6 nor 5 divides: 2 x 4 vectors
+    short = gemm_tile(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}), m, 1024, period, 256)
+    assert short == ((rows, 16) if rows >= 5 else (2, 32))
+    assert gemm_tile(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}), m, 1024, period, 1024) == (rows, 16)
     assert gemm_tile(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}), m, 1024, period) == (avx512_rows, 32)
 
 

@@ -235,7 +235,7 @@ def vector_registers(target: Target) -> int:
     return 16
 
 
-def gemm_tile(target: Target, m: int, n: int, row_period=None) -> tuple[int, int]:
+def gemm_tile(target: Target, m: int, n: int, row_period=None, k=None) -> tuple[int, int]:
     """(rows, columns) of the GEMM's register tile for ``target``: two vectors wide, and
     as many rows as divide ``m`` (and ``row_period``, where the output is reshaped into
     runs of that many rows) and keep the accumulators within the vector registers.
@@ -256,11 +256,23 @@ def gemm_tile(target: Target, m: int, n: int, row_period=None) -> tuple[int, int
     split with a remainder predicates the tile's FMAs (110-121 GFLOP/s at 640 / 6 and
     128 / 5). An 8 x 2 tile spills: 57-65 GFLOP/s against 137-192 for 4 x 2 on a 2-core
     AVX2 AMD EPYC (2026-12-05; there 2 x 4 vectors was as fast, 3 x 4 and 4 x 4 spilled;
-    6 x 2 not measured on AMD)."""
+    6 x 2 not measured on AMD).
+
+    Where neither 6 nor 5 divides the rows (batch 1 at 128 or 256), a short reduction
+    (K <= 256) takes 2 x 4 vectors: 8 accumulators still, but 2 broadcasts and 4 weight
+    vectors per 8 FMAs; 194-195 GFLOP/s against 180-182 for 4 x 2 at M = 128 and 256
+    (N 1024 and 256, K 256); at K = 1024 the two tie (170-172)."""
     lanes = vector_lanes(target)
     registers = vector_registers(target)
     candidates = (8, 4, 2) if registers >= 32 else (6, 5, 4, 2)
-    rows = next((r for r in candidates if divides(r, m) and (row_period is None or divides(r, row_period))), 1)
+
+    def fits(r: int) -> bool:
+        return divides(r, m) and (row_period is None or divides(r, row_period))
+
+    rows = next((r for r in candidates if fits(r)), 1)
+    wide = 4 * lanes
+    if registers < 32 and rows < 5 and isinstance(k, int) and k <= 256 and fits(2) and divides(wide, n):
+        return 2, wide
     return rows, largest_divisor(n, (2 * lanes, lanes))
 
 
@@ -294,7 +306,7 @@ class Matmul(CPUScheduleRule):
         # divide S too: a row tile that crossed from one row of S into the next would be
         # written as the bounding box of both, reading rows no tile had computed yet.
         split = _reshaped_rows(sch, infos[main_index + 1 :]) if not batch else None
-        rows, cols = gemm_tile(target, m, n, split)
+        rows, cols = gemm_tile(target, m, n, split, get_extent(sch, k))
         if cols < lanes and not isinstance(n, int):
             return None  # a symbolic width no vector divides
         if cols < lanes:  # a narrow output (e.g. the label projection)
