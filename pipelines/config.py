@@ -105,6 +105,8 @@ class ModelConfig(_Section):
     # A linear-chain CRF over the BiLSTM's scores (modeling/crf): trained on the likelihood
     # of whole tag sequences, decoded with its learned transitions by every engine.
     crf: bool = False
+    # The BiLSTM's width: each direction's LSTM state (default 256); null: the preset's.
+    hidden_size: Optional[int] = Field(None, ge=8, le=2048)
 
     @model_validator(mode="after")
     def _vectors_need(self) -> "ModelConfig":
@@ -112,6 +114,8 @@ class ModelConfig(_Section):
             raise ValueError("model.vectors starts a fresh BiLSTM's tables: it needs preset: bilstm and no model.pretrained")
         if self.crf and self.preset != "bilstm" and not self.pretrained:
             raise ValueError("model.crf is the BiLSTM's: it needs preset: bilstm (or model.pretrained naming a BiLSTM)")
+        if self.hidden_size and (self.preset != "bilstm" or self.pretrained):
+            raise ValueError("model.hidden_size sets a fresh BiLSTM's width: it needs preset: bilstm and no model.pretrained")
         return self
 
 

@@ -186,6 +186,20 @@ def test_it_trains_under_bf16_autocast():
     assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
+def test_model_hidden_size_sets_a_fresh_bilstms_width_and_nothing_else_takes_it():
+    import pydantic
+
+    from pipelines.config import ModelConfig
+    from pipelines.modeling.models import build_model
+
+    model, _, _ = build_model(ModelConfig(preset="bilstm", hidden_size=96), ["O", "B-PER", "I-PER"])
+    assert model.forward_lstm.hidden_size == model.backward_lstm.hidden_size == 96
+    assert model.classifier.in_features == 192
+    assert build_model(ModelConfig(preset="bilstm"), ["O"])[0].forward_lstm.hidden_size == 256
+    with pytest.raises(pydantic.ValidationError, match="model.hidden_size sets a fresh BiLSTM"):
+        ModelConfig(preset="mini", hidden_size=96)
+
+
 def test_calibration_takes_the_lstm_input_projections_and_simulates_them_in_int8(bilstm_run):
     """The LSTMs' input projections are int8 candidates (the compiler builds each as a
     linear layer); simulated int8 on one moves the logits a little, not at all elsewhere."""

@@ -190,8 +190,9 @@ def build_model(cfg: ModelConfig, labels: Sequence[str], held_out: Sequence[str]
     elif cfg.preset == "bilstm":
         types = len(LEXICON_TYPES) if lexicon is not None else 0
         config_class, model_class = bilstm_classes()
+        width = {"hidden_size": cfg.hidden_size} if cfg.hidden_size else {}
         model = model_class(config_class(vocab_size=len(tokenizer), lexicon_types=types, dropout=cfg.dropout, crf=cfg.crf,
-                                         pad_token_id=tokenizer.pad_token_id, **label_fields(labels)))
+                                         pad_token_id=tokenizer.pad_token_id, **width, **label_fields(labels)))
     else:
         config = bert_config(cfg.preset, len(tokenizer), labels, cfg.max_length, cfg.dropout)
         if lexicon is not None:
