@@ -564,11 +564,10 @@ class RowReduction(CPUScheduleRule):
         rows = min(len(k) - len(k.lstrip("S")) for k in kinds)
         if not reductions or rows == 0:
             return None
-        extents = {get_extent(sch, sch.get_loops(b.block_rv)[-1]) for b in reductions}
-        lanes = _row_lanes(target, extents.pop()) if len(extents) == 1 else 0
+        lanes = _row_lanes(target, get_extent(sch, sch.get_loops(reductions[0].block_rv)[-1]))
         for b in reductions:
             extent = get_extent(sch, sch.get_loops(b.block_rv)[-1])
-            if b.dom_kind() != "S" * rows + "R" or lanes < 2 or (isinstance(extent, int) and extent <= lanes):
+            if b.dom_kind() != "S" * rows + "R" or lanes < 2 or not divides(lanes, extent) or (isinstance(extent, int) and extent <= lanes):
                 return None
         partials = []
         for b in reductions:  # before compute_at: rfactor needs the block alone in its loop nest
