@@ -123,7 +123,7 @@ def default_rules():
     return FirstThatWorks(Matmul(), RowReduction(), dl.cpu.Reduction(), dl.cpu.GEMV(), Injective())
 
 
-def _row_moves_as_elementwise(mod, lanes: int = 16):
+def _row_moves_as_elementwise(mod, tile_columns: int):
     """Mark reshapes, transposes and broadcasts that only move whole rows as elementwise.
 
     The torch frontend lowers ``linear`` on [B, S, H] to reshape -> 2-D matmul on
@@ -137,8 +137,8 @@ def _row_moves_as_elementwise(mod, lanes: int = 16):
 
     The attention heads' split after the query, key and value projections ([S, H*D] ->
     [S, H, D] -> [H, S, D]) and their merge after ``P V`` are marked so too: the reshape
-    splits the innermost dimension into whole vector tiles (D a multiple of 4 vectors of
-    ``lanes``, the widest GEMM tile: no tile straddles two heads), and the transpose keeps the
+    splits the innermost dimension into whole GEMM tiles (D a multiple of ``tile_columns``,
+    ``schedules.widest_gemm_columns``: no tile straddles two heads), and the transpose keeps the
     innermost axis (``_keeps_innermost_axis``): each moves rows of D floats, which the
     GEMM's tile then writes to their place itself instead of a kernel copying them after
     it (mini at 1 x 128, AVX-512: 3.8-3.9 ms against 4.0-4.1, bit-identical outputs)."""
@@ -165,21 +165,21 @@ def _row_moves_as_elementwise(mod, lanes: int = 16):
             continue
         # Over a symbolic length the reshape's index arithmetic does not simplify: fused
         # into a GEMM's tile it bounds each step with pages of min/max (and hung LLVM).
-        if static and (src[-1].value == dst[-1].value or _splits_into_heads(src, dst, lanes)):
+        if static and (src[-1].value == dst[-1].value or _splits_into_heads(src, dst, tile_columns)):
             mod[gv] = func.with_attr("op_pattern", 0)  # kElemWise
         elif pattern == 8:
             mod[gv] = func.with_attr("op_pattern", 2)
     return mod
 
 
-def _splits_into_heads(src, dst, lanes: int) -> bool:
-    """[.., H*D] -> [.., H, D] or back, D a multiple of the widest GEMM tile (4 vectors
-    of ``lanes``: ``schedules.gemm_tile``), so a tile's columns stay within one head."""
+def _splits_into_heads(src, dst, tile_columns: int) -> bool:
+    """[.., H*D] -> [.., H, D] or back, D a multiple of ``tile_columns`` (the widest GEMM
+    tile), so a tile's columns stay within one head."""
     short, long = (src, dst) if len(src) < len(dst) else (dst, src)
     if len(long) != len(short) + 1 or [d.value for d in short[:-1]] != [d.value for d in long[:-2]]:
         return False
     heads, width = long[-2].value, long[-1].value
-    return short[-1].value == heads * width and width % (4 * lanes) == 0
+    return short[-1].value == heads * width and width % tile_columns == 0
 
 
 def _keeps_innermost_axis(func) -> bool:
@@ -260,7 +260,7 @@ def fuse(mod, target):
     from tvm import relax
 
     from pipelines.compile.lstm import fold_label_heads
-    from pipelines.compile.schedules import vector_lanes
+    from pipelines.compile.schedules import vector_lanes, widest_gemm_columns
 
     lanes = vector_lanes(target)
     passes = [
@@ -271,7 +271,7 @@ def fuse(mod, target):
         relax.backend.DispatchSortScan(),
         relax.transform.LegalizeOps({"relax.nn.gelu": _fast_gelu, "relax.nn.softmax": _fast_softmax}),
         relax.transform.AnnotateTIROpPattern(),
-        tvm.transform.module_pass(lambda m, _ctx: _row_moves_as_elementwise(m, lanes), opt_level=0, name="RowMovesAsElementwise"),
+        tvm.transform.module_pass(lambda m, _ctx: _row_moves_as_elementwise(m, widest_gemm_columns(target)), opt_level=0, name="RowMovesAsElementwise"),
         tvm.transform.module_pass(lambda m, _ctx: _lookups_as_injective(m), opt_level=0, name="LookupsAsInjective"),
         relax.transform.FoldConstant(),  # weights are constants: transposes fold away
         relax.transform.FuseOps(),

@@ -235,6 +235,13 @@ def vector_registers(target: Target) -> int:
     return 16
 
 
+def widest_gemm_columns(target: Target) -> int:
+    """The most output columns a GEMM tile of ``gemm_tile`` spans on ``target``: 4
+    vectors (AVX2's 2 x 4 tile). An epilogue that splits columns into groups (attention
+    heads) keeps each tile within one group when this divides the group."""
+    return 4 * vector_lanes(target)
+
+
 def gemm_tile(target: Target, m: int, n: int, row_period=None, k=None) -> tuple[int, int]:
     """(rows, columns) of the GEMM's register tile for ``target``: two vectors wide, and
     as many rows as divide ``m`` (and ``row_period``, where the output is reshaped into
@@ -270,7 +277,7 @@ def gemm_tile(target: Target, m: int, n: int, row_period=None, k=None) -> tuple[
         return divides(r, m) and (row_period is None or divides(r, row_period))
 
     rows = next((r for r in candidates if fits(r)), 1)
-    wide = 4 * lanes
+    wide = widest_gemm_columns(target)
     if registers < 32 and rows < 5 and isinstance(k, int) and k <= 256 and fits(2) and divides(wide, n):
         return 2, wide
     return rows, largest_divisor(n, (2 * lanes, lanes))
