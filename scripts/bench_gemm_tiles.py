@@ -58,14 +58,15 @@ def main(mcpu: str | None = None, shapes=SHAPES, tiles=TILES) -> None:
         x = np.random.randn(m, k).astype("float32")
         cells = []
         for tile in [None, *(t for t in tiles if t)]:
-            chosen = schedules.gemm_tile
-            if tile:
+            chosen, padded = schedules.gemm_tile, schedules.padded_rows
+            if tile:  # that tile exactly: no padding of the rows to another
+                schedules.padded_rows = lambda *_args, **_kw: None
                 schedules.gemm_tile = lambda t, mm, nn, period=None, kk=None, r=tile[0], c=tile[1]: (
                     r if mm % r == 0 else schedules.largest_divisor(mm, (4, 2)), c if nn % c == 0 else schedules.largest_divisor(nn, (16, 8)))
             try:
                 vm = relax.VirtualMachine(tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target)), tvm.cpu())
             finally:
-                schedules.gemm_tile = chosen
+                schedules.gemm_tile, schedules.padded_rows = chosen, padded
             xt = tvm.runtime.tensor(x)
             cells.append(f"{tile or 'default'}: {2 * m * n * k / median_s(lambda: vm['main'](xt)) / 1e9:.0f}")
         with torch.inference_mode():

@@ -454,3 +454,53 @@ def test_a_narrow_head_is_widened_to_a_vector_and_sliced_back(batched):
     out = out[0] if not hasattr(out, "numpy") else out
     assert out.numpy().shape == (6, 5, 7)
     np.testing.assert_allclose(out.numpy(), head(x, scores).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "m, period, padded",
+    [(256, None, 258), (256, 256, 258), (128, None, 132), (64, None, 66), (2048, 256, None), (768, None, None), (640, None, None), (32, None, None)],
+)
+def test_avx2_rows_neither_6_nor_5_divides_are_padded_where_it_costs_little(m, period, padded):
+    """Batch 1 at 256 positions computes 258 rows at 6 x 2 (12 accumulators) rather than
+    256 at 4 x 2; not across sentences (a period other than the rows), not where 6 or 5
+    divide already, not for 4 rows in 32; AVX-512 (8 x 2 divides) never."""
+    import tvm
+
+    from pipelines.compile.schedules import padded_rows
+
+    assert padded_rows(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"}), m, period) == padded
+    assert padded_rows(tvm.target.Target({"kind": "llvm", "mcpu": "znver4"}), m, period) is None
+
+
+class _Scores(torch.nn.Module):
+    """Attention scores per head, as BERT computes them: Q Kᵀ / sqrt(D) + mask."""
+
+    def forward(self, q, k, mask):
+        return torch.matmul(q, k.transpose(-1, -2)) * 0.125 + mask
+
+
+@pytest.mark.parametrize("case", ["feed_forward", "scores"])
+def test_padded_avx2_gemm_reads_the_last_row_again_and_writes_only_real_rows(case):
+    """haswell code (runs on any x86 host here): 128 rows become 132, the padding rows'
+    loads clamped to row 127 (no branch in the tile), the write-back stopped at 128, and
+    the results are torch's, for a 2-D GEMM with its epilogue and a batched one."""
+    import tvm
+    from tvm.relax.frontend.torch import from_exported_program
+
+    torch.manual_seed(0)
+    if case == "feed_forward":
+        module, inputs = _FeedForward().eval(), (torch.randn(1, 128, 64),)
+    else:
+        mask = torch.where(torch.arange(128) < 100, 0.0, -1e4).expand(1, 1, 128, 128).contiguous()
+        module, inputs = _Scores(), (torch.randn(1, 4, 128, 64), torch.randn(1, 4, 128, 64), mask)
+    mod = from_exported_program(torch.export.export(module, inputs), keep_params_as_input=False)
+    target = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+    lowered = cpu_pipeline(target)(mod)
+    [gemm] = [f.script() for gv, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint]
+    assert "T.min(v0, T.int64(127))" in gemm or "T.min(v1, T.int64(127))" in gemm, gemm[:3000]
+    assert "T.int64(132)" in gemm and "T.unroll(T.int64(6))" in gemm
+    executable = tvm.compile(mod, target=target, relax_pipeline=cpu_pipeline(target))
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    out = vm["main"](*(tvm.runtime.tensor(t.numpy()) for t in inputs))
+    out = out[0] if not hasattr(out, "numpy") else out
+    np.testing.assert_allclose(out.numpy(), module(*inputs).detach().numpy(), rtol=1e-5, atol=1e-4)
