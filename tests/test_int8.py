@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from pipelines.compile.calibrate import accuracy_budget
 from pipelines.config import parse_config
@@ -440,3 +441,57 @@ def test_quantize_linears_rewrites_softmax_times_v_only_when_asked():
     out = vm["main"](tvm.runtime.tensor(s, dev), tvm.runtime.tensor(v, dev)).numpy()
     e = np.exp(s - s.max(-1, keepdims=True)).reshape(2, 8, 32)
     np.testing.assert_allclose(out, (e / e.sum(-1, keepdims=True)) @ v, atol=0.03)
+
+
+class _Projections(torch.nn.Module):
+    """Attention's Q and Kᵀ projections as BERT writes them: linear -> [B, S, H, D] ->
+    [B, H, S, D] (Q) and on to [B, H, D, S] (Kᵀ), then the batched matmul's 3-D view."""
+
+    def __init__(self, heads: int, width: int) -> None:
+        super().__init__()
+        self.heads, self.width = heads, width
+        self.q = torch.nn.Linear(64, heads * width)
+        self.k = torch.nn.Linear(64, heads * width)
+
+    def forward(self, x):
+        b, s, _ = x.shape
+        q = self.q(x).reshape(b, s, self.heads, self.width).transpose(1, 2)
+        k = self.k(x).reshape(b, s, self.heads, self.width).transpose(1, 2).transpose(2, 3)
+        return q.reshape(b * self.heads, s, self.width), k.reshape(b * self.heads, self.width, s)
+
+
+@pytest.mark.parametrize("kernel_name, mcpu, width, fused", [("avx2", "haswell", 32, True), ("int32", "x86-64", 32, True),
+                                                             ("avx2", "haswell", 24, False)])
+def test_int8_kernels_write_attention_heads_in_place(kernel_name, mcpu, width, fused):
+    """The split into heads and the transposes after an int8 projection are the kernel's
+    own write (no copy kernels left in main), for Q's [B, H, S, D] and Kᵀ's [B, H, D, S];
+    a head narrower than the kernel's tile of 16 channels (24 = 16 + 8) keeps the copies.
+    The values are the plain int8 kernel's, reshaped."""
+    import tvm
+    from tvm import relax
+    from tvm.relax.frontend.torch import from_exported_program
+
+    from pipelines.compile.int8 import KERNELS, quantize_linears, weight_key
+
+    torch.manual_seed(0)
+    module = _Projections(4, width).eval()
+    x = torch.randn(1, 32, 64)
+    mod = from_exported_program(torch.export.export(module, (x,)), keep_params_as_input=False)
+    layers = {name: {"key": weight_key(layer.weight.detach().numpy()), "range": [-4.0, 4.0]} for name, layer in (("q", module.q), ("k", module.k))}
+    kernel = KERNELS[kernel_name]
+    rewritten, report, _ = quantize_linears(mod, layers, kernel=kernel)
+    script = rewritten["main"].script()
+    assert ("R.permute_dims" not in script) == fused, script
+    assert all(report[name]["int8"] and (report[name].get("epilogue") == "heads") == fused for name in ("q", "k"))
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu})
+    vm = relax.VirtualMachine(tvm.compile(rewritten, target=target), tvm.cpu())
+    q, k = (t.numpy() for t in vm["main"](tvm.runtime.tensor(x.numpy())))
+    plain, _, _ = quantize_linears(from_exported_program(torch.export.export(torch.nn.Sequential(module.q), (x,)), keep_params_as_input=False),
+                                   layers, kernel=kernel)
+    vm_plain = relax.VirtualMachine(tvm.compile(plain, target=target), tvm.cpu())
+    q_plain = vm_plain["main"](tvm.runtime.tensor(x.numpy()))
+    q_plain = (q_plain[0] if not hasattr(q_plain, "numpy") else q_plain).numpy()
+    np.testing.assert_array_equal(q, q_plain.reshape(1, 32, 4, width).transpose(0, 2, 1, 3).reshape(4, 32, width))
+    with torch.no_grad():
+        q_ref, k_ref = module(x)
+    assert np.abs(q - q_ref.numpy()).max() < 0.1 and np.abs(k - k_ref.numpy()).max() < 0.1

@@ -322,13 +322,14 @@ EPILOGUES = (None, "gelu", "residual")
 
 
 def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: Int8Kernel = KERNELS["vnni"],
-                     epilogue: str | None = None):
+                     epilogue: str | None = None, layout: tuple = ()):
     """The scheduled kernel ``(x[m, k] f32, w[n/L, k/4, L, 4] i8, mul[n], off[n]) -> y[m, n] f32``
     with L = ``kernel.lanes``; the ``int32`` kernel: the same tiling with plain int32
     vector arithmetic. ``epilogue``: ``gelu`` applies GELU to y, ``residual`` takes a
     fifth input ``r[m, n]`` and adds it; each tile does it while y is in cache (an
     opaque kernel cannot be fused with the ops after it: they would each be one more
-    pass over memory)."""
+    pass over memory). ``layout``: steps ``("reshape", shape)`` / ``("transpose", axes)``
+    the output is written through (attention's split into heads, ``layout_steps``)."""
     from tvm import s_tir, te, tirx
 
     if epilogue not in EPILOGUES:
@@ -362,14 +363,21 @@ def int8_linear_func(m: int, k: int, n: int, scale: float, zero: int, kernel: In
         out = te.compute((m, n), lambda i, j: gelu[i, j], name="epilogue")
     else:
         out = y
+    if layout:
+        from tvm import topi
+
+        for kind, arg in layout:
+            out = topi.reshape(out, arg) if kind == "reshape" else topi.transpose(out, arg)
+        moved = out
+        out = te.compute(moved.shape, lambda *i: moved(*i), name="epilogue")
     sch = s_tir.Schedule(te.create_prim_func([*inputs, *row_vars(m), out]))
-    if epilogue:
+    if epilogue or layout:
         # The rescale and every elementwise stage of the epilogue fold into one block.
         for block in sch.get_child_blocks(sch.get_sblock("root")):
             if sch.get(block).name_hint not in ("quantize", "gemm", "epilogue"):
                 sch.compute_inline(block)
     quant, gemm = sch.get_sblock("quantize"), sch.get_sblock("gemm")
-    rescale = sch.get_sblock("epilogue" if epilogue else "rescale")
+    rescale = sch.get_sblock("epilogue" if epilogue or layout else "rescale")
 
     _schedule_gemm(sch, gemm, rescale, m, k, n, kernel)
     q_rows, q_cols = sch.get_loops(quant)
@@ -384,11 +392,11 @@ def _schedule_gemm(sch, gemm, rescale, m: int, k: int, n: int, kernel: Int8Kerne
     """Tile the int8 GEMM block (``[batch,] m, n`` spatial, ``k`` reduced; weights
     packed ``[n/L, k/4, L, 4]``) into the kernel's register tile, tensorize its inner
     step, and compute ``rescale`` (the block writing the fp32 output) per row tile."""
-    from pipelines.compile.schedules import divides
+    from tvm.s_tir.dlight.base import get_extent
 
-    rows = next(r for r in (kernel.rows, 4, 2, 1) if divides(r, m))  # m symbolic (64 * s): what provably divides it
+    rows = gemm_rows(kernel, m)  # m symbolic (64 * s): what provably divides it
     lanes = kernel.lanes
-    blocks = kernel.col_blocks if (n // lanes) % kernel.col_blocks == 0 else 1
+    blocks = gemm_columns(kernel, n) // lanes
     *batch, i, j, kk = sch.get_loops(gemm)
     i_o, i_i = sch.split(i, [None, rows])
     j_o, j_b, j_i = sch.split(j, [None, blocks, lanes])
@@ -418,8 +426,40 @@ def _schedule_gemm(sch, gemm, rescale, m: int, k: int, n: int, kernel: Int8Kerne
     sch.unroll(i_i)
     sch.unroll(j_b)
     sch.vectorize(sch.get_loops(init)[-1])
-    _, out_lanes = sch.split(sch.get_loops(rescale)[-1], [None, 16 if n % 16 == 0 else lanes])
-    sch.vectorize(out_lanes)
+    innermost = sch.get_loops(rescale)[-1]
+    if rows < 16 and get_extent(sch, innermost) == rows:  # written transposed (Kᵀ): a tile's rows are contiguous
+        sch.vectorize(innermost)
+    else:
+        _, out_lanes = sch.split(innermost, [None, 16 if n % 16 == 0 else lanes])
+        sch.vectorize(out_lanes)
+
+
+def gemm_rows(kernel: Int8Kernel, m) -> int:
+    """The rows of the int8 GEMM's register tile: the kernel's, or what divides ``m``
+    (``m`` symbolic, such as 64 * s: what provably divides it)."""
+    from pipelines.compile.schedules import divides
+
+    return next(r for r in (kernel.rows, 4, 2, 1) if divides(r, m))
+
+
+def gemm_columns(kernel: Int8Kernel, n: int) -> int:
+    """The output channels of the int8 GEMM's register tile."""
+    return kernel.lanes * (kernel.col_blocks if (n // kernel.lanes) % kernel.col_blocks == 0 else 1)
+
+
+def layout_steps(m, n: int, kernel: Int8Kernel, reshapes: list, axes) -> tuple | None:
+    """``reshapes`` then a transpose by ``axes`` as steps the int8 kernel writes its
+    ``[m, n]`` output through, or None where a register tile would not land in one box
+    of the output: the last reshape must split the rows into [B, S] and the columns into
+    [H, D] (attention's heads), the tile's rows within one S and its columns within one
+    head or over whole heads."""
+    if not isinstance(m, int) or not reshapes or len(reshapes[-1]) != 4:
+        return None
+    b, s, h, d = reshapes[-1]
+    rows, cols = gemm_rows(kernel, m), gemm_columns(kernel, n)
+    if b * s != m or h * d != n or s % rows or (d % cols and cols % d):
+        return None
+    return tuple(("reshape", tuple(shape)) for shape in reshapes) + (("transpose", tuple(axes)),)
 
 
 def row_vars(m) -> list:
@@ -602,8 +642,8 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
     by_key = {spec["key"]: name for name, spec in layers.items()}
     keep = set(keep_fp32)
     report: dict[str, dict] = {}
-    matmul_op, add_op, call_tir_op, reshape_op, gelu_op, softmax_op, broadcast_op = (
-        tvm.ir.Op.get(f"relax.{o}") for o in ("matmul", "add", "call_tir", "reshape", "nn.gelu", "nn.softmax", "broadcast_to")
+    matmul_op, add_op, call_tir_op, reshape_op, gelu_op, softmax_op, broadcast_op, permute_op = (
+        tvm.ir.Op.get(f"relax.{o}") for o in ("matmul", "add", "call_tir", "reshape", "nn.gelu", "nn.softmax", "broadcast_to", "permute_dims")
     )
     attention_products = []
 
@@ -622,6 +662,7 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
             # epilogue variant, its per-channel offset for folding a bias into it).
             self.kernels: dict[str, tuple[str, tuple, np.ndarray]] = {}
             self.variants = {}  # (kernel name, epilogue) -> its global var
+            self.layouts = {}  # a layout variant's name -> (its kernel's name, its args, its steps)
             self.attention_funcs = {}  # (kind, shape) -> global var of an int8 attention kernel
 
         def visit_call_(self, call):
@@ -633,6 +674,8 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
                 return folded if folded is not call else self.fuse_residual(call)
             if call.op.same_as(gelu_op):
                 return self.fuse_gelu(call)
+            if call.op.same_as(permute_op) or call.op.same_as(reshape_op) or call.op.same_as(broadcast_op):
+                return self.fuse_layout(call)
             return call
 
         def plain_kernel_call(self, var):
@@ -678,6 +721,64 @@ def quantize_linears(mod, layers: dict[str, dict], per_channel: bool = True, kee
                 residual = other if dims(other) == [m, n] else self.builder_.emit(relax.op.reshape(other, (m, n)))
                 return self.with_epilogue(call, source, "residual", [residual])
             return call
+
+        def fuse_layout(self, call):
+            """A transpose of a plain kernel's output split into heads (through reshapes),
+            and the reshapes, transposes and same-shape broadcasts after it, as the kernel
+            writing its output in that layout: in fp32 those are GEMM epilogues
+            (compiler._row_moves_as_elementwise); after an opaque int8 kernel they were
+            copies of their own (0.31 of mini/256's 9.6 ms on AVX2)."""
+            value = self.lookup_binding(call.args[0]) if isinstance(call.args[0], relax.Var) else None
+            if isinstance(value, relax.Call) and value.op.same_as(call_tir_op) and value.args[0].name_hint in self.layouts:
+                if call.op.same_as(broadcast_op):  # to its own shape: nothing to do
+                    return call.args[0] if dims(call) == dims(value) else call
+                base, args, steps = self.layouts[value.args[0].name_hint]
+                step = self.layout_step(call, dims(value))
+                steps = steps + (step,) if step else None
+            elif call.op.same_as(permute_op):
+                base, args, steps = self.heads_split(call)
+            else:
+                return call
+            if steps is None:
+                return call
+            layer, spec, _ = self.kernels[base]
+            report[layer]["epilogue"] = "heads"
+            key = (base, steps)
+            if key not in self.variants:
+                fname = f"{base}_heads{len(self.layouts)}"
+                func = int8_linear_func(*spec, kernel, None, layout=steps).with_attr("global_symbol", fname)
+                self.variants[key] = self.builder_.add_func(func, fname)
+                self.layouts[fname] = (base, args, steps)
+            return relax.call_tir(self.variants[key], args, relax.TensorType(dims(call), "float32"))
+
+        @staticmethod
+        def layout_step(call, before):
+            """``call`` (after a layout variant) as one more step, or None: a transpose, or a
+            reshape that only adds or drops unit dimensions (a tile stays one box)."""
+            if call.op.same_as(permute_op):
+                return ("transpose", tuple(int(a) for a in call.attrs.axes))
+            after = dims(call)
+            if after is None or [d for d in after if d != 1] != [d for d in before if d != 1]:
+                return None
+            return ("reshape", tuple(after))
+
+        def heads_split(self, call):
+            """(kernel name, its args, layout steps) for a transpose of a plain kernel's
+            output behind reshapes that split it into heads (``layout_steps``), else
+            (None, None, None)."""
+            reshapes, source = [], call.args[0]
+            while True:
+                bound = self.lookup_binding(source) if isinstance(source, relax.Var) else None
+                if not (isinstance(bound, relax.Call) and bound.op.same_as(reshape_op)) or dims(bound) is None:
+                    break
+                reshapes.insert(0, dims(bound))
+                source = bound.args[0]
+            plain = self.plain_kernel_call(source)
+            if plain is None:
+                return None, None, None
+            m, n = dims(plain) or (None, None)
+            steps = layout_steps(m, n, kernel, reshapes, [int(a) for a in call.attrs.axes])
+            return plain.args[0].name_hint, list(plain.args[1].fields), steps
 
         def softmax_behind(self, var):
             """The input of the last-axis softmax that ``var`` is, seen through reshapes and
