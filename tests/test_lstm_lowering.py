@@ -210,3 +210,28 @@ def test_an_int8_recurrence_computes_its_calibrated_input_projection_itself(kern
     got = vm["main"](tvm.runtime.tensor(x.numpy()))[0].numpy()
     error = np.abs(got - expected)
     assert error.max() < 0.05 and error.mean() < 0.01, (error.max(), error.mean())
+
+
+@pytest.mark.parametrize("head", [False, True])
+def test_one_sentence_with_weights_past_l2_splits_each_step_s_tiles_over_the_cores(monkeypatch, head):
+    """Batch 1 has one row group, so the float kernel ran on one core; past one core's L2
+    (a 384-wide direction: 2.4 MB of W_hh) each step's tiles run in parallel instead. The
+    threshold lowered here so a small LSTM takes that path: same states and scores as
+    torch, and the tile loop is the parallel one (the label-head variant too)."""
+    import torch
+    import tvm
+
+    from pipelines.compile import lstm
+    from pipelines.compile.compiler import fuse, resolve_target
+
+    monkeypatch.setattr(lstm, "SPLIT_TILES_BYTES", 0)
+    x = torch.randn(1, 6, 8, generator=torch.Generator().manual_seed(7))
+    got, expected, mod = compile_and_run(lstm_tagger(32) if head else lstm_module(32), x)
+    assert np.abs(got - expected).max() < 1e-5
+    fused = fuse(mod, tvm.target.Target(resolve_target("x86-avx2")))
+    recurrences = [f.script() for gv, f in fused.functions_items() if "lstm_recurrence" in gv.name_hint]
+    assert recurrences and all("for tile in T.parallel" in script for script in recurrences), [gv.name_hint for gv in fused.get_global_vars()]
+    monkeypatch.setattr(lstm, "SPLIT_TILES_BYTES", 1 << 30)  # the default for small weights: row groups, tiles in turn
+    _, _, mod = compile_and_run(lstm_module(32), x)
+    scripts = [f.script() for gv, f in mod.functions_items() if "lstm_recurrence" in gv.name_hint]
+    assert scripts and not any("for tile in T.parallel" in script for script in scripts)

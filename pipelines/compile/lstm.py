@@ -42,6 +42,10 @@ UNITS = 16
 # groups against 16.3-17.2 in 4 (each group streams every weight each step); the int8
 # kernel 4.5 ms in 2 against 3.8-3.9 in 4 (AVX-512 Xeon, quickstart BiLSTM).
 GROUPS = 4
+# W_hh bytes past which a single row group's step splits its tiles over the cores: one
+# core's L2 (2 MB here) less room for the rest. A 384-wide direction's float weights
+# (2.4 MB) streamed from L3 at every step: 52 us a step at 1x128 against ~10 for 256.
+SPLIT_TILES_BYTES = 1536 * 1024
 
 # Eigen's and TVM's ``fast_tanh``: a 13/6 rational approximation, exact to float32
 # rounding on [-9, 9] and +-1 outside.
@@ -176,8 +180,13 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
     the steps)."""
     from tvm.script import tirx as T
 
+    threads = groups
     tiles, groups, rows, block = row_tiling(batch, hidden, groups)
     lanes = 4 * UNITS
+    # One row group (batch 1) and W_hh past one core's L2: the tiles of each step run in
+    # parallel instead, each core streaming its share of the weights from its own L2.
+    split_tiles = groups == 1 and threads > 1 and hidden * lanes * tiles * (1 if weight_dtype == "int8" else 4) > SPLIT_TILES_BYTES
+    group_loop, tile_loop = (T.serial, T.parallel) if split_tiles else (T.parallel, T.serial)
     fused = fuses_projection(batch, hidden, groups)
     wx_rows = embedding if fused else 1
     # The accumulators of `block` rows x `sub` gate columns fit AVX2's 16 registers
@@ -249,42 +258,45 @@ def recurrence_kernel(batch: int, steps, hidden: int, embedding: int, weight_dty
                     c[b, j] = c0[b, j]
                 # Row groups in parallel, each through every step: no fork per step (a
                 # fork per step cost more than it saved: 32.6 us a step against 19.4 in
-                # one thread at 1x128).
-                for g in T.parallel(groups):
+                # one thread at 1x128, 256 wide), unless ``split_tiles``.
+                for g in group_loop(groups):
                     with T.sblock("group"):
                         T.reads(x[g * rows * steps : (g * rows + rows) * steps, 0:embedding], wx[0:tiles, 0:wx_rows, 0:lanes], bias[0:tiles, 0:lanes], wp[0:tiles, 0:hidden, 0:lanes], scale[0:tiles, 0:lanes], h[g * rows : g * rows + rows, 0:2, 0:hidden], c[g * rows : g * rows + rows, 0:hidden], wh[0:hidden, 0 : head or 1])
                         T.writes(c[g * rows : g * rows + rows, 0:hidden], h[g * rows : g * rows + rows, 0:2, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:width])
-                        gates = T.alloc_buffer((rows, lanes), "float32")
                         for t in T.serial(steps):
-                            for tile in T.serial(tiles):
-                                for r in T.serial(rows):
-                                    for lane in T.vectorized(lanes):
-                                        gates[r, lane] = T.float32(0)
-                                # h's terms, a chunk of k at a time over every row block
-                                for kc, part, rb in T.grid(hidden // h_chunk, lanes // sub, rows // block):
-                                    accumulate(gates, h, x, wx, wp, True, g, rb, part, kc * h_chunk, h_chunk, t, tile)
-                                # int8 weights' column scales on h's terms, then the bias (and x's terms)
-                                for r in T.serial(rows):
-                                    for lane in T.vectorized(lanes):
-                                        gates[r, lane] = gates[r, lane] * scale[tile, lane] + bias[tile, lane]
-                                if fused:  # a Python constant: one variant or the other is built
-                                    for kc, part, rb in T.grid(wx_rows // x_chunk, lanes // sub, rows // block):
-                                        accumulate(gates, h, x, wx, wp, False, g, rb, part, kc * x_chunk, x_chunk, t, tile)
-                                else:
-                                    add_projection(gates, x, g, t, tile)
-                                if has_head:  # h straight into the state; the scores once every tile has run
-                                    update_cells(gates, c, h, g, 1 - t % 2, tile)
-                                else:
-                                    update_cells(gates, c, out, g, t, tile)
+                            for tile in tile_loop(tiles):
+                                with T.sblock("tile"):  # its own gate sums: tiles may run in parallel
+                                    T.reads(x[g * rows * steps : (g * rows + rows) * steps, 0:embedding], wx[tile, 0:wx_rows, 0:lanes], bias[tile, 0:lanes], wp[tile, 0:hidden, 0:lanes], scale[tile, 0:lanes], h[g * rows : g * rows + rows, 0:2, 0:hidden], c[g * rows : g * rows + rows, 0:hidden])
+                                    T.writes(c[g * rows : g * rows + rows, 0:hidden], h[g * rows : g * rows + rows, 0:2, 0:hidden], out[g * rows : g * rows + rows, 0:steps, 0:width])
+                                    gates = T.alloc_buffer((rows, lanes), "float32")
                                     for r in T.serial(rows):
-                                        for u in T.vectorized(UNITS):
-                                            h[g * rows + r, 1 - t % 2, tile * UNITS + u] = out[g * rows + r, t, tile * UNITS + u]
+                                        for lane in T.vectorized(lanes):
+                                            gates[r, lane] = T.float32(0)
+                                    # h's terms, a chunk of k at a time over every row block
+                                    for kc, part, rb in T.grid(hidden // h_chunk, lanes // sub, rows // block):
+                                        accumulate(gates, h, x, wx, wp, True, g, rb, part, kc * h_chunk, h_chunk, t, tile)
+                                    # int8 weights' column scales on h's terms, then the bias (and x's terms)
+                                    for r in T.serial(rows):
+                                        for lane in T.vectorized(lanes):
+                                            gates[r, lane] = gates[r, lane] * scale[tile, lane] + bias[tile, lane]
+                                    if fused:  # a Python constant: one variant or the other is built
+                                        for kc, part, rb in T.grid(wx_rows // x_chunk, lanes // sub, rows // block):
+                                            accumulate(gates, h, x, wx, wp, False, g, rb, part, kc * x_chunk, x_chunk, t, tile)
+                                    else:
+                                        add_projection(gates, x, g, t, tile)
+                                    if has_head:  # h straight into the state; the scores once every tile has run
+                                        update_cells(gates, c, h, g, 1 - t % 2, tile)
+                                    else:
+                                        update_cells(gates, c, out, g, t, tile)
+                                        for r in T.serial(rows):
+                                            for u in T.vectorized(UNITS):
+                                                h[g * rows + r, 1 - t % 2, tile * UNITS + u] = out[g * rows + r, t, tile * UNITS + u]
                             if has_head:
                                 scores(h, wh, out, g, 1 - t % 2, t)
 
     # scheduled by hand (default schedules skip it) and opaque (fusion leaves it whole);
     # how it was made, for ``fold_label_heads`` to make its variant with a head
-    made = made_with("float", batch=batch, hidden=hidden, embedding=embedding, weight_dtype=weight_dtype, vector_bits=vector_bits, groups=groups)
+    made = made_with("float", batch=batch, hidden=hidden, embedding=embedding, weight_dtype=weight_dtype, vector_bits=vector_bits, groups=threads)
     return lstm_recurrence.with_attr("tirx.is_scheduled", True).with_attr("op_pattern", 8).with_attr(KERNEL_ATTR, made)
 
 
