@@ -100,7 +100,8 @@ class ModelConfig(_Section):
     lexicon: Optional[str] = None
     # A fresh BiLSTM's character and bigram tables start from word2vec vectors trained
     # on these text sources (peoples_daily_1998, msra_train, file:PATH), minus sentences
-    # that share text with dev/test (modeling/vectors); null: random tables.
+    # that share text with dev/test (modeling/vectors); `lac` among them: the character
+    # table starts from jieba's LAC-small character vectors instead; null: random tables.
     vectors: Optional[list[str]] = None
     # A linear-chain CRF over the BiLSTM's scores (modeling/crf): trained on the likelihood
     # of whole tag sequences, decoded with its learned transitions by every engine.

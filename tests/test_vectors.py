@@ -81,3 +81,61 @@ def test_a_run_starts_its_bilstm_from_the_vectors_and_counts_what_it_left_out(tm
     assert vectors["dropped_held_out"] == 2 and vectors["sentences"] == 3 * len(TOY_TRAIN)
     assert vectors["char_rows"] > 20 and vectors["bigram_rows"] > 20
     assert results["eval"]["f1"] > 0.5
+
+
+def _paddle_tensor(dims, values, dtype=5) -> bytes:
+    """A tensor as PaddlePaddle 1.x saves one: version, LoD level 0, version, TensorDesc, data."""
+    desc = bytes([0x08, dtype]) + b"".join(bytes([0x10, d]) for d in dims)  # dims < 128: one-byte varints
+    header = (0).to_bytes(4, "little") + (0).to_bytes(8, "little") + (0).to_bytes(4, "little") + len(desc).to_bytes(4, "little")
+    return header + desc + np.asarray(values, dtype="<f4").tobytes()
+
+
+def test_paddle_tensors_read_without_paddle(tmp_path):
+    from pipelines.data.loaders import DataError
+    from pipelines.modeling.vectors import read_paddle_tensor
+
+    good = tmp_path / "w"
+    good.write_bytes(_paddle_tensor([2, 3], [1.5, 2, 3, 4, 5, -6]))
+    np.testing.assert_array_equal(read_paddle_tensor(str(good)), [[1.5, 2, 3], [4, 5, -6]])
+    short = tmp_path / "short"
+    short.write_bytes(_paddle_tensor([2, 3], [1, 2, 3, 4, 5]))
+    with pytest.raises(DataError, match=r"short: not a PaddlePaddle float32 tensor: 5 values for dimensions \[2, 3\]"):
+        read_paddle_tensor(str(short))
+    doubles = tmp_path / "doubles"
+    doubles.write_bytes(_paddle_tensor([1], [0, 0], dtype=6))
+    with pytest.raises(DataError, match=r"doubles: not a PaddlePaddle float32 tensor: data type 6, not float32"):
+        read_paddle_tensor(str(doubles))
+
+
+def test_lac_vectors_start_the_character_table_from_jiebas_lac(small_bilstm):
+    """model.vectors: [lac]: each character's row is LAC-small's row for it (scaled to
+    the random rows' spread); no text is read, so the bigram table stays random."""
+    import importlib.util
+    import os
+
+    import torch
+
+    from pipelines.data.loaders import DataError
+    from pipelines.modeling.vectors import INIT_STD, initialise_bilstm, read_paddle_tensor
+
+    model_class, config, encoder = small_bilstm
+    lac = os.path.join(os.path.dirname(importlib.util.find_spec("jieba").origin), "lac_small")
+    table = read_paddle_tensor(os.path.join(lac, "model_baseline", "word_emb"))
+    rows = dict(line.rstrip("\n").split("\t")[::-1] for line in open(os.path.join(lac, "word.dic"), encoding="utf-8"))
+    assert table.shape == (20941, 128)
+    with pytest.raises(DataError, match="model.vectors 'lac': its character vectors are 128 wide, this model's 8"):
+        initialise_bilstm(model_class(config), encoder, ["lac"], [], seed=1)
+
+    torch.manual_seed(0)
+    model = model_class(config.__class__(**{**config.to_dict(), "embedding_size": 128}))
+    bigrams_before = model.bigrams.weight.detach().clone()
+    stats = initialise_bilstm(model, encoder, ["lac"], [], seed=1)
+    assert stats["char_source"] == "lac" and stats["sentences"] == 0 and stats["char_rows"] > 5000
+    chars = model.chars.weight.detach().numpy()
+    # one scale for the whole table: every row is LAC's row times the same factor
+    scale = np.linalg.norm(chars[encoder.char_id("中")]) / np.linalg.norm(table[int(rows["中"])])
+    for c in "国北京人":
+        np.testing.assert_allclose(chars[encoder.char_id(c)], scale * table[int(rows[c])], rtol=1e-4, atol=1e-6)
+    learnt = np.stack([chars[encoder.char_id(c)] for c in rows if len(c) == 1 and "\u4e00" <= c <= "\u9fff"])
+    assert abs(float(learnt.std()) - INIT_STD) < 0.01
+    assert torch.equal(model.bigrams.weight.detach(), bigrams_before)

@@ -22,7 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
+from pipelines import resources
 from pipelines.data.corpus import drop_leaks, load_corpus
+from pipelines.data.loaders import DataError
 
 # word2vec's settings: a window of 5 either side, pairs seen at least twice, 5 passes
 # (gensim's defaults, skip-gram rather than CBOW: better vectors for rare characters).
@@ -30,6 +32,68 @@ WINDOW = 5
 MIN_COUNT = 2
 EPOCHS = 5
 INIT_STD = 0.1  # the BiLSTM's random tables' spread (bilstm._init_weights): vectors are scaled to it
+LAC = "lac"  # jieba's LAC-small character table, a ``model.vectors`` source beside text sources
+LAC_DIR = ("lac_small",)
+
+
+def read_paddle_tensor(path: str) -> np.ndarray:
+    """A tensor PaddlePaddle 1.x saved on its own (``save_persistables``): uint32 version,
+    uint64 LoD level (0 here), uint32 tensor version, int32 size of the TensorDesc
+    protobuf (field 1: data type, 5 = float32; field 2: each dimension, varints), then
+    the float32 data. Read without paddle, which jieba's LAC needs and we do not install."""
+    with open(path, "rb") as f:
+        raw = f.read()
+    try:
+        if int.from_bytes(raw[4:12], "little"):
+            raise ValueError("a LoD tensor (only plain tensors are read)")
+        size = int.from_bytes(raw[16:20], "little")
+        desc, dims, dtype, i = raw[20 : 20 + size], [], None, 0
+        while i < len(desc):
+            field, i = desc[i] >> 3, i + 1
+            value, shift = 0, 0
+            while True:
+                byte, i = desc[i], i + 1
+                value |= (byte & 0x7F) << shift
+                shift += 7
+                if not byte & 0x80:
+                    break
+            if field == 1:
+                dtype = value
+            elif field == 2:
+                dims.append(value)
+        if dtype != 5:
+            raise ValueError(f"data type {dtype}, not float32 (5)")
+        data = np.frombuffer(raw, dtype="<f4", offset=20 + size)
+        if not dims or data.size != int(np.prod(dims)):
+            raise ValueError(f"{data.size} values for dimensions {dims}")
+    except (IndexError, ValueError) as err:
+        raise DataError(f"{path}: not a PaddlePaddle float32 tensor: {err}") from None
+    return data.reshape(dims)
+
+
+def lac_char_vectors(encoder) -> dict[int, np.ndarray]:
+    """LAC-small's character vectors, keyed by the model's token ids (characters the
+    vocabulary folds into one id, full-width and ASCII forms say, share their mean)."""
+    try:
+        table = read_paddle_tensor(resources.package_file("jieba", "jieba", *LAC_DIR, "model_baseline", "word_emb"))
+        chars_file = resources.package_file("jieba", "jieba", *LAC_DIR, "word.dic")
+    except resources.MissingResource as err:
+        raise DataError(f"model.vectors {LAC!r}: {err}") from None
+    chars: dict[str, int] = {}
+    with open(chars_file, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            row, _, char = line.rstrip("\n").partition("\t")
+            if not row.isdigit() or int(row) >= len(table):
+                raise DataError(f"{chars_file}:{lineno}: expected 'ROW<TAB>CHARACTER' with a row under {len(table)}, got {line.strip()!r}")
+            if len(char) == 1 and char.strip():  # not OOV, OOV_NUM, ...: those are LAC's own classes
+                chars[char] = int(row)
+    encoder.prime([list(chars)])
+    by_token: dict[int, list[np.ndarray]] = {}
+    for char, row in chars.items():
+        token = encoder.char_id(char)
+        if token not in (encoder.unk_id, encoder.pad_id):
+            by_token.setdefault(token, []).append(table[row])
+    return {token: np.mean(rows, axis=0) for token, rows in by_token.items()}
 
 
 def corpus_ids(sources: Sequence[str], encoder, held_out: Sequence[str]) -> tuple[list[list[int]], int]:
@@ -56,21 +120,30 @@ def bigram_bucket(first: int, second: int, vocab_size: int, buckets: int) -> int
 
 def initialise_bilstm(model, encoder, sources: Sequence[str], held_out: Sequence[str], seed: int) -> dict:
     """Set a fresh BiLSTM's character (and bigram) rows to word2vec vectors trained on
-    ``sources``; rows nothing was learnt for keep their random start. Returns counts."""
+    ``sources`` (LAC's for the characters where ``lac`` is one); rows nothing was
+    learnt for keep their random start. Returns counts."""
     import torch
 
     start = time.monotonic()
-    ids, dropped = corpus_ids(sources, encoder, held_out)
     config = model.config
     dim = config.embedding_size
-    chars = word2vec([[str(i) for i in row] for row in ids], dim, seed)
+    texts = [source for source in sources if source != LAC]
+    ids, dropped = corpus_ids(texts, encoder, held_out) if texts else ([], 0)
     stats = {"sentences": len(ids), "dropped_held_out": dropped, "characters": sum(map(len, ids))}
+    if LAC in sources:
+        rows = lac_char_vectors(encoder)
+        width = len(next(iter(rows.values())))
+        if width != dim:
+            raise DataError(f"model.vectors {LAC!r}: its character vectors are {width} wide, this model's {dim}")
+        stats["char_source"] = LAC
+    else:
+        chars = word2vec([[str(i) for i in row] for row in ids], dim, seed)
+        rows = {int(token): vector for token, vector in chars.items()}
+    rows.pop(config.pad_token_id, None)
     with torch.no_grad():
-        table = model.chars.weight
-        rows = {int(token): vector for token, vector in chars.items() if int(token) != config.pad_token_id}
-        _set_rows(table, rows)
+        _set_rows(model.chars.weight, rows)
         stats["char_rows"] = len(rows)
-        if model.bigrams is not None:
+        if model.bigrams is not None and ids:
             pairs = word2vec([[f"{a}_{b}" for a, b in zip(row, row[1:])] for row in ids], dim, seed)
             buckets: dict[int, list[np.ndarray]] = {}
             for pair, vector in pairs.items():

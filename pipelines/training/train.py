@@ -105,11 +105,11 @@ def train(cfg: RunConfig, data: NerData, run_dir: str, reporter: Reporter) -> di
     if mc.vectors and not os.path.isdir(os.path.join(run_dir, CHECKPOINT_DIR)):  # a resumed run loads its own weights
         from pipelines.modeling.vectors import initialise_bilstm
 
-        reporter.log(f"word2vec: character and bigram vectors from {', '.join(mc.vectors)}")
+        reporter.log(f"vectors: character and bigram tables from {', '.join(mc.vectors)}")
         vectors = initialise_bilstm(model, encoder, mc.vectors, held_out, cfg.seed)
-        reporter.log(f"word2vec: {vectors['char_rows']} character rows, {vectors.get('bigram_rows', 0)} bigram rows "
-                     f"from {vectors['sentences']} sentences ({vectors['dropped_held_out']} sharing dev/test text left out), "
-                     f"{vectors['seconds']} s")
+        reporter.log(f"vectors: {vectors['char_rows']} character rows{' (LAC)' if vectors.get('char_source') else ''}, "
+                     f"{vectors.get('bigram_rows', 0)} bigram rows from {vectors['sentences']} sentences "
+                     f"({vectors['dropped_held_out']} sharing dev/test text left out), {vectors['seconds']} s")
         extra_counts["vectors"] = vectors
     train_split, dev_split = data.splits["train"], data.splits["dev"]
     examples = make_examples(train_split["tokens"], train_split["ner_tags"], encoder, mc.max_length, mc.window_stride)
