@@ -294,7 +294,8 @@ def padded_rows(target: Target, m, row_period=None) -> int | None:
     against 162-167, 256 x 1024 x 256 199-200 against 191, 256 x 256 x 256 198 against
     191. Only where the padding is at most 1/32 of the rows (128 -> 132, 256 -> 258;
     not 32 -> 36), the rows are one run of the output's reshape (batch 1: padded rows
-    past the end, never between two sentences) and static."""
+    past the end, never between two sentences) and static. ``Matmul`` asks only for 2-D
+    GEMMs (see there)."""
     if vector_registers(target) >= 32 or not isinstance(m, int) or row_period not in (None, m):
         return None
     if m % 6 == 0 or m % 5 == 0:
@@ -334,7 +335,12 @@ class Matmul(CPUScheduleRule):
         # written as the bounding box of both, reading rows no tile had computed yet.
         split = _reshaped_rows(sch, infos[main_index + 1 :]) if not batch else None
         rows, cols = gemm_tile(target, m, n, split, get_extent(sch, k))
-        padded = padded_rows(target, m, split) if cols >= lanes else None
+        # Not batched GEMMs (attention's, per sentence and head): padded, mini's 16 x 64,
+        # 16 x 112 and 16 x 128 builds read memory nothing had written, and the sentence
+        # whose rows begin the second core's share came out wrong in some processes
+        # (found with MALLOC_PERTURB_; 2026-12-07). Cause inside the padded batched
+        # schedule not found; 2-D GEMMs (batch 1) showed no such read.
+        padded = padded_rows(target, m, split) if cols >= lanes and not batch else None
         padded_sch = _pad_rows(sch, block, len(batch), padded) if padded is not None else None
         if padded_sch is not None:
             sch = padded_sch
