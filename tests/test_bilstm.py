@@ -122,7 +122,10 @@ def test_it_exports_and_compiles_and_every_engine_tags_as_eager_pytorch(bilstm_r
     quantization = int8.meta["quantization"]
     assert quantization["int8_recurrences"] == 2 and quantization["int8_layers"] == 2
     assert sorted(quantization["layers"]) == ["backward_lstm.input", "forward_lstm.input"]
-    assert np.abs(int8.logits(ids, mask) - expected)[real].max() < 0.1
+    # 7-bit weights (the vpmaddubsw kernels of AVX2 CPUs without VNNI) have twice the
+    # step of 8-bit ones: 0.104 measured on a Zen 3 EPYC against a bound of 0.1
+    bound = 0.1 if quantization.get("weight_bits", 8) == 8 else 0.2
+    assert np.abs(int8.logits(ids, mask) - expected)[real].max() < bound
     assert evaluate_run(run.dir, "tvm-int8")["agreement_with_torch"] >= 0.98
     # fp16 is refused before any work, in one line
     fp16 = parse_config({"data": corpus.data(), "compile": {"precisions": ["fp16"], "shapes": [[3, 16]]}})
