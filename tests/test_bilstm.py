@@ -249,8 +249,11 @@ def test_a_symbolic_length_build_tags_every_length_as_eager_pytorch(bilstm_run, 
     assert set(built) == {f"tvm-{p}-{b}xany" for p in ("fp32", "int8") for b in (1, 32)}
     torch_engine = open_engine("torch", run_dir)
     rng = np.random.default_rng(0)
-    for precision, tolerance in (("fp32", 1e-4), ("int8", 0.1)):
+    for precision in ("fp32", "int8"):
         profile = open_engine(f"tvm-{precision}", run_dir)
+        # int8: as in the static build's test, twice the bound for 7-bit weights (0.1085 on a Zen 3)
+        bits = (next(iter(profile.any_length.values())).meta.get("quantization") or {}).get("weight_bits", 8)
+        tolerance = 1e-4 if precision == "fp32" else 0.1 if bits == 8 else 0.2
         assert isinstance(profile, ShapeProfile) and sorted(profile.any_length) == [1, 32] and profile.max_length == 16
         for rows, length in ((1, 1), (1, 9), (3, 2), (20, 11), (32, 16), (40, 5)):
             ids = rng.integers(700, 900, (rows, length))
