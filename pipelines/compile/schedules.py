@@ -341,7 +341,7 @@ class Matmul(CPUScheduleRule):
         # (found with MALLOC_PERTURB_; 2026-12-07). Cause inside the padded batched
         # schedule not found; 2-D GEMMs (batch 1) showed no such read.
         padded = padded_rows(target, m, split) if cols >= lanes and not batch else None
-        padded_sch = _pad_rows(sch, block, len(batch), padded) if padded is not None else None
+        padded_sch = _pad_rows(sch, block, padded) if padded is not None else None
         if padded_sch is not None:
             sch = padded_sch
             *batch, i, j, k = sch.get_loops(block)
@@ -427,15 +427,15 @@ class Matmul(CPUScheduleRule):
 ROW_BLOCK_BYTES = 256 * 1024
 
 
-def _pad_rows(sch: s_tir.Schedule, block, row_axis: int, rows: int) -> s_tir.Schedule | None:
-    """A copy of ``sch`` computing the GEMM ``block`` over ``rows`` rows (padded), the
+def _pad_rows(sch: s_tir.Schedule, block, rows: int) -> s_tir.Schedule | None:
+    """A copy of ``sch`` computing the 2-D GEMM ``block`` over ``rows`` rows (padded), the
     padding rows reading the operand's last row again (a clamped index: no copy, no
     branch in the tile) and written nowhere (the write-back's loop stops at the real
     rows). None where TVM cannot pad it (an operand indexed by an expression)."""
     trial = sch.copy()
     try:
         padding = [1] * len(trial.get(block).iter_vars)
-        padding[row_axis] = rows
+        padding[0] = rows
         trial.pad_einsum(block, padding)
         for producer in trial.get_producers(block):  # the padded operand: read in place, clamped
             _clamp_padded_read(trial, producer)
